@@ -1,0 +1,25 @@
+"""Decode: raw Kafka value bytes -> JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from consumer.records import BadRecord
+
+
+def decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """Delivery: pure; returns the JSON object or raises BadRecord (never drops silently)."""
+    if value is None:
+        raise BadRecord("empty", "record has no value (tombstone)")
+    if len(value) > max_bytes:
+        raise BadRecord("too_large", f"record is {len(value)} bytes, over the {max_bytes}-byte limit (MAX_RECORD_BYTES)")
+    try:
+        obj = json.loads(value)
+    except UnicodeDecodeError as exc:
+        raise BadRecord("not_json", f"value is not UTF-8: {exc}") from None
+    except ValueError as exc:
+        raise BadRecord("not_json", f"value is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadRecord("not_object", f"value is JSON but not an object (got {type(obj).__name__})")
+    return obj

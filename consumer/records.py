@@ -1,0 +1,29 @@
+"""Value types that flow between the consumer's parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+
+class Position(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+
+
+class BadRecord(Exception):
+    """A record that can never be stored as a log; it goes to `dead_letters` with `reason` and `detail`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason  # short machine code: not_json, not_object, schema, too_large, unknown_topic, ...
+        self.detail = detail  # the error in words, for the operator
+
+
+@dataclass(slots=True)
+class Item:
+    """One document waiting in a batch, with the Kafka position it came from."""
+
+    doc: dict[str, Any]
+    position: Position

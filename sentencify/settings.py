@@ -1,0 +1,136 @@
+"""Settings from environment variables; the defaults point at the local stack (`sentencify stack up`).
+
+Every variable is documented in README.md. A bad value fails fast with the variable's name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A setting has a value the code cannot use."""
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int | None = None) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _str(env: dict[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    # interfaces.md (the contract)
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    topic_prefix: str = "sentencify."
+    consumer_group: str = "sentencify-ingest"
+    batch_size: int = 100
+    flush_interval_ms: int = 1000
+    mongo_uri: str = "mongodb://127.0.0.1:27027"
+    mongo_db: str = "sentencify"
+    redis_url: str = "redis://127.0.0.1:6389/0"
+    qdrant_url: str | None = None
+    qdrant_path: str | None = None
+    qdrant_collection: str = "context_block_v1"
+    analytics_db_uri: str = "postgresql://sentencify@127.0.0.1:55432/analytics"
+    embedding_dim: int = 384
+
+    # consumer
+    max_record_bytes: int = 1024 * 1024
+    dead_letter_prefix_bytes: int = 4096
+    dlq_max_bad_ratio: float = 0.5
+    dlq_window: int = 200
+    max_buffered_records: int = 20_000
+    metrics_port: int = 9108
+    shutdown_timeout_s: int = 10
+    topic_partitions: int = 4
+
+    # local stack
+    stack_dir: Path = field(default_factory=lambda: PROJECT_ROOT / ".stack")
+    kafka_port: int = 19092
+    mongo_port: int = 27027
+    redis_port: int = 6389
+    postgres_port: int = 55432
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        e = dict(os.environ if env is None else env)
+        stack_dir = Path(_str(e, "STACK_DIR", str(PROJECT_ROOT / ".stack"))).resolve()
+        kafka_port = _int(e, "KAFKA_PORT", 19092, 1)
+        mongo_port = _int(e, "MONGO_PORT", 27027, 1)
+        redis_port = _int(e, "REDIS_PORT", 6389, 1)
+        postgres_port = _int(e, "POSTGRES_PORT", 55432, 1)
+        qdrant_url = _str(e, "QDRANT_URL", None)
+        settings = cls(
+            kafka_bootstrap_servers=_str(e, "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{kafka_port}"),
+            topic_prefix=_str(e, "TOPIC_PREFIX", "sentencify."),
+            consumer_group=_str(e, "CONSUMER_GROUP", "sentencify-ingest"),
+            batch_size=_int(e, "BATCH_SIZE", 100, 1),
+            flush_interval_ms=_int(e, "FLUSH_INTERVAL_MS", 1000, 1),
+            mongo_uri=_str(e, "MONGO_URI", f"mongodb://127.0.0.1:{mongo_port}"),
+            mongo_db=_str(e, "MONGO_DB", "sentencify"),
+            redis_url=_str(e, "REDIS_URL", f"redis://127.0.0.1:{redis_port}/0"),
+            qdrant_url=qdrant_url,
+            # Local mode only when no server URL is given.
+            qdrant_path=_str(e, "QDRANT_PATH", None if qdrant_url else str(stack_dir / "qdrant")),
+            qdrant_collection=_str(e, "QDRANT_COLLECTION", "context_block_v1"),
+            analytics_db_uri=_str(
+                e, "ANALYTICS_DB_URI", f"postgresql://sentencify@127.0.0.1:{postgres_port}/analytics"
+            ),
+            embedding_dim=_int(e, "EMBEDDING_DIM", 384, 1),
+            max_record_bytes=_int(e, "MAX_RECORD_BYTES", 1024 * 1024, 1),
+            dead_letter_prefix_bytes=_int(e, "DEAD_LETTER_PREFIX_BYTES", 4096, 0),
+            dlq_max_bad_ratio=_float(e, "DLQ_MAX_BAD_RATIO", 0.5, 0.0, 1.0),
+            dlq_window=_int(e, "DLQ_WINDOW", 200, 1),
+            max_buffered_records=_int(e, "MAX_BUFFERED_RECORDS", 20_000, 1),
+            metrics_port=_int(e, "METRICS_PORT", 9108, -1),
+            shutdown_timeout_s=_int(e, "SHUTDOWN_TIMEOUT_S", 10, 1),
+            topic_partitions=_int(e, "TOPIC_PARTITIONS", 4, 1),
+            stack_dir=stack_dir,
+            kafka_port=kafka_port,
+            mongo_port=mongo_port,
+            redis_port=redis_port,
+            postgres_port=postgres_port,
+        )
+        if not settings.topic_prefix.strip():
+            raise SettingsError("TOPIC_PREFIX must not be blank")
+        return settings
+
+    def describe(self) -> dict[str, object]:
+        """Settings as printable pairs (URIs are shown without passwords)."""
+        from sentencify.redact import redact_uri
+
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = redact_uri(value) if isinstance(value, str) and "://" in value else value
+        return out

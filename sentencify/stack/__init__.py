@@ -1,0 +1,94 @@
+"""`sentencify stack up|down|status`: the local services, on 127.0.0.1, with PID files and logs under STACK_DIR."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sentencify.settings import Settings
+from sentencify.stack.process import StackError, is_running, read_pid, spawn, stop_pid, wait_until
+from sentencify.stack.services import PostgresService, Service, services
+from sentencify.stack.topics import create_topics
+
+__all__ = ["StackError", "ServiceStatus", "up", "down", "status", "services"]
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    port: int
+    pid: int | None
+    running: bool
+    healthy: bool
+    log_file: str
+
+
+def _select(settings: Settings, only: list[str] | None) -> list[Service]:
+    chosen = services(settings)
+    if only:
+        unknown = set(only) - {s.name for s in chosen}
+        if unknown:
+            raise StackError(f"unknown service(s) {sorted(unknown)}; choose from {[s.name for s in chosen]}")
+        chosen = [s for s in chosen if s.name in only]
+    return chosen
+
+
+def _start(service: Service, echo) -> None:
+    pid = read_pid(service.pid_file)
+    if is_running(pid, service.expect_in_cmdline):
+        if service.healthy():
+            echo(f"  {service.name:<9} already up  port {service.port}  pid {pid}")
+            return
+    from sentencify.stack.process import port_open
+
+    if port_open(service.port):
+        raise StackError(
+            f"port {service.port} for {service.name} is taken by another program; "
+            f"stop it or choose another port ({service.name.upper()}_PORT)"
+        )
+    service.prepare()
+    began = time.monotonic()
+    pid = spawn(service.argv, pid_file=service.pid_file, log_file=service.log_file, user=service.user, env=service.env)
+    wait_until(service.healthy, timeout=service.start_timeout, what=service.name, log_file=service.log_file)
+    echo(f"  {service.name:<9} started     port {service.port}  pid {pid}  ({time.monotonic() - began:.1f}s)")
+
+
+def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
+    """Start what is not running (idempotent), then create topics and databases."""
+    chosen = _select(settings, only)
+    settings.stack_dir.mkdir(parents=True, exist_ok=True)
+    settings.stack_dir.chmod(0o755)  # services running as their own users (postgres) must enter it
+    for service in chosen:
+        _start(service, echo)
+        if isinstance(service, PostgresService):
+            service.provision()
+        if service.name == "kafka":
+            created = create_topics(settings)
+            if created:
+                echo(f"  {'topics':<9} created     {len(created)} x {settings.topic_partitions} partitions")
+
+
+def down(settings: Settings, only: list[str] | None = None, echo=print) -> None:
+    """Stop only what this stack started (by PID file), in reverse start order."""
+    for service in reversed(_select(settings, only)):
+        pid = read_pid(service.pid_file)
+        if not is_running(pid, service.expect_in_cmdline):
+            echo(f"  {service.name:<9} not running")
+            service.pid_file.unlink(missing_ok=True)
+            continue
+        ok = stop_pid(pid, sig=service.stop_signal)
+        service.pid_file.unlink(missing_ok=True)
+        echo(f"  {service.name:<9} {'stopped' if ok else 'DID NOT STOP'}  pid {pid}")
+
+
+def status(settings: Settings, only: list[str] | None = None) -> list[ServiceStatus]:
+    out = []
+    for service in _select(settings, only):
+        pid = read_pid(service.pid_file)
+        running = is_running(pid, service.expect_in_cmdline)
+        try:
+            healthy = running and service.healthy()
+        except Exception:  # noqa: BLE001 (status reports, it does not fail)
+            healthy = False
+        out.append(ServiceStatus(service.name, service.port, pid if running else None, running, healthy, str(service.log_file)))
+    return out

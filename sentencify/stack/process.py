@@ -1,0 +1,131 @@
+"""Start and stop background servers by PID file, and wait for them to become healthy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class StackError(RuntimeError):
+    """A local service could not be started or stopped; the message says what to look at."""
+
+
+def read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def is_running(pid: int | None, expect_in_cmdline: str | None = None) -> bool:
+    """Alive, and (when given) really the program we started: PIDs get reused after a reboot."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if expect_in_cmdline:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except FileNotFoundError:
+            return False
+        if expect_in_cmdline not in cmdline:
+            return False
+    try:  # a zombie is not running
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(
+    argv: list[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    user: str | None = None,
+) -> int:
+    """Start `argv` detached (own session, so Ctrl-C in the shell does not reach it); returns its PID."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            user=user,
+            group=user,
+        )
+    pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def stop_pid(pid: int, *, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
+    """SIGTERM (or `sig`), wait, then SIGKILL; True when the process is gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not is_running(pid):
+            _reap(pid)
+            return True
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    time.sleep(0.3)
+    _reap(pid)
+    return not is_running(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float, what: str, log_file: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 (a health probe may fail in many ways while starting)
+            last_error = exc
+        time.sleep(0.2)
+    hint = f"; see {log_file}" if log_file else ""
+    tail = ""
+    if log_file and log_file.exists():
+        tail = "\n--- last lines of the log ---\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-15:])
+    raise StackError(f"{what} did not become healthy within {timeout:.0f}s (last error: {last_error}){hint}{tail}")

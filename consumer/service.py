@@ -44,6 +44,7 @@ MAX_POLL_WAIT_S = 0.5
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 15.0
 LAG_REFRESH_S = 1.0
+FETCH_MAX_BYTES = 32 * 1024 * 1024
 NO_ASSIGNMENT_LIMIT_S = 120.0
 
 
@@ -150,6 +151,9 @@ class IngestService:
             max_poll_records=MAX_POLL_RECORDS,
             # Records above MAX_RECORD_BYTES must still be fetched, to be dead-lettered.
             max_partition_fetch_bytes=max(1024 * 1024, self.settings.max_record_bytes * 2),
+            fetch_max_bytes=FETCH_MAX_BYTES,
+            # A fetch response is one network frame; kafka-python's 1 MB default frame limit is too small for it.
+            receive_message_max_bytes=FETCH_MAX_BYTES * 2,
             metadata_max_age_ms=30_000,  # notice new (unknown) topics under the prefix
         )
         # A pattern, not the seven names: a record on an unknown topic under the prefix is dead-lettered.

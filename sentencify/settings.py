@@ -125,6 +125,40 @@ class Settings:
             raise SettingsError("TOPIC_PREFIX must not be blank")
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in a child process."""
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "TOPIC_PREFIX": self.topic_prefix,
+            "CONSUMER_GROUP": self.consumer_group,
+            "BATCH_SIZE": str(self.batch_size),
+            "FLUSH_INTERVAL_MS": str(self.flush_interval_ms),
+            "MONGO_URI": self.mongo_uri,
+            "MONGO_DB": self.mongo_db,
+            "REDIS_URL": self.redis_url,
+            "QDRANT_COLLECTION": self.qdrant_collection,
+            "ANALYTICS_DB_URI": self.analytics_db_uri,
+            "EMBEDDING_DIM": str(self.embedding_dim),
+            "MAX_RECORD_BYTES": str(self.max_record_bytes),
+            "DEAD_LETTER_PREFIX_BYTES": str(self.dead_letter_prefix_bytes),
+            "DLQ_MAX_BAD_RATIO": str(self.dlq_max_bad_ratio),
+            "DLQ_WINDOW": str(self.dlq_window),
+            "MAX_BUFFERED_RECORDS": str(self.max_buffered_records),
+            "METRICS_PORT": str(self.metrics_port),
+            "SHUTDOWN_TIMEOUT_S": str(self.shutdown_timeout_s),
+            "TOPIC_PARTITIONS": str(self.topic_partitions),
+            "STACK_DIR": str(self.stack_dir),
+            "KAFKA_PORT": str(self.kafka_port),
+            "MONGO_PORT": str(self.mongo_port),
+            "REDIS_PORT": str(self.redis_port),
+            "POSTGRES_PORT": str(self.postgres_port),
+        }
+        if self.qdrant_url:
+            env["QDRANT_URL"] = self.qdrant_url
+        if self.qdrant_path:
+            env["QDRANT_PATH"] = self.qdrant_path
+        return env
+
     def describe(self) -> dict[str, object]:
         """Settings as printable pairs (URIs are shown without passwords)."""
         from sentencify.redact import redact_uri

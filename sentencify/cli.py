@@ -1,0 +1,133 @@
+"""`sentencify ...`: the command line of the platform (interfaces.md, 'Command line')."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timedelta, timezone
+
+from sentencify.settings import Settings, SettingsError
+
+
+def _iso(text: str) -> datetime:
+    from sentencify.schemas import to_utc_datetime
+
+    try:
+        return to_utc_datetime(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from sentencify import stack
+
+    if args.action == "up":
+        print(f"starting the local stack in {settings.stack_dir}")
+        stack.up(settings, only=args.only)
+    elif args.action == "down":
+        stack.down(settings, only=args.only)
+        return 0
+    rows = stack.status(settings, only=args.only)
+    print(f"{'service':<10}{'port':>7}  {'pid':>8}  {'health':<9} log")
+    for r in rows:
+        health = "healthy" if r.healthy else ("running" if r.running else "down")
+        print(f"{r.name:<10}{r.port:>7}  {r.pid or '-':>8}  {health:<9} {r.log_file}")
+    print()
+    print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}")
+    print(f"MONGO_URI={settings.mongo_uri}  MONGO_DB={settings.mongo_db}")
+    print(f"REDIS_URL={settings.redis_url}")
+    print(f"ANALYTICS_DB_URI={settings.analytics_db_uri}")
+    return 0 if all(r.healthy for r in rows) else 1
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from sentencify.produce import produce
+    from sentencify.simulate import generate
+
+    start = args.start or (datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours))
+    records = list(
+        generate(args.sessions, seed=args.seed, anomalies=args.anomalies, start=start, hours=args.hours, embedding_dim=settings.embedding_dim)
+    )
+    manifest = produce(settings, records, total=len(records))
+    print(f"produced {manifest.records} records for {args.sessions} sessions from {start.isoformat()} over {args.hours}h")
+    for collection, count in manifest.stored_counts().items():
+        print(f"  {collection:<30} {count:>8} distinct keys")
+    if manifest.dead_letters:
+        print(f"  {'(malformed, for dead_letters)':<30} {sum(manifest.dead_letters.values()):>8}  {dict(manifest.dead_letters)}")
+    return 0
+
+
+def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.__main__ import run
+
+    return run(args)
+
+
+def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
+    from sentencify.schemas.export import export_json_schemas
+
+    for path in export_json_schemas(args.out):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sentencify", description="Sentencify Phase 2 data platform.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="the local services: up, down, status")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--only", nargs="+", metavar="SERVICE", help="only these services (kafka mongodb redis postgres)")
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("simulate", help="produce realistic traffic to Kafka")
+    p.add_argument("--sessions", type=int, required=True, metavar="N")
+    p.add_argument("--seed", type=int, default=42, metavar="S")
+    p.add_argument("--anomalies", type=_rate, default=0.05, metavar="RATE", help="share of sessions with an anomaly (0..1)")
+    p.add_argument("--hours", type=float, default=1.0, help="spread the sessions' timestamps over this many hours")
+    p.add_argument("--start", type=_iso, help="first timestamp (ISO-8601; default: the last full --hours)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("consume", help="run the ingestion service (also `python -m consumer`)")
+    from consumer.__main__ import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")
+    p.add_argument("--out", default="docs/schemas")
+    p.set_defaults(func=cmd_schemas)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 (top level: one clear line, not a traceback)
+        from sentencify.stack import StackError
+
+        if isinstance(exc, StackError) or "NoBrokersAvailable" in type(exc).__name__:
+            print(f"error: {exc}", file=sys.stderr)
+            if "NoBrokersAvailable" in type(exc).__name__:
+                print(f"  no Kafka broker at {settings.kafka_bootstrap_servers}: start it with `sentencify stack up`", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

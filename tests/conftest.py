@@ -1,0 +1,73 @@
+"""Real services for the tests: one private stack per test session (free ports, temp dir), isolated per test.
+
+Each test gets its own topic prefix, MongoDB database and consumer group, so tests never see
+each other's data and the quirks of a shared consumer group (tansu) do not leak between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from sentencify import stack
+from sentencify.settings import Settings
+from sentencify.stack.process import free_port
+from sentencify.stack.topics import create_topics
+
+from tests.helpers import ConsumerThread  # noqa: F401  (re-exported for tests)
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    """Kafka, MongoDB, Redis and PostgreSQL started for this test session, stopped at its end."""
+    root = Path(os.environ.get("TEST_STACK_ROOT", tempfile.gettempdir()))
+    stack_dir = Path(tempfile.mkdtemp(prefix="sentencify-test-stack-", dir=root))
+    stack_dir.chmod(0o755)
+    kafka_port = free_port()
+    base = Settings.from_env({})
+    settings = dataclasses.replace(
+        base,
+        stack_dir=stack_dir,
+        kafka_port=kafka_port,
+        mongo_port=(mongo_port := free_port()),
+        redis_port=(redis_port := free_port()),
+        postgres_port=(pg_port := free_port()),
+        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
+        mongo_uri=f"mongodb://127.0.0.1:{mongo_port}",
+        redis_url=f"redis://127.0.0.1:{redis_port}/0",
+        analytics_db_uri=f"postgresql://sentencify@127.0.0.1:{pg_port}/analytics",
+        qdrant_path=str(stack_dir / "qdrant"),
+        metrics_port=0,
+    )
+    stack.up(settings, echo=lambda line: print(line))
+    yield settings
+    stack.down(settings, echo=lambda line: print(line))
+
+
+@pytest.fixture
+def settings(stack_settings: Settings, request) -> Settings:
+    """Fresh names for this test: topic prefix, database, consumer group."""
+    tag = uuid.uuid4().hex[:8]
+    s = dataclasses.replace(
+        stack_settings,
+        topic_prefix=f"t{tag}.",
+        mongo_db=f"test_{tag}",
+        consumer_group=f"group-{tag}",
+        flush_interval_ms=300,
+    )
+    create_topics(s)
+    return s
+
+
+@pytest.fixture
+def mongo(settings: Settings):
+    client = MongoClient(settings.mongo_uri, tz_aware=True)
+    yield client[settings.mongo_db]
+    client.drop_database(settings.mongo_db)
+    client.close()

@@ -252,6 +252,7 @@ class IngestService:
             self._pause("MongoDB not taking writes")
             return False
         self._retry_at, self._backoff = 0.0, BACKOFF_FIRST_S
+        self._last_activity = time.monotonic()  # idleness counts from the last progress, not the last fetch
         self.batcher.remove(collection, len(items))
         now = _utcnow()
         for index, item in enumerate(items):
@@ -340,6 +341,7 @@ class IngestService:
     def _resume(self) -> None:
         self._consumer.resume(*self._consumer.paused())
         self._paused = False
+        self._last_activity = time.monotonic()  # a paused stretch is not idleness: records may be waiting
         self.metrics.set("sentencify_consumer_paused", 0)
         log.info("fetching resumed", extra=kv(buffered=self.batcher.total))
 
@@ -359,7 +361,7 @@ class IngestService:
         return int(self.metrics.total("sentencify_consumer_lag"))
 
     def _idle_done(self, started: float) -> bool:
-        if self.until_idle_s is None or not self._assigned or self._last_activity is None:
+        if self.until_idle_s is None or not self._assigned or self._last_activity is None or self._paused:
             return False
         if self.batcher.total or self.tracker.committable(self._assigned):
             return False

@@ -87,14 +87,15 @@ def assert_manifest_stored(db, manifest: Manifest) -> None:
         assert not missing and not extra, f"{collection}: {len(missing)} missing, {len(extra)} unexpected"
 
 
-def committed_offsets(settings: Settings, group: str | None = None) -> dict[tuple[str, int], int]:
-    """The group's committed offsets for every partition of the seven topics."""
+def committed_offsets(settings: Settings, group: str | None = None, extra: Iterable[str] = ()) -> dict[tuple[str, int], int]:
+    """The group's committed offsets for every partition of the seven topics (and of `extra` suffixes)."""
     from sentencify.schemas import topics
 
+    names = list(topics(settings.topic_prefix)) + [settings.topic_prefix + e for e in extra]
     probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group or settings.consumer_group, enable_auto_commit=False)
     try:
         out = {}
-        for topic in topics(settings.topic_prefix):
+        for topic in names:
             for partition in range(settings.topic_partitions):
                 out[(topic, partition)] = probe.committed(TopicPartition(topic, partition)) or 0
         return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from sentencify.schemas.common import EventModel, ScoreMap, Timestamp, UnitInterval
 
@@ -123,16 +123,16 @@ class LogE(EventModel):
     embedding_version: str | None = None
     source: str | None = None
 
-    @field_validator("embedding_v1")
-    @classmethod
-    def _embedding_length(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+    @model_validator(mode="after")
+    def _embedding_length(self, info: ValidationInfo) -> "LogE":
         # Only v1 has a known length; an empty embedding is allowed (the ETL flags it).
-        version = info.data.get("embedding_version") or "v1"
-        if value and version == "v1":
+        if self.embedding_v1 and (self.embedding_version or "v1") == "v1":
             expected = (info.context or {}).get("embedding_dim", DEFAULT_EMBEDDING_DIM)
-            if len(value) != expected:
-                raise ValueError(f"embedding_v1 must have {expected} values (EMBEDDING_DIM), got {len(value)}")
-        return value
+            if len(self.embedding_v1) != expected:
+                raise ValueError(
+                    f"embedding_v1 must have {expected} values (EMBEDDING_DIM), got {len(self.embedding_v1)}"
+                )
+        return self
 
 
 class LogF(EventModel):

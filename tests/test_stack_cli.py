@@ -1,0 +1,68 @@
+"""The local stack manager and the command line, as a user runs them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+from sentencify import stack
+from sentencify.settings import Settings
+from sentencify.stack.process import is_running, read_pid, spawn, stop_pid
+from tests.helpers import ROOT
+
+
+def test_status_reports_every_service_healthy_and_up_is_idempotent(stack_settings):
+    rows = stack.status(stack_settings)
+    assert [r.name for r in rows] == ["kafka", "mongodb", "redis", "postgres"]
+    assert all(r.healthy and r.pid for r in rows), rows
+    pids = [r.pid for r in rows]
+    lines: list[str] = []
+    stack.up(stack_settings, echo=lines.append)
+    assert [r.pid for r in stack.status(stack_settings)] == pids
+    assert all("already up" in line for line in lines if "topics" not in line)
+
+
+def test_down_stops_only_what_the_stack_started(tmp_path):
+    settings = dataclasses.replace(Settings.from_env({}), stack_dir=tmp_path)
+    stranger = spawn(["sleep", "60"], pid_file=tmp_path / "run" / "kafka.pid", log_file=tmp_path / "sleep.log")
+    try:
+        lines: list[str] = []
+        stack.down(settings, only=["kafka"], echo=lines.append)
+        assert is_running(stranger), "a process that is not our broker must survive `down`"
+        assert "not running" in lines[0]
+        assert read_pid(tmp_path / "run" / "kafka.pid") is None
+    finally:
+        stop_pid(stranger)
+
+
+def test_cli_simulate_then_consume_until_idle(settings, mongo):
+    env = {**os.environ, **settings.to_env(), "METRICS_PORT": "-1"}
+    sim = subprocess.run(
+        [sys.executable, "-m", "sentencify.cli", "simulate", "--sessions", "60", "--seed", "4", "--anomalies", "0.3"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert sim.returncode == 0, sim.stderr
+    assert "simulate: " in sim.stderr  # the progress bar's closing line
+    expected = {}
+    for line in sim.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[2] == "distinct":
+            expected[parts[0]] = int(parts[1])
+    assert len(expected) == 7
+
+    con = subprocess.run(
+        [sys.executable, "-m", "sentencify.cli", "consume", "--until-idle", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert con.returncode == 0, con.stderr[-2000:]
+    got = {c: mongo[c].count_documents({}) for c in expected}
+    assert got == expected
+
+
+def test_cli_rejects_bad_settings_with_the_variable_name():
+    env = {**os.environ, "BATCH_SIZE": "zero"}
+    out = subprocess.run([sys.executable, "-m", "sentencify.cli", "stack", "status"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "BATCH_SIZE must be an integer" in out.stderr

@@ -53,6 +53,12 @@ class Batcher:
         buf = self._buffers.get(collection) or ()
         return [item for _, (_, item) in zip(range(self.batch_size), buf)]
 
+    def take(self, collection: str) -> list[Item]:
+        """Remove and return the next batch of a collection."""
+        items = self.peek(collection)
+        self.remove(collection, len(items))
+        return items
+
     def remove(self, collection: str, count: int) -> None:
         """Forget the first `count` items of a collection once they are durably written."""
         buf = self._buffers[collection]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import orjson
 from typing import Any
 
 from consumer.records import BadRecord
@@ -15,10 +15,8 @@ def decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     if len(value) > max_bytes:
         raise BadRecord("too_large", f"record is {len(value)} bytes, over the {max_bytes}-byte limit (MAX_RECORD_BYTES)")
     try:
-        obj = json.loads(value)
-    except UnicodeDecodeError as exc:
-        raise BadRecord("not_json", f"value is not UTF-8: {exc}") from None
-    except ValueError as exc:
+        obj = orjson.loads(value)  # strict RFC 8259: invalid UTF-8, NaN and Infinity are errors
+    except orjson.JSONDecodeError as exc:
         raise BadRecord("not_json", f"value is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise BadRecord("not_object", f"value is JSON but not an object (got {type(obj).__name__})")

@@ -27,8 +27,9 @@ from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import OffsetTracker
 from consumer.records import BadRecord, Item, Position
 from consumer.route import Router
-from consumer.validate import Validator, stamp_ingested
-from consumer.write import MongoWriter, TransientWriteError
+from consumer.inflight import InFlightWrites, Written
+from consumer.validate import Validator
+from consumer.write import MongoWriter
 from sentencify import mongo
 from sentencify.logs import kv
 from sentencify.settings import Settings
@@ -41,6 +42,8 @@ EXIT_NO_ASSIGNMENT = 4
 
 MAX_POLL_RECORDS = 500
 MAX_POLL_WAIT_S = 0.5
+BUSY_POLL_WAIT_S = 0.02
+MIN_POLL_WAIT_S = 0.005
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 15.0
 LAG_REFRESH_S = 1.0
@@ -90,9 +93,7 @@ class IngestService:
         self._install_signals = install_signal_handlers
         self._stop = threading.Event()
         self._consumer: KafkaConsumer | None = None
-        self._writer: MongoWriter | None = None
-        self._retry_at = 0.0
-        self._backoff = BACKOFF_FIRST_S
+        self.writes: InFlightWrites | None = None
         self._paused = False
         self._assigned: set[tuple[str, int]] = set()
         self._last_activity: float | None = None  # monotonic; set on assignment and on every record
@@ -118,10 +119,12 @@ class IngestService:
             db = client[self.settings.mongo_db]
             if not self._wait_for_mongo(db):
                 return EXIT_OK
-            self._writer = MongoWriter(db)
+            self.writes = InFlightWrites(MongoWriter(db), self.settings.write_concurrency, BACKOFF_FIRST_S, BACKOFF_MAX_S)
             self._consumer = self._make_consumer()
             return self._loop()
         finally:
+            if self.writes is not None:
+                self.writes.close()
             if self._consumer is not None:
                 self._consumer.close(autocommit=False)
             if own_mongo:
@@ -170,20 +173,14 @@ class IngestService:
         started = time.monotonic()
         consumer = self._consumer
         while not self._stop.is_set():
-            now = time.monotonic()
-            wait = MAX_POLL_WAIT_S
-            due_in = self.batcher.next_due_in(now)
-            if due_in is not None:
-                wait = min(wait, due_in)
-            if self._retry_at:
-                wait = min(wait, max(0.0, self._retry_at - now))
-            records = consumer.poll(timeout_ms=int(wait * 1000), max_records=MAX_POLL_RECORDS)
+            records = consumer.poll(timeout_ms=int(self._poll_wait() * 1000), max_records=MAX_POLL_RECORDS)
             self.metrics.set("sentencify_consumer_last_poll_seconds", time.time())
             try:
                 for batch in records.values():
                     for msg in batch:
                         self._handle(msg)
                 self._flush_due()
+                self._collect()
             except TooManyBadRecords as exc:
                 log.error("stopping: too many bad records", extra=kv(error=str(exc)))
                 self.metrics.healthy, self.metrics.unhealthy_reason = False, str(exc)
@@ -200,6 +197,24 @@ class IngestService:
         self._drain(time.monotonic() + self.settings.shutdown_timeout_s)
         log.info("stopped", extra=kv(**self._summary()))
         return EXIT_OK
+
+    def _poll_wait(self) -> float:
+        """How long the next poll may block: until the next batch is due, a retry, or a writer finishes.
+
+        Never zero: a poll(0) loop would hold the GIL and starve the writer threads.
+        """
+        now = time.monotonic()
+        if self.writes.failing:
+            return min(MAX_POLL_WAIT_S, max(MIN_POLL_WAIT_S, self.writes.retry_at - now))
+        if self.batcher.due(now) and not self.writes.has_room():
+            self._collect(timeout=MAX_POLL_WAIT_S)  # a full batch waits for a writer: block on the writers
+        wait = MAX_POLL_WAIT_S
+        due_in = self.batcher.next_due_in(now)
+        if due_in is not None:
+            wait = min(wait, due_in)
+        if not self.writes.idle():
+            wait = min(wait, BUSY_POLL_WAIT_S)  # come back soon to account for finished writes
+        return max(wait, MIN_POLL_WAIT_S)
 
     def _handle(self, msg) -> None:
         position = Position(msg.topic, msg.partition, msg.offset)
@@ -219,10 +234,13 @@ class IngestService:
         self.tracker.track(tp, msg.offset)
         if self.batcher.add(collection, Item(doc, position), self._last_activity):
             self._flush(collection)
-        if self.batcher.total >= self.settings.max_buffered_records:
+        if self._buffered() >= self.settings.max_buffered_records:
             self._pause("buffer full")
 
     # -- writing -------------------------------------------------------------------------------
+
+    def _buffered(self) -> int:
+        return self.batcher.total + self.writes.records()
 
     def _flush_due(self) -> None:
         for collection in self.batcher.due(time.monotonic()):
@@ -231,29 +249,29 @@ class IngestService:
                     return
 
     def _flush(self, collection: str) -> bool:
-        """Write the collection's next batch; False (and fetching paused) when MongoDB did not take it."""
-        if self._retry_at and time.monotonic() < self._retry_at:
-            return False
-        items = self.batcher.peek(collection)
-        if not items:
-            return True
-        docs = [item.doc for item in items]
-        stamp_ingested(docs, _utcnow())
-        try:
-            outcome = self._writer.write(collection, docs)
-        except TransientWriteError as exc:
-            self.metrics.inc("sentencify_consumer_write_errors_total")
-            self._retry_at = time.monotonic() + self._backoff
-            log.warning(
-                "write failed, will retry",
-                extra=kv(collection=collection, batch=len(docs), error=str(exc)[:300], retry_in_s=self._backoff),
-            )
-            self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+        """Hand the collection's next batch to a writer; False when writers are busy or MongoDB is failing."""
+        if not self.writes.has_room():
+            self._collect(timeout=0.0)
+            if not self.writes.has_room():
+                return False
+        items = self.batcher.take(collection)
+        if items:
+            self.writes.submit(collection, items)
+        return True
+
+    def _collect(self, timeout: float = 0.0) -> None:
+        """Account for finished writes: offsets become committable, rejected documents become dead letters."""
+        for written in self.writes.collect(timeout):
+            self._account(written)
+        self.metrics.set("sentencify_consumer_write_errors_total", self.writes.write_errors)
+        if self.writes.failing:
             self._pause("MongoDB not taking writes")
-            return False
-        self._retry_at, self._backoff = 0.0, BACKOFF_FIRST_S
+        elif self._paused and self._buffered() < self.settings.max_buffered_records // 2:
+            self._resume()
+
+    def _account(self, written: Written) -> None:
+        collection, items, outcome = written.collection, written.items, written.outcome
         self._last_activity = time.monotonic()  # idleness counts from the last progress, not the last fetch
-        self.batcher.remove(collection, len(items))
         now = _utcnow()
         for index, item in enumerate(items):
             reason = outcome.rejected.get(index)
@@ -261,16 +279,12 @@ class IngestService:
                 self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
             else:  # stays tracked until its dead letter is written
                 self._reject_after_write(item, reason, now)
-        topic = items[0].position.topic if collection != DEAD_LETTERS else "*"
         self.metrics.inc("sentencify_consumer_batches_total", collection=collection)
         self.metrics.inc("sentencify_consumer_batch_records_total", len(items), collection=collection)
         if collection != DEAD_LETTERS:
+            topic = items[0].position.topic
             self.metrics.inc("sentencify_consumer_records_total", outcome.inserted, topic=topic, outcome="stored")
             self.metrics.inc("sentencify_consumer_records_total", outcome.duplicates, topic=topic, outcome="duplicate")
-        log.debug("batch written", extra=kv(collection=collection, size=len(items), inserted=outcome.inserted, duplicates=outcome.duplicates))
-        if self._paused and self.batcher.total < self.settings.max_buffered_records // 2:
-            self._resume()
-        return True
 
     def _reject_after_write(self, item: Item, reason: str, now: datetime) -> None:
         from bson import json_util
@@ -282,17 +296,18 @@ class IngestService:
         self.batcher.add(DEAD_LETTERS, Item(doc, item.position), time.monotonic())
 
     def _drain(self, deadline: float) -> None:
-        """Flush everything buffered (retrying until `deadline`), then commit what is written."""
-        while self.batcher.total and time.monotonic() < deadline:
+        """Write everything buffered (retrying until `deadline`), then commit what is written."""
+        while (self.batcher.total or not self.writes.idle()) and time.monotonic() < deadline:
             for collection in self.batcher.non_empty():
                 if not self._flush(collection):
                     break
-            if self.batcher.total:
-                time.sleep(min(0.2, max(0.0, self._retry_at - time.monotonic())))
-        if self.batcher.total:
+            self._collect(timeout=0.1)
+            if self.writes.failing:
+                time.sleep(min(0.2, max(0.0, self.writes.retry_at - time.monotonic())))
+        if self._buffered():
             log.warning(
                 "shutdown with unwritten records; they are not committed and will be read again",
-                extra=kv(unwritten=self.batcher.total),
+                extra=kv(unwritten=self._buffered()),
             )
         self._commit()
 
@@ -322,7 +337,7 @@ class IngestService:
         gone = {(tp.topic, tp.partition) for tp in revoked}
         self._drain(time.monotonic() + self.settings.shutdown_timeout_s)
         self._commit(only=gone)
-        dropped = self.batcher.drop_partitions(gone)
+        dropped = self.batcher.drop_partitions(gone) + self.writes.abandon(gone)
         self.tracker.forget(gone)
         self.guard.forget(gone)
         self._assigned -= gone
@@ -336,18 +351,18 @@ class IngestService:
             self._consumer.pause(*self._consumer.assignment())
             self._paused = True
             self.metrics.set("sentencify_consumer_paused", 1)
-            log.warning("fetching paused", extra=kv(reason=why, buffered=self.batcher.total))
+            log.warning("fetching paused", extra=kv(reason=why, buffered=self._buffered()))
 
     def _resume(self) -> None:
         self._consumer.resume(*self._consumer.paused())
         self._paused = False
         self._last_activity = time.monotonic()  # a paused stretch is not idleness: records may be waiting
         self.metrics.set("sentencify_consumer_paused", 0)
-        log.info("fetching resumed", extra=kv(buffered=self.batcher.total))
+        log.info("fetching resumed", extra=kv(buffered=self._buffered()))
 
     def _refresh_lag(self) -> None:
         now = time.monotonic()
-        self.metrics.set("sentencify_consumer_buffered_records", self.batcher.total)
+        self.metrics.set("sentencify_consumer_buffered_records", self._buffered())
         if now - self._last_lag < LAG_REFRESH_S:
             return
         self._last_lag = now
@@ -363,7 +378,7 @@ class IngestService:
     def _idle_done(self, started: float) -> bool:
         if self.until_idle_s is None or not self._assigned or self._last_activity is None or self._paused:
             return False
-        if self.batcher.total or self.tracker.committable(self._assigned):
+        if self._buffered() or not self.writes.idle() or self.tracker.committable(self._assigned):
             return False
         return time.monotonic() - self._last_activity >= self.until_idle_s
 

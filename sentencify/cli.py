@@ -70,6 +70,22 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     return run(args)
 
 
+def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
+    from sentencify import mongo
+    from sentencify.schemas import EVENT_TYPES
+
+    client = mongo.client(settings.mongo_uri)
+    db = client[settings.mongo_db]
+    print(f"MongoDB {settings.mongo_db} at {settings.describe()['mongo_uri']}")
+    print(f"  {'collection':<32}{'documents':>10}")
+    for et in EVENT_TYPES:
+        print(f"  {et.code} {et.name:<30}{db[et.name].estimated_document_count():>10}")
+    reasons = {d["_id"]: d["n"] for d in db.dead_letters.aggregate([{"$group": {"_id": "$reason", "n": {"$sum": 1}}}])}
+    print(f"  {'dead_letters':<32}{sum(reasons.values()):>10}  {reasons or ''}")
+    client.close()
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.schemas.export import export_json_schemas
 
@@ -100,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("summary", help="what is stored: documents per collection, dead letters by reason")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")
     p.add_argument("--out", default="docs/schemas")

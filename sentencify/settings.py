@@ -70,6 +70,7 @@ class Settings:
     dlq_max_bad_ratio: float = 0.5
     dlq_window: int = 200
     max_buffered_records: int = 20_000
+    write_concurrency: int = 2
     metrics_port: int = 9108
     shutdown_timeout_s: int = 10
     topic_partitions: int = 4
@@ -112,6 +113,7 @@ class Settings:
             dlq_max_bad_ratio=_float(e, "DLQ_MAX_BAD_RATIO", 0.5, 0.0, 1.0),
             dlq_window=_int(e, "DLQ_WINDOW", 200, 1),
             max_buffered_records=_int(e, "MAX_BUFFERED_RECORDS", 20_000, 1),
+            write_concurrency=_int(e, "WRITE_CONCURRENCY", 2, 1),
             metrics_port=_int(e, "METRICS_PORT", 9108, -1),
             shutdown_timeout_s=_int(e, "SHUTDOWN_TIMEOUT_S", 10, 1),
             topic_partitions=_int(e, "TOPIC_PARTITIONS", 4, 1),
@@ -144,6 +146,7 @@ class Settings:
             "DLQ_MAX_BAD_RATIO": str(self.dlq_max_bad_ratio),
             "DLQ_WINDOW": str(self.dlq_window),
             "MAX_BUFFERED_RECORDS": str(self.max_buffered_records),
+            "WRITE_CONCURRENCY": str(self.write_concurrency),
             "METRICS_PORT": str(self.metrics_port),
             "SHUTDOWN_TIMEOUT_S": str(self.shutdown_timeout_s),
             "TOPIC_PARTITIONS": str(self.topic_partitions),

@@ -17,7 +17,6 @@ from pymongo import MongoClient
 
 from sentencify import stack
 from sentencify.settings import Settings
-from sentencify.stack.process import free_port
 from sentencify.stack.topics import create_topics
 
 from tests.helpers import ConsumerThread  # noqa: F401  (re-exported for tests)
@@ -29,25 +28,12 @@ def stack_settings() -> Settings:
     root = Path(os.environ.get("TEST_STACK_ROOT", tempfile.gettempdir()))
     stack_dir = Path(tempfile.mkdtemp(prefix="sentencify-test-stack-", dir=root))
     stack_dir.chmod(0o755)
-    kafka_port = free_port()
-    base = Settings.from_env({})
-    settings = dataclasses.replace(
-        base,
-        stack_dir=stack_dir,
-        kafka_port=kafka_port,
-        mongo_port=(mongo_port := free_port()),
-        redis_port=(redis_port := free_port()),
-        postgres_port=(pg_port := free_port()),
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        mongo_uri=f"mongodb://127.0.0.1:{mongo_port}",
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        analytics_db_uri=f"postgresql://sentencify@127.0.0.1:{pg_port}/analytics",
-        qdrant_path=str(stack_dir / "qdrant"),
-        metrics_port=0,
-    )
-    stack.up(settings, echo=lambda line: print(line))
-    yield settings
-    stack.down(settings, echo=lambda line: print(line))
+    settings = stack.private_settings(stack_dir)
+    try:
+        stack.up(settings, echo=lambda line: print(line))
+        yield settings
+    finally:  # also when `up` failed half-way: stop what did start
+        stack.down(settings, echo=lambda line: print(line))
 
 
 @pytest.fixture

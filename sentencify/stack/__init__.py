@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from sentencify.settings import Settings
 from sentencify.stack.process import StackError, is_running, read_pid, spawn, stop_pid, wait_until
 from sentencify.stack.services import PostgresService, Service, services
 from sentencify.stack.topics import create_topics
 
-__all__ = ["StackError", "ServiceStatus", "up", "down", "status", "services"]
+__all__ = ["StackError", "ServiceStatus", "private_settings", "up", "down", "status", "services"]
 
 
 @dataclass
@@ -21,6 +23,28 @@ class ServiceStatus:
     running: bool
     healthy: bool
     log_file: str
+
+
+def private_settings(stack_dir: Path, base: Settings | None = None) -> Settings:
+    """Settings for a throwaway stack in `stack_dir` on free ports (tests, benchmarks)."""
+    from sentencify.stack.process import free_port
+
+    base = base or Settings.from_env({})
+    kafka, mongo, redis, pg = free_port(), free_port(), free_port(), free_port()
+    return dataclasses.replace(
+        base,
+        stack_dir=stack_dir,
+        kafka_port=kafka,
+        mongo_port=mongo,
+        redis_port=redis,
+        postgres_port=pg,
+        kafka_bootstrap_servers=f"127.0.0.1:{kafka}",
+        mongo_uri=f"mongodb://127.0.0.1:{mongo}",
+        redis_url=f"redis://127.0.0.1:{redis}/0",
+        analytics_db_uri=f"postgresql://sentencify@127.0.0.1:{pg}/analytics",
+        qdrant_path=str(stack_dir / "qdrant"),
+        metrics_port=0,
+    )
 
 
 def _select(settings: Settings, only: list[str] | None) -> list[Service]:

@@ -1,0 +1,50 @@
+# The two commands: `make demo` and `make test` (see README.md). Everything else is a helper.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install test test-fast demo bench-ingest stack-up stack-down stack-status lock schemas clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@bash scripts/install-system.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "python packages: installing into $(VENV) (once; re-runs skip this)"
+	@$(PIP) install -q --upgrade pip
+	@$(PIP) install -q -r requirements.txt -c constraints.txt
+	@$(PIP) install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-* && touch $@
+
+test: install  ## the whole suite against real local services (the fixtures start them)
+	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install  ## everything but the slow fault-injection tests
+	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+demo: install  ## start the stack, simulate traffic, ingest it, print a summary
+	@bash scripts/demo.sh
+
+bench-ingest: install  ## consumer vs raw and naive baselines (not part of `make test`)
+	$(PY) -m bench.ingest $(BENCH_ARGS)
+
+stack-up: install
+	$(VENV)/bin/sentencify stack up
+stack-down:
+	$(VENV)/bin/sentencify stack down
+stack-status:
+	$(VENV)/bin/sentencify stack status
+
+schemas: install  ## refresh docs/schemas/ (JSON Schema for producers)
+	$(VENV)/bin/sentencify schemas --out docs/schemas
+
+lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
+	rm -rf /tmp/sentencify-lock && $(PYTHON) -m venv /tmp/sentencify-lock
+	/tmp/sentencify-lock/bin/pip install -q -r requirements.txt
+	/tmp/sentencify-lock/bin/pip freeze > constraints.txt
+
+clean: stack-down
+	rm -rf $(VENV) .stack

@@ -1,0 +1,246 @@
+"""`make bench-ingest`: the consumer against a raw and a naive baseline, on one 100k-record topic set.
+
+(a) this consumer (validation, routing, dead letters, offset tracking, metrics);
+(b) a minimal baseline: poll -> json.loads -> insert_many(100) per topic -> commit, no validation;
+(c) a naive baseline: json.loads -> insert_one -> commit, per record.
+
+Each variant runs in its own process with a fresh consumer group and a fresh database holding
+the same indexes (the ones the pipeline joins on), so the targets are equal and peak RSS is its own. Throughput counts from the first record received to the last record written and
+committed (the group join is not counted). The naive baseline is slow, so it runs until it has
+handled --naive-limit records and its rate is taken over those. (d) is the server's ceiling:
+the same documents inserted from memory, no Kafka, which bounds what any consumer can reach. Last line:
+`ratios a/b=X a/c=Y` (targets: a/b >= 0.8, a/c >= 10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+
+import orjson
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from sentencify import stack
+from sentencify.settings import Settings
+
+
+def _kafka_consumer(settings: Settings, group: str):
+    from kafka import KafkaConsumer
+
+    from sentencify.schemas import topics
+
+    consumer = KafkaConsumer(
+        *topics(settings.topic_prefix),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=500,
+        fetch_max_bytes=32 * 1024 * 1024,
+        receive_message_max_bytes=64 * 1024 * 1024,
+    )
+    return consumer
+
+
+def run_consumer(settings: Settings, total: int, group: str, limit: int) -> dict:
+    """(a): the real IngestService, watched from outside for its first record and its last commit."""
+    from consumer.service import IngestService
+
+    service = IngestService(settings, group_id=group, install_signal_handlers=False, metrics_port=-1)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    first = last = None
+    while True:
+        handled = service.metrics.total("sentencify_consumer_records_total") + service.metrics.total(
+            "sentencify_consumer_dead_letters_total"
+        )
+        if first is None and (service.batcher.total or handled):
+            first = time.perf_counter()
+        committed_all = handled >= total and not service.tracker.committable(service._assigned)  # noqa: SLF001
+        if committed_all:
+            last = time.perf_counter()
+            break
+        time.sleep(0.005)
+    service.stop()
+    thread.join(60)
+    return {"records": int(handled), "seconds": last - first}
+
+
+def run_raw(settings: Settings, total: int, group: str, limit: int) -> dict:
+    """(b): poll -> json -> insert_many(100) per topic -> commit. No validation, no dead letters."""
+    from pymongo import MongoClient
+    from pymongo.errors import BulkWriteError
+
+    db = MongoClient(settings.mongo_uri)[settings.mongo_db]
+    consumer = _kafka_consumer(settings, group)
+    prefix_len = len(settings.topic_prefix)
+    done = 0
+    first = None
+    while done < total:
+        polled = consumer.poll(timeout_ms=500)
+        if not polled:
+            continue
+        first = first or time.perf_counter()
+        for tp, messages in polled.items():
+            docs = [orjson.loads(m.value) for m in messages]  # the consumer's parser: compare the rest
+            for i in range(0, len(docs), 100):
+                try:
+                    db[tp.topic[prefix_len:]].insert_many(docs[i:i + 100], ordered=False)
+                except BulkWriteError:
+                    pass  # duplicate keys of redelivered records: same as the consumer's no-op
+            done += len(docs)
+        consumer.commit()
+    last = time.perf_counter()
+    consumer.close()
+    return {"records": done, "seconds": last - first}
+
+
+def run_naive(settings: Settings, total: int, group: str, limit: int) -> dict:
+    """(c): one insert_one and one commit per record."""
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+    from pymongo import MongoClient
+    from pymongo.errors import DuplicateKeyError
+
+    db = MongoClient(settings.mongo_uri)[settings.mongo_db]
+    consumer = _kafka_consumer(settings, group)
+    prefix_len = len(settings.topic_prefix)
+    done = 0
+    first = None
+    while done < min(total, limit):
+        polled = consumer.poll(timeout_ms=500, max_records=50)
+        if not polled:
+            continue
+        first = first or time.perf_counter()
+        for tp, messages in polled.items():
+            for m in messages:
+                try:
+                    db[tp.topic[prefix_len:]].insert_one(orjson.loads(m.value))
+                except DuplicateKeyError:
+                    pass
+                consumer.commit({TopicPartition(m.topic, m.partition): OffsetAndMetadata(m.offset + 1, "", -1)})
+                done += 1
+    last = time.perf_counter()
+    consumer.close()
+    return {"records": done, "seconds": last - first}
+
+
+def run_ceiling(settings: Settings, total: int, group: str, limit: int) -> dict:
+    """(d): no Kafka at all: the same documents inserted from memory with insert_many(BATCH_SIZE).
+
+    The fastest any consumer could write into these indexed collections on this server.
+    """
+    from pymongo import MongoClient
+
+    from sentencify.simulate import generate
+
+    db = MongoClient(settings.mongo_uri)[settings.mongo_db]
+    by_collection: dict[str, list[dict]] = {}
+    for n, rec in enumerate(generate(int(total / 4.85) + 1, seed=1, anomalies=0.0, embedding_dim=settings.embedding_dim)):
+        if n == total:
+            break
+        by_collection.setdefault(rec.topic_suffix, []).append(orjson.loads(rec.value))
+    first = time.perf_counter()
+    done = 0
+    for collection, docs in by_collection.items():
+        for i in range(0, len(docs), settings.batch_size):
+            db[collection].insert_many(docs[i:i + settings.batch_size], ordered=False)
+            done += len(docs[i:i + settings.batch_size])
+    return {"records": done, "seconds": time.perf_counter() - first}
+
+
+VARIANTS = {"consumer": run_consumer, "raw": run_raw, "naive": run_naive, "ceiling": run_ceiling}
+
+
+def _child(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    result = VARIANTS[args.variant](settings, args.total, args.group, args.naive_limit)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+    return 0
+
+
+def _run_variant(settings: Settings, variant: str, total: int, naive_limit: int) -> dict:
+    tag = f"{variant}-{int(time.time() * 1000)}"
+    child = dataclasses.replace(settings, mongo_db=f"bench_{variant}", consumer_group=f"bench-{tag}")
+    from pymongo import MongoClient
+
+    client = MongoClient(settings.mongo_uri)
+    client.drop_database(child.mongo_db)
+    # Same target for every variant: the collections with the indexes the pipeline needs.
+    from sentencify.mongo import ensure_indexes
+
+    ensure_indexes(client[child.mongo_db])
+    client.close()
+    env = {**child.to_env(), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.ingest", "--child", variant, "--total", str(total), "--group", child.consumer_group,
+         "--naive-limit", str(naive_limit)],
+        env=env, capture_output=True, text=True, timeout=1800,
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"variant {variant} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["rate"] = result["records"] / result["seconds"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench-ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=int, default=100_000, help="size of the topic set (default 100k)")
+    parser.add_argument("--naive-limit", type=int, default=8_000, help="records the naive baseline handles")
+    parser.add_argument("--write-concurrency", type=int, default=None, help="WRITE_CONCURRENCY of the consumer")
+    parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--group", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        args.variant = args.child
+        return _child(args)
+
+    from sentencify.produce import produce
+    from sentencify.simulate import generate
+
+    stack_dir = Path(tempfile.mkdtemp(prefix="sentencify-bench-"))
+    stack_dir.chmod(0o755)
+    settings = stack.private_settings(stack_dir)
+    if args.write_concurrency:
+        settings = dataclasses.replace(settings, write_concurrency=args.write_concurrency)
+    print(f"bench-ingest: private stack in {stack_dir}", flush=True)
+    try:
+        stack.up(settings, only=["kafka", "mongodb"])
+        sessions = int(args.records / 4.85) + 1
+        records = []
+        for rec in generate(sessions, seed=1, anomalies=0.0, embedding_dim=settings.embedding_dim):
+            records.append(rec)
+            if len(records) == args.records:
+                break
+        size_mb = sum(len(r.value) for r in records) / 1e6
+        produce(settings, records, total=len(records))
+        print(f"topic set: {len(records)} records, {size_mb:.0f} MB, 7 topics x {settings.topic_partitions} partitions")
+        results = {}
+        for variant in ("consumer", "raw", "naive", "ceiling"):
+            print(f"running {variant} ...", flush=True)
+            results[variant] = r = _run_variant(settings, variant, len(records), args.naive_limit)
+            print(f"  {variant:<9} {r['records']:>7} records in {r['seconds']:6.1f}s = {r['rate']:8.0f} events/s   "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    finally:
+        stack.down(settings, only=["kafka", "mongodb"], echo=lambda _: None)
+    a, b, c, d = (results[v]["rate"] for v in ("consumer", "raw", "naive", "ceiling"))
+    print(f"(a) consumer {a:.0f} events/s, (b) raw baseline {b:.0f} events/s, (c) naive baseline {c:.0f} events/s")
+    print(f"(d) server ceiling (insert_many from memory, no Kafka) {d:.0f} events/s: consumer at {a / d:.0%} of it; "
+          f"the best possible a/c on this server is d/c={d / c:.1f}")
+    print(f"consumer peak RSS {results['consumer']['peak_rss_mb']:.0f} MB")
+    print(f"ratios a/b={a / b:.2f} a/c={a / c:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -70,6 +70,33 @@ def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
     return run(args)
 
 
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from sentencify.steps.runner import run_step
+    from sentencify.window import Window
+
+    window = Window.parse(args.start, args.end)
+    hours = window.hours() if args.hourly else [window]
+    for n, hour in enumerate(hours, 1):
+        summary = run_step(args.step, hour, settings, full=args.full)
+        prefix = f"[{n}/{len(hours)}] " if len(hours) > 1 else ""
+        print(prefix + json.dumps(summary, default=str))
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from sentencify import vectorstore
+
+    qc = vectorstore.client(settings)
+    try:
+        seeded = vectorstore.seed_synthetic(qc, settings, args.per_category, settings.vector_real_threshold, seed=args.seed)
+    finally:
+        qc.close()
+    print(f"synthetic points in {settings.qdrant_collection}: {seeded}")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify import mongo
     from sentencify.schemas import EVENT_TYPES
@@ -116,6 +143,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(p)
     p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("run", help="one step of the chain for one window, outside Airflow")
+    p.add_argument("step", choices=("etl", "profile", "vectors"))
+    p.add_argument("--start", required=True, help="window start, ISO-8601 (no offset means UTC)")
+    p.add_argument("--end", required=True, help="window end (exclusive)")
+    p.add_argument("--hourly", action="store_true", help="run each hour of [start, end) in turn (a backfill)")
+    p.add_argument("--full", action="store_true", help="vectors: reconcile every example, not just the window's")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("seed-synthetic", help="create the vector collection with synthetic points per category")
+    p.add_argument("--per-category", type=int, default=50, metavar="N")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("summary", help="what is stored: documents per collection, dead letters by reason")
     p.set_defaults(func=cmd_summary)

@@ -64,6 +64,10 @@ class Settings:
     analytics_db_uri: str = "postgresql://sentencify@127.0.0.1:55432/analytics"
     embedding_dim: int = 384
 
+    # chain (pipeline.md thresholds)
+    etl_time_gap_s: float = 5.0
+    vector_real_threshold: int = 20
+
     # consumer
     max_record_bytes: int = 1024 * 1024
     dead_letter_prefix_bytes: int = 4096
@@ -108,6 +112,8 @@ class Settings:
                 e, "ANALYTICS_DB_URI", f"postgresql://sentencify@127.0.0.1:{postgres_port}/analytics"
             ),
             embedding_dim=_int(e, "EMBEDDING_DIM", 384, 1),
+            etl_time_gap_s=_float(e, "ETL_TIME_GAP_S", 5.0, 0.0, 86400.0),
+            vector_real_threshold=_int(e, "VECTOR_REAL_THRESHOLD", 20, 1),
             max_record_bytes=_int(e, "MAX_RECORD_BYTES", 1024 * 1024, 1),
             dead_letter_prefix_bytes=_int(e, "DEAD_LETTER_PREFIX_BYTES", 4096, 0),
             dlq_max_bad_ratio=_float(e, "DLQ_MAX_BAD_RATIO", 0.5, 0.0, 1.0),
@@ -141,6 +147,8 @@ class Settings:
             "QDRANT_COLLECTION": self.qdrant_collection,
             "ANALYTICS_DB_URI": self.analytics_db_uri,
             "EMBEDDING_DIM": str(self.embedding_dim),
+            "ETL_TIME_GAP_S": str(self.etl_time_gap_s),
+            "VECTOR_REAL_THRESHOLD": str(self.vector_real_threshold),
             "MAX_RECORD_BYTES": str(self.max_record_bytes),
             "DEAD_LETTER_PREFIX_BYTES": str(self.dead_letter_prefix_bytes),
             "DLQ_MAX_BAD_RATIO": str(self.dlq_max_bad_ratio),

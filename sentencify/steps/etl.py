@@ -1,0 +1,144 @@
+"""Step 1: training examples (H) for the sessions a window touches, rebuilt from all their records.
+
+Join: one MongoDB aggregation pipeline per chunk of sessions (earliest A per session, then
+$lookup of B, C, E and a point-in-time F); the chunk's D records by one `_id $in` query. Decide: `examples.build` (pure). Publish: one
+transaction per window, so a failure leaves readers the previous state, never half a window.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from pymongo import DeleteMany, ReplaceOne, UpdateOne
+from pymongo.database import Database
+
+from sentencify.steps import examples
+from sentencify.steps.publish import publish
+from sentencify.steps.touched import A, B, C, D, E, chunks, touched_sessions
+from sentencify.window import Window
+
+log = logging.getLogger("sentencify.etl")
+
+EXAMPLES = "training_examples"
+REJECTS = "etl_rejects"
+F = "document_context_cache"
+
+_B_FIELDS = ["insert_id", "source_recommend_event_id", "created_at", "target_category", "target_intensity", "target_language"]
+_C_FIELDS = ["insert_id", "source_recommend_event_id", "created_at", "was_accepted", "selected_option_index", "correction_history_id"]
+_D_FIELDS = ["field", "intensity", "user_prompt", "selected_index"]
+
+
+def _project(fields: list[str]) -> dict:
+    return {"$project": {f: 1 for f in fields}}
+
+
+def session_pipeline(session_ids: list[str]) -> list[dict]:
+    """A's collection -> one joined document per session that has an A."""
+    at = "$$at"
+    f_in_force = {
+        "$and": [
+            {"$lte": ["$last_updated", at]},
+            {"$or": [{"$eq": [{"$ifNull": ["$valid_until", None]}, None]}, {"$gte": ["$valid_until", at]}]},
+        ]
+    }
+    return [
+        {"$match": {"recommend_session_id": {"$in": session_ids}}},
+        {"$sort": {"recommend_session_id": 1, "created_at": 1, "insert_id": 1}},
+        {"$group": {"_id": "$recommend_session_id", "a": {"$first": "$$ROOT"}, "a_ids": {"$addToSet": "$insert_id"}}},
+        {"$lookup": {"from": B, "localField": "_id", "foreignField": "recommend_session_id", "pipeline": [_project(_B_FIELDS)], "as": "b"}},
+        {"$lookup": {"from": C, "localField": "_id", "foreignField": "recommend_session_id", "pipeline": [_project(_C_FIELDS)], "as": "c"}},
+        {"$lookup": {"from": E, "localField": "a.context_hash", "foreignField": "_id",
+                     "pipeline": [_project(["embedding_v1", "embedding_version"])], "as": "e"}},
+        # Point in time: the latest analysis in force when A was shown; a later one never leaks in.
+        {"$lookup": {"from": F, "localField": "a.doc_id", "foreignField": "doc_id", "let": {"at": "$a.created_at"},
+                     "pipeline": [{"$match": {"$expr": f_in_force}}, {"$sort": {"last_updated": -1, "_id": -1}},
+                                  {"$limit": 1}, _project(["macro_category_hint"])], "as": "f"}},
+    ]
+
+
+@dataclass
+class EtlResult:
+    window: Window
+    touched: int = 0
+    flags: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    rejects: Counter = field(default_factory=Counter)
+
+    def summary(self) -> dict:
+        return {"window": str(self.window), "touched_sessions": self.touched, "examples": dict(self.flags),
+                "low_reasons": dict(self.reasons), "rejects": dict(self.rejects)}
+
+
+def build_window(db: Database, session_ids: set[str], rules: examples.Rules, now: datetime):
+    """Examples and rejects for these sessions, computed from all their records (nothing written)."""
+    built: list[examples.Example] = []
+    rejected: list[examples.Reject] = []
+    for part in chunks(sorted(session_ids)):
+        joined = list(db[A].aggregate(session_pipeline(part), allowDiskUse=True))
+        # D by key, not by $lookup: a lookup from an array path (every C's correction_history_id)
+        # is not matched by every MongoDB-protocol server, and `_id $in` is one index scan anyway.
+        d_ids = sorted({c["correction_history_id"] for j in joined for c in j["c"] if c.get("correction_history_id")})
+        d_by_id = {d["_id"]: d for d in db[D].find({"_id": {"$in": d_ids}}, _D_FIELDS)} if d_ids else {}
+        with_a = set()
+        for session in joined:
+            with_a.add(session["_id"])
+            session["d"] = [d_by_id[c["correction_history_id"]] for c in session["c"] if c.get("correction_history_id") in d_by_id]
+            outcome = examples.build(session, rules, now)
+            (built if isinstance(outcome, examples.Example) else rejected).append(outcome)
+        without_a = [s for s in part if s not in with_a]
+        if without_a:
+            b_by, c_by = _by_session(db, B, without_a, _B_FIELDS), _by_session(db, C, without_a, _C_FIELDS)
+            for s in without_a:
+                if b_by.get(s) or c_by.get(s):
+                    rejected.append(examples.orphan(s, b_by.get(s, []), c_by.get(s, []), now))
+    return built, rejected
+
+
+def _by_session(db: Database, collection: str, session_ids: list[str], fields: list[str]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for doc in db[collection].find({"recommend_session_id": {"$in": session_ids}}, fields + ["recommend_session_id"]):
+        out.setdefault(doc["recommend_session_id"], []).append(doc)
+    return out
+
+
+def ensure_indexes(db: Database) -> None:
+    db[EXAMPLES].create_index("processed_at")
+    db[EXAMPLES].create_index([("consistency_flag", 1), ("created_at", 1)])
+    db[EXAMPLES].create_index("user_id")
+    db[REJECTS].create_index("reason")
+
+
+def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, now: datetime | None = None) -> EtlResult:
+    rules = rules or examples.Rules()
+    now = now or datetime.now(timezone.utc)
+    ensure_indexes(db)
+    sessions = touched_sessions(db, window)
+    built, rejected = build_window(db, sessions, rules, now)
+
+    result = EtlResult(window, touched=len(sessions))
+    for ex in built:
+        result.flags[ex.doc["consistency_flag"]] += 1
+        result.reasons.update(ex.doc["consistency_reasons"])
+    for rej in rejected:
+        result.rejects[rej.doc["reason"]] += 1
+
+    built_ids = [ex.doc["_id"] for ex in built]
+    rejected_ids = [rej.doc["_id"] for rej in rejected]
+    example_ops = [ReplaceOne({"_id": ex.doc["_id"]}, ex.doc, upsert=True) for ex in built]
+    if rejected_ids:  # a contradiction removes any earlier example of the session
+        example_ops.append(DeleteMany({"_id": {"$in": rejected_ids}}))
+    reject_ops = [
+        # detected_at keeps the first detection: re-running a window changes nothing.
+        UpdateOne({"_id": rej.doc["_id"]},
+                  {"$set": {k: v for k, v in rej.doc.items() if k not in ("_id", "detected_at")},
+                   "$setOnInsert": {"detected_at": rej.doc["detected_at"]}}, upsert=True)
+        for rej in rejected
+    ]
+    if built_ids:  # an orphan whose A arrived, or a contradiction resolved, is no longer rejected
+        reject_ops.append(DeleteMany({"_id": {"$in": built_ids}}))
+    publish(db, {EXAMPLES: example_ops, REJECTS: reject_ops}, step="etl", window=window, summary=result.summary(), now=now)
+    log.info("etl done", extra={"fields": result.summary()})
+    return result

@@ -1,0 +1,48 @@
+"""Publish a step's output for one window atomically, and record the run in `pipeline_runs`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from pymongo import ReplaceOne
+from pymongo.database import Database
+
+from sentencify.window import Window
+
+log = logging.getLogger("sentencify.publish")
+
+RUNS = "pipeline_runs"
+
+
+def supports_transactions(db: Database) -> bool:
+    """Replica sets and sharded clusters do; a standalone mongod does not."""
+    hello = db.client.admin.command("hello")
+    return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+
+
+def run_record(step: str, window: Window, summary: dict, now: datetime) -> dict:
+    return {
+        "_id": f"{step}:{window.start.isoformat()}",
+        "step": step,
+        "window_start": window.start,
+        "window_end": window.end,
+        "finished_at": now,
+        "summary": summary,
+    }
+
+
+def publish(db: Database, ops_by_collection: dict[str, list], *, step: str, window: Window, summary: dict, now: datetime) -> None:
+    """All writes of one run in one transaction (readers see all of it or none of it)."""
+    ops = {c: o for c, o in ops_by_collection.items() if o}
+    ops[RUNS] = [ReplaceOne({"_id": f"{step}:{window.start.isoformat()}"}, run_record(step, window, summary, now), upsert=True)]
+    client = db.client
+    if not supports_transactions(db):
+        log.warning("MongoDB is a standalone server: publishing without a transaction (not atomic); use a replica set")
+        for collection, batch in ops.items():
+            db[collection].bulk_write(batch, ordered=True)
+        return
+    with client.start_session() as session:
+        with session.start_transaction():
+            for collection, batch in ops.items():
+                db[collection].bulk_write(batch, ordered=True, session=session)

@@ -1,0 +1,40 @@
+"""Which sessions a window touches (pipeline.md, 'Windows and late data')."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pymongo.database import Database
+
+from sentencify.schemas import BY_CODE
+from sentencify.window import Window
+
+A, B, C, D, E, I = (BY_CODE[c].name for c in "ABCDEI")
+_CHUNK = 5000
+
+
+def _distinct(db: Database, collection: str, field: str, match: dict) -> set:
+    # $group instead of distinct(): no 16 MB result limit on a busy hour.
+    pipeline = [{"$match": match}, {"$group": {"_id": f"${field}"}}]
+    return {d["_id"] for d in db[collection].aggregate(pipeline) if d["_id"] is not None}
+
+
+def chunks(values, size: int = _CHUNK) -> Iterator[list]:
+    values = list(values)
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def touched_sessions(db: Database, window: Window) -> set[str]:
+    """Sessions with an A, B, C or I ingested in the window, or pointing at a D or E ingested in it."""
+    in_window = window.mongo_filter()
+    sessions: set[str] = set()
+    for collection in (A, B, C, I):
+        sessions |= _distinct(db, collection, "recommend_session_id", in_window)
+    new_d = _distinct(db, D, "_id", in_window)
+    for part in chunks(new_d):
+        sessions |= _distinct(db, C, "recommend_session_id", {"correction_history_id": {"$in": part}})
+    new_e = _distinct(db, E, "_id", in_window)
+    for part in chunks(new_e):
+        sessions |= _distinct(db, A, "recommend_session_id", {"context_hash": {"$in": part}})
+    return sessions

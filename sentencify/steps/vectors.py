@@ -1,0 +1,111 @@
+"""Step 3: vector migration: high-consistency examples -> Qdrant real points; synthetic points retire per category.
+
+After a run, for every session the window touched, its point exists exactly when its example is
+`high` with a v1 embedding, with the payload of pipeline.md. `full=True` reconciles every example.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+
+from pymongo import ReplaceOne
+from pymongo.database import Database
+from qdrant_client import QdrantClient, models
+
+from sentencify import vectorstore
+from sentencify.schemas import CATEGORIES
+from sentencify.steps.etl import EXAMPLES
+from sentencify.steps.publish import RUNS, run_record
+from sentencify.steps.touched import chunks, touched_sessions
+from sentencify.window import Window
+
+log = logging.getLogger("sentencify.vectors")
+
+UPSERT_BATCH = 256
+_FIELDS = {"context_embedding": 1, "embedding_version": 1, "consistency_flag": 1, "recommend_session_id": 1,
+           "user_id": 1, "doc_id": 1, "final_category": 1, "final_intensity": 1, "executed_target_language": 1,
+           "was_accepted": 1, "created_at": 1}
+
+
+def wanted(example: dict, dim: int) -> bool:
+    embedding = example.get("context_embedding") or []
+    return (example.get("consistency_flag") == "high" and len(embedding) == dim
+            and (example.get("embedding_version") or "v1") == "v1")
+
+
+def point(example: dict) -> models.PointStruct:
+    return models.PointStruct(
+        id=vectorstore.point_id(example["_id"]),
+        vector=example["context_embedding"],
+        payload={
+            "example_id": example["_id"],
+            "recommend_session_id": example["recommend_session_id"],
+            "user_id": example.get("user_id"),
+            "doc_id": example.get("doc_id"),
+            "category": example.get("final_category"),
+            "intensity": example.get("final_intensity"),
+            "language": example.get("executed_target_language"),
+            "was_accepted": example.get("was_accepted"),
+            "source": "real",
+            "created_at": int(example["created_at"].timestamp()),
+        },
+    )
+
+
+def sync_sessions(db: Database, qc: QdrantClient, collection: str, dim: int, session_ids: list[str]) -> tuple[int, int]:
+    """Upsert the points these sessions should have, delete the ones they should not. Returns (upserted, deleted)."""
+    upserted = deleted = 0
+    for part in chunks(session_ids, 2000):
+        found = {e["_id"]: e for e in db[EXAMPLES].find({"_id": {"$in": part}}, _FIELDS)}
+        keep = [point(found[s]) for s in part if s in found and wanted(found[s], dim)]
+        drop = [vectorstore.point_id(s) for s in part if not (s in found and wanted(found[s], dim))]
+        for i in range(0, len(keep), UPSERT_BATCH):
+            qc.upsert(collection, points=keep[i:i + UPSERT_BATCH], wait=True)
+        if drop:
+            qc.delete(collection, points_selector=models.PointIdsList(points=drop), wait=True)
+        upserted += len(keep)
+        deleted += len(drop)
+    return upserted, deleted
+
+
+def retire_synthetic(qc: QdrantClient, collection: str, threshold: int) -> dict[str, int]:
+    """Real points per category; a category at the threshold loses its synthetic points."""
+    real = {c: vectorstore.count(qc, collection, "real", c) for c in CATEGORIES}
+    for category, n in real.items():
+        if n >= threshold:
+            qc.delete(collection, points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)), wait=True)
+    return real
+
+
+def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list[str]:
+    stale, offset = [], None
+    while True:
+        points, offset = qc.scroll(collection, scroll_filter=vectorstore.source_filter("real"), limit=1000,
+                                   offset=offset, with_payload=False, with_vectors=False)
+        stale += [str(p.id) for p in points if str(p.id) not in keep]
+        if offset is None:
+            return stale
+
+
+def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: str, dim: int, threshold: int,
+                full: bool = False, now: datetime | None = None) -> dict:
+    now = now or datetime.now(timezone.utc)
+    vectorstore.ensure_collection(qc, collection, dim)
+    if full:
+        sessions = [e["_id"] for e in db[EXAMPLES].find({}, {"_id": 1})]
+        keep = {vectorstore.point_id(e["_id"]) for e in db[EXAMPLES].find({"consistency_flag": "high"}, _FIELDS) if wanted(e, dim)}
+        stale = stale_real_points(qc, collection, keep)
+        if stale:
+            qc.delete(collection, points_selector=models.PointIdsList(points=stale), wait=True)
+    else:
+        sessions = sorted(touched_sessions(db, window))
+    upserted, deleted = sync_sessions(db, qc, collection, dim, sessions)
+    real = retire_synthetic(qc, collection, threshold)
+    summary = {
+        "window": str(window), "full": full, "sessions": len(sessions), "upserted": upserted, "deleted": deleted,
+        "real_points": real, "synthetic_points": {c: vectorstore.count(qc, collection, "synthetic", c) for c in CATEGORIES},
+    }
+    db[RUNS].bulk_write([ReplaceOne({"_id": f"vectors:{window.start.isoformat()}"}, run_record("vectors", window, summary, now), upsert=True)])
+    log.info("vectors done", extra={"fields": summary})
+    return summary

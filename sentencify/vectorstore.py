@@ -1,0 +1,87 @@
+"""Qdrant: the client from settings, the collection, deterministic point ids, synthetic seed points."""
+
+from __future__ import annotations
+
+import random
+import uuid
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+from qdrant_client import QdrantClient, models
+
+from sentencify.schemas import CATEGORIES
+from sentencify.settings import Settings
+
+PAYLOAD_INDEXES = ("source", "category", "user_id")
+
+
+def client(settings: Settings) -> QdrantClient:
+    """A server when QDRANT_URL is set, else local mode in QDRANT_PATH (one process at a time)."""
+    if settings.qdrant_url:
+        return QdrantClient(url=settings.qdrant_url, timeout=60)
+    Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
+    return QdrantClient(path=settings.qdrant_path)
+
+
+def point_id(example_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "sentencify:" + example_id))
+
+
+def synthetic_id(category: str, n: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sentencify:synthetic:{category}:{n}"))
+
+
+def ensure_collection(qc: QdrantClient, name: str, dim: int) -> None:
+    if qc.collection_exists(name):
+        vectors = qc.get_collection(name).config.params.vectors
+        size = vectors.size if hasattr(vectors, "size") else None
+        if size is not None and size != dim:
+            raise ValueError(f"Qdrant collection {name!r} has vectors of {size}, not EMBEDDING_DIM={dim}: "
+                             "use another QDRANT_COLLECTION or recreate it")
+    else:
+        qc.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
+    with warnings.catch_warnings():  # local mode says payload indexes have no effect there; a server uses them
+        warnings.simplefilter("ignore", UserWarning)
+        for field in PAYLOAD_INDEXES:
+            qc.create_payload_index(name, field_name=field, field_schema=models.PayloadSchemaType.KEYWORD)
+
+
+def source_filter(source: str, category: str | None = None) -> models.Filter:
+    must = [models.FieldCondition(key="source", match=models.MatchValue(value=source))]
+    if category is not None:
+        must.append(models.FieldCondition(key="category", match=models.MatchValue(value=category)))
+    return models.Filter(must=must)
+
+
+def count(qc: QdrantClient, name: str, source: str, category: str | None = None) -> int:
+    return qc.count(name, count_filter=source_filter(source, category), exact=True).count
+
+
+def seed_synthetic(qc: QdrantClient, settings: Settings, per_category: int, threshold: int, seed: int = 42) -> dict[str, int]:
+    """Synthetic points around each category's centre; deterministic ids, so re-seeding changes nothing.
+
+    A category whose real points already reached the threshold is not re-seeded.
+    """
+    from sentencify.simulate import category_centers
+
+    ensure_collection(qc, settings.qdrant_collection, settings.embedding_dim)
+    centers = category_centers(seed, settings.embedding_dim)
+    rng = random.Random(f"synthetic:{seed}")
+    now = int(datetime.now(timezone.utc).timestamp())
+    seeded = {}
+    for category in CATEGORIES:
+        if count(qc, settings.qdrant_collection, "real", category) >= threshold:
+            seeded[category] = 0
+            continue
+        points = []
+        for n in range(per_category):
+            center = centers[category]
+            vector = [c + rng.gauss(0, 0.35 / len(center) ** 0.5) for c in center]
+            points.append(models.PointStruct(
+                id=synthetic_id(category, n), vector=vector,
+                payload={"source": "synthetic", "category": category, "example_id": None, "created_at": now},
+            ))
+        qc.upsert(settings.qdrant_collection, points=points, wait=True)
+        seeded[category] = len(points)
+    return seeded

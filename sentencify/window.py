@@ -1,0 +1,46 @@
+"""The one-hour window a step run covers: [start, end)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sentencify.schemas import to_utc_datetime
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window bounds must be timezone-aware")
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end.isoformat()} must be after its start {self.start.isoformat()}")
+
+    @classmethod
+    def parse(cls, start: str | datetime, end: str | datetime | None = None) -> "Window":
+        """ISO strings or datetimes (no offset means UTC); without `end`, the hour that starts at `start`."""
+        s = to_utc_datetime(start)
+        e = to_utc_datetime(end) if end is not None else s + timedelta(hours=1)
+        return cls(s, e)
+
+    @classmethod
+    def hour_containing(cls, ts: datetime) -> "Window":
+        start = ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        return cls(start, start + timedelta(hours=1))
+
+    def hours(self) -> list["Window"]:
+        """The whole hours this window spans (for backfills)."""
+        out, cursor = [], self.start
+        while cursor < self.end:
+            out.append(Window(cursor, min(cursor + timedelta(hours=1), self.end)))
+            cursor += timedelta(hours=1)
+        return out
+
+    def mongo_filter(self, field: str = "ingested_at") -> dict:
+        return {field: {"$gte": self.start, "$lt": self.end}}
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"

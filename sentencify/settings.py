@@ -85,6 +85,7 @@ class Settings:
     mongo_port: int = 27027
     redis_port: int = 6389
     postgres_port: int = 55432
+    airflow_port: int = 8080
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -94,6 +95,7 @@ class Settings:
         mongo_port = _int(e, "MONGO_PORT", 27027, 1)
         redis_port = _int(e, "REDIS_PORT", 6389, 1)
         postgres_port = _int(e, "POSTGRES_PORT", 55432, 1)
+        airflow_port = _int(e, "AIRFLOW_PORT", 8080, 1)
         qdrant_url = _str(e, "QDRANT_URL", None)
         settings = cls(
             kafka_bootstrap_servers=_str(e, "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{kafka_port}"),
@@ -128,6 +130,7 @@ class Settings:
             mongo_port=mongo_port,
             redis_port=redis_port,
             postgres_port=postgres_port,
+            airflow_port=airflow_port,
         )
         if not settings.topic_prefix.strip():
             raise SettingsError("TOPIC_PREFIX must not be blank")
@@ -163,6 +166,7 @@ class Settings:
             "MONGO_PORT": str(self.mongo_port),
             "REDIS_PORT": str(self.redis_port),
             "POSTGRES_PORT": str(self.postgres_port),
+            "AIRFLOW_PORT": str(self.airflow_port),
         }
         if self.qdrant_url:
             env["QDRANT_URL"] = self.qdrant_url

@@ -44,3 +44,25 @@ class Window:
 
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+def windows_for_run(
+    *, start: str | None, end: str | None, event_windows: list[list[str]] | None, logical_date: datetime | None
+) -> list[Window]:
+    """The windows one run of a step covers (interfaces.md, 'Airflow').
+
+    Explicit start/end params win; else the windows its triggering asset events carry (a downstream
+    step covers what its upstream covered); else the hour that starts at the logical date.
+    """
+    if start:
+        return [Window.parse(start, end or None)]
+    if event_windows:
+        return sorted({Window.parse(s, e) for s, e in event_windows}, key=lambda w: w.start)
+    if logical_date is None:
+        raise ValueError("no start/end, no triggering asset event and no logical date: cannot tell the window")
+    return [Window.parse(logical_date)]
+
+
+def as_extra(windows: list[Window]) -> dict:
+    """What an asset event carries so the next step covers the same windows."""
+    return {"windows": [[w.start.isoformat(), w.end.isoformat()] for w in windows]}

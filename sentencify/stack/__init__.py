@@ -30,7 +30,7 @@ def private_settings(stack_dir: Path, base: Settings | None = None) -> Settings:
     from sentencify.stack.process import free_port
 
     base = base or Settings.from_env({})
-    kafka, mongo, redis, pg = free_port(), free_port(), free_port(), free_port()
+    kafka, mongo, redis, pg, airflow = free_port(), free_port(), free_port(), free_port(), free_port()
     return dataclasses.replace(
         base,
         stack_dir=stack_dir,
@@ -38,6 +38,7 @@ def private_settings(stack_dir: Path, base: Settings | None = None) -> Settings:
         mongo_port=mongo,
         redis_port=redis,
         postgres_port=pg,
+        airflow_port=airflow,
         kafka_bootstrap_servers=f"127.0.0.1:{kafka}",
         mongo_uri=f"mongodb://127.0.0.1:{mongo}",
         redis_url=f"redis://127.0.0.1:{redis}/0",

@@ -1,0 +1,29 @@
+"""
+### sentencify_profile: user profiles (G), in MongoDB and Redis
+
+Starts when `sentencify_etl` updates the training-examples asset, for the same window(s).
+Every user of a touched session is recomputed from all their raw B and C records
+(pipeline.md formulas) into `user_profile` and Redis `user_profile:{user_id}`.
+
+Run alone: `airflow dags test sentencify_profile 2026-11-24T05:00:00+00:00` covers the hour
+starting at that logical date (or params `start`/`end`).
+"""
+
+from airflow.sdk import DAG
+
+from sentencify_airflow.assets import TRAINING_EXAMPLES, USER_PROFILES
+from sentencify_airflow.defaults import DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.operators import UserProfilesOperator
+
+with DAG(
+    dag_id="sentencify_profile",
+    schedule=[TRAINING_EXAMPLES],
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=WINDOW_PARAMS,
+    tags=TAGS,
+    doc_md=__doc__,
+):
+    UserProfilesOperator(task_id="update_user_profiles", start=START, end=END, outlets=[USER_PROFILES])

@@ -1,0 +1,1 @@
+"""Airflow operators and hooks of the Sentencify chain: thin wrappers over the core package `sentencify`."""

@@ -1,0 +1,80 @@
+"""Airflow for the local stack: its environment, first-time setup, and its three processes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+from sentencify.settings import PROJECT_ROOT, Settings
+
+ADMIN_USER = "admin"
+
+
+def airflow_home(settings: Settings) -> Path:
+    return settings.stack_dir / "airflow"
+
+
+def _secret(path: Path, make) -> str:
+    """A per-stack secret, created once and kept in the git-ignored stack dir."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def admin_password(settings: Settings) -> str:
+    home = airflow_home(settings)
+    passwords = home / "simple_auth_manager_passwords.json"
+    pw = _secret(home / "admin_password", lambda: secrets.token_urlsafe(12))
+    passwords.write_text(json.dumps({ADMIN_USER: pw}))
+    return pw
+
+
+def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of every Airflow process: config, the Mongo connection, and the project's settings."""
+    home = airflow_home(settings)
+    api = f"http://127.0.0.1:{settings.airflow_port}"
+    env = dict(base or {})
+    env.update(settings.to_env())
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": api,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home / "jwt_secret", lambda: secrets.token_urlsafe(32)),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        # The chain's steps read MongoDB through this Airflow connection (MongoHook).
+        "AIRFLOW_CONN_MONGO_DEFAULT": "mongo://" + settings.mongo_uri.split("://", 1)[1].split("/")[0].split("?")[0] + "/" + settings.mongo_db,
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+    })
+    return env
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).parent / "airflow")
+
+
+def migrate(settings: Settings) -> None:
+    """Create or upgrade the metadata database (idempotent)."""
+    home = airflow_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    admin_password(settings)
+    out = subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(settings), capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")

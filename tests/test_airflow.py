@@ -1,0 +1,94 @@
+"""The DAGs and operators in Airflow: parsed by the DagBag, and each run with `airflow dags test`."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+
+import pytest
+
+from sentencify import vectorstore
+from sentencify.stack.airflow import airflow_bin, airflow_env, migrate
+from sentencify.window import Window, windows_for_run
+from tests.chain_data import Logs, hour
+
+DAG_IDS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors"]
+
+
+@pytest.fixture(scope="module")
+def airflow_settings(stack_settings, tmp_path_factory):
+    settings = dataclasses.replace(stack_settings, stack_dir=tmp_path_factory.mktemp("airflow-stack"))
+    migrate(settings)
+    return settings
+
+
+def dags_test(settings, dag_id: str, logical_date: str, *conf: str) -> subprocess.CompletedProcess:
+    env = airflow_env(settings)
+    out = subprocess.run([airflow_bin(), "dags", "test", dag_id, logical_date, *conf], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "state=success" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+    return out
+
+
+def test_the_dags_parse_and_chain_by_assets(airflow_settings, monkeypatch):
+    for key, value in airflow_env(airflow_settings).items():
+        monkeypatch.setenv(key, value)
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    bag = DagBag(dag_folder=str(airflow_env(airflow_settings)["AIRFLOW__CORE__DAGS_FOLDER"]))
+    assert bag.import_errors == {}
+    assert sorted(bag.dag_ids) == sorted(DAG_IDS)
+    etl, profile, vectors = (bag.get_dag(d) for d in DAG_IDS)
+    assert isinstance(etl.timetable, CronDataIntervalTimetable) and not etl.catchup
+    etl_out = etl.tasks[0].outlets[0]
+    assert list(profile.timetable.asset_condition.objects) == [etl_out]
+    assert list(vectors.timetable.asset_condition.objects) == [profile.tasks[0].outlets[0]]
+    for dag in (etl, profile, vectors):
+        assert dag.doc_md and "sentencify" in dag.tags and dag.default_args["retries"] >= 1
+        task = dag.tasks[0]
+        assert set(task.template_fields) >= {"start", "end"}
+
+
+def test_each_dag_runs_alone_with_airflow_dags_test(airflow_settings, settings, mongo, tmp_path):
+    s = dataclasses.replace(airflow_settings, mongo_db=settings.mongo_db, qdrant_path=str(tmp_path / "qdrant"))
+    logs = Logs(mongo)
+    for i in range(3):
+        logs.full_session(10, f"s{i}")
+    logs.b(10, "s-orphan")
+
+    dags_test(s, "sentencify_etl", "2026-11-01T10:00:00+00:00")
+    assert mongo.training_examples.count_documents({"consistency_flag": "high"}) == 3
+    assert mongo.etl_rejects.count_documents({"reason": "orphan"}) == 1
+    assert mongo.pipeline_runs.find_one({"_id": "etl:2026-11-01T10:00:00+00:00"})
+
+    dags_test(s, "sentencify_profile", "2026-11-01T10:00:00+00:00")
+    assert mongo.user_profile.find_one({"_id": "u1"})["paraphrase_execution_count"] == 4
+
+    dags_test(s, "sentencify_vectors", "2026-11-01T10:00:00+00:00")
+    qc = vectorstore.client(s)
+    try:
+        assert vectorstore.count(qc, s.qdrant_collection, "real") == 3
+    finally:
+        qc.close()
+
+
+def test_params_choose_another_window(airflow_settings, settings, mongo):
+    s = dataclasses.replace(airflow_settings, mongo_db=settings.mongo_db)
+    Logs(mongo).full_session(13, "s-late")
+    dags_test(s, "sentencify_etl", "2026-11-01T10:00:00+00:00", "--conf",
+              '{"start": "2026-11-01T13:00:00+00:00", "end": "2026-11-01T14:00:00+00:00"}')
+    assert mongo.training_examples.count_documents({}) == 1
+
+
+def test_window_resolution_rules():
+    logical = hour(5).start
+    assert windows_for_run(start=None, end=None, event_windows=None, logical_date=logical) == [hour(5)]
+    assert windows_for_run(start="2026-11-01T07:00", end="2026-11-01T09:00", event_windows=None, logical_date=logical) == [
+        Window.parse("2026-11-01T07:00", "2026-11-01T09:00")]
+    events = [[hour(6).start.isoformat(), hour(6).end.isoformat()], [hour(4).start.isoformat(), hour(4).end.isoformat()],
+              [hour(6).start.isoformat(), hour(6).end.isoformat()]]
+    assert windows_for_run(start=None, end=None, event_windows=events, logical_date=logical) == [hour(4), hour(6)]
+    with pytest.raises(ValueError):
+        Window.parse("2026-11-01T07:00", "2026-11-01T06:00")

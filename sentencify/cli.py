@@ -35,15 +35,19 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         stack.down(settings, only=args.only)
         return 0
     rows = stack.status(settings, only=args.only)
-    print(f"{'service':<10}{'port':>7}  {'pid':>8}  {'health':<9} log")
+    print(f"{'service':<23}{'port':>7}  {'pid':>8}  {'health':<9} log")
     for r in rows:
         health = "healthy" if r.healthy else ("running" if r.running else "down")
-        print(f"{r.name:<10}{r.port:>7}  {r.pid or '-':>8}  {health:<9} {r.log_file}")
+        print(f"{r.name:<23}{r.port:>7}  {r.pid or '-':>8}  {health:<9} {r.log_file}")
     print()
     print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}")
     print(f"MONGO_URI={settings.mongo_uri}  MONGO_DB={settings.mongo_db}")
     print(f"REDIS_URL={settings.redis_url}")
     print(f"ANALYTICS_DB_URI={settings.analytics_db_uri}")
+    if any(r.name.startswith("airflow") and r.running for r in rows):
+        from sentencify.stack.airflow import ADMIN_USER, admin_password
+
+        print(f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login {ADMIN_USER} / {admin_password(settings)}")
     return 0 if all(r.healthy for r in rows) else 1
 
 

@@ -30,7 +30,7 @@ def stack_settings() -> Settings:
     stack_dir.chmod(0o755)
     settings = stack.private_settings(stack_dir)
     try:
-        stack.up(settings, echo=lambda line: print(line))
+        stack.up(settings, only=stack.CORE_SERVICES, echo=lambda line: print(line))
         yield settings
     finally:  # also when `up` failed half-way: stop what did start
         stack.down(settings, echo=lambda line: print(line))

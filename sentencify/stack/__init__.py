@@ -12,7 +12,10 @@ from sentencify.stack.process import StackError, is_running, read_pid, spawn, st
 from sentencify.stack.services import PostgresService, Service, services
 from sentencify.stack.topics import create_topics
 
-__all__ = ["StackError", "ServiceStatus", "private_settings", "up", "down", "status", "services"]
+CORE_SERVICES = ["kafka", "mongodb", "redis", "postgres"]
+AIRFLOW_SERVICES = ["airflow-api", "airflow-scheduler", "airflow-dag-processor"]
+
+__all__ = ["AIRFLOW_SERVICES", "CORE_SERVICES", "StackError", "ServiceStatus", "private_settings", "up", "down", "status", "services"]
 
 
 @dataclass
@@ -62,11 +65,11 @@ def _start(service: Service, echo) -> None:
     pid = read_pid(service.pid_file)
     if is_running(pid, service.expect_in_cmdline):
         if service.healthy():
-            echo(f"  {service.name:<9} already up  port {service.port}  pid {pid}")
+            echo(f"  {service.name:<22} already up  port {service.port}  pid {pid}")
             return
     from sentencify.stack.process import port_open
 
-    if port_open(service.port):
+    if service.listens and port_open(service.port):
         raise StackError(
             f"port {service.port} for {service.name} is taken by another program; "
             f"stop it or choose another port ({service.name.upper()}_PORT)"
@@ -75,7 +78,7 @@ def _start(service: Service, echo) -> None:
     began = time.monotonic()
     pid = spawn(service.argv, pid_file=service.pid_file, log_file=service.log_file, user=service.user, env=service.env)
     wait_until(service.healthy, timeout=service.start_timeout, what=service.name, log_file=service.log_file)
-    echo(f"  {service.name:<9} started     port {service.port}  pid {pid}  ({time.monotonic() - began:.1f}s)")
+    echo(f"  {service.name:<22} started     port {service.port}  pid {pid}  ({time.monotonic() - began:.1f}s)")
 
 
 def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
@@ -90,7 +93,7 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
         if service.name == "kafka":
             created = create_topics(settings)
             if created:
-                echo(f"  {'topics':<9} created     {len(created)} x {settings.topic_partitions} partitions")
+                echo(f"  {'topics':<22} created     {len(created)} x {settings.topic_partitions} partitions")
 
 
 def down(settings: Settings, only: list[str] | None = None, echo=print) -> None:
@@ -98,12 +101,12 @@ def down(settings: Settings, only: list[str] | None = None, echo=print) -> None:
     for service in reversed(_select(settings, only)):
         pid = read_pid(service.pid_file)
         if not is_running(pid, service.expect_in_cmdline):
-            echo(f"  {service.name:<9} not running")
+            echo(f"  {service.name:<22} not running")
             service.pid_file.unlink(missing_ok=True)
             continue
-        ok = stop_pid(pid, sig=service.stop_signal)
+        ok = stop_pid(pid, sig=service.stop_signal, group=service.stop_group)
         service.pid_file.unlink(missing_ok=True)
-        echo(f"  {service.name:<9} {'stopped' if ok else 'DID NOT STOP'}  pid {pid}")
+        echo(f"  {service.name:<22} {'stopped' if ok else 'DID NOT STOP'}  pid {pid}")
 
 
 def status(settings: Settings, only: list[str] | None = None) -> list[ServiceStatus]:

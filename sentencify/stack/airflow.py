@@ -45,6 +45,7 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # the local chain runs by itself
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{home}/airflow.db",
@@ -78,3 +79,15 @@ def migrate(settings: Settings) -> None:
     out = subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(settings), capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")
+
+
+def _health(settings: Settings) -> dict:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{settings.airflow_port}/api/v2/monitor/health"
+    with urllib.request.urlopen(url, timeout=3) as resp:
+        return json.loads(resp.read())
+
+
+def component_healthy(settings: Settings, component: str) -> bool:
+    return _health(settings).get(component, {}).get("status") == "healthy"

@@ -86,10 +86,14 @@ def spawn(
     return proc.pid
 
 
-def stop_pid(pid: int, *, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
-    """SIGTERM (or `sig`), wait, then SIGKILL; True when the process is gone."""
+def stop_pid(pid: int, *, timeout: float = 15.0, sig: int = signal.SIGTERM, group: bool = False) -> bool:
+    """SIGTERM (or `sig`), wait, then SIGKILL; True when the process is gone.
+
+    `group`: signal its whole process group (servers that fork workers, started by `spawn`).
+    """
+    kill = os.killpg if group else os.kill
     try:
-        os.kill(pid, sig)
+        kill(pid, sig)
     except ProcessLookupError:
         return True
     deadline = time.monotonic() + timeout
@@ -99,7 +103,7 @@ def stop_pid(pid: int, *, timeout: float = 15.0, sig: int = signal.SIGTERM) -> b
             return True
         time.sleep(0.1)
     try:
-        os.kill(pid, signal.SIGKILL)
+        kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return True
     time.sleep(0.3)

@@ -49,6 +49,8 @@ class Service:
     user: str | None = None
     env: dict[str, str] | None = None
     start_timeout: float = 60.0
+    stop_group: bool = False  # stop its whole process group (it forks workers)
+    listens: bool = True  # owns `port` (else it only talks to a service that does)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -141,6 +143,55 @@ class PostgresService(Service):
                 self.psql(f"create database {db} owner sentencify")
 
 
+class AirflowService(Service):
+    """api-server, scheduler or dag-processor: one Airflow component (they share one environment)."""
+
+    settings: Settings | None = None
+    component: str = ""
+
+    def prepare(self) -> None:
+        from sentencify.stack import airflow
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.component == "api-server":
+            airflow.migrate(self.settings)
+
+    def healthy(self) -> bool:
+        from sentencify.stack import airflow
+
+        if not port_open(self.settings.airflow_port):
+            return False
+        if self.component == "api-server":
+            return "metadatabase" in airflow._health(self.settings)
+        return airflow.component_healthy(self.settings, self.component.replace("-", "_"))
+
+
+def airflow_services(settings: Settings) -> list[Service]:
+    from sentencify.stack.airflow import airflow_bin, airflow_env, airflow_home
+
+    env = airflow_env(settings)
+    out = []
+    for component, argv in (
+        ("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(settings.airflow_port), "--workers", "1"]),
+        ("scheduler", ["scheduler"]),
+        ("dag-processor", ["dag-processor"]),
+    ):
+        svc = AirflowService(
+            name=f"airflow-{component}" if component != "api-server" else "airflow-api",
+            port=settings.airflow_port,
+            argv=[airflow_bin(), *argv],
+            data_dir=airflow_home(settings),
+            expect_in_cmdline="airflow",  # Airflow rewrites its process title ("airflow api_server -- ...")
+            env=env,
+            start_timeout=120.0,
+            stop_group=True,
+            listens=component == "api-server",
+        )
+        svc.settings, svc.component = settings, component
+        out.append(svc)
+    return out
+
+
 def services(settings: Settings) -> list[Service]:
     """The stack in start order."""
     root = settings.stack_dir
@@ -194,4 +245,5 @@ def services(settings: Settings) -> list[Service]:
             stop_signal=signal.SIGINT,  # "fast" shutdown: do not wait for idle clients
             user=pg_user,
         ),
+        *airflow_services(settings),
     ]

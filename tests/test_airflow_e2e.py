@@ -1,0 +1,65 @@
+"""One chain run through the running scheduler: trigger the ETL over the REST API, the assets do the rest."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from sentencify import stack
+from sentencify.airflow_api import AirflowApi
+from sentencify.stack.airflow import ADMIN_USER, admin_password
+from sentencify.stack.process import free_port
+from tests.chain_data import Logs, hour
+
+DAGS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors"]
+
+
+@pytest.fixture(scope="module")
+def running_airflow(stack_settings, tmp_path_factory):
+    root = tmp_path_factory.mktemp("airflow-e2e")
+    s = dataclasses.replace(stack_settings, stack_dir=root, mongo_db="e2e_chain", qdrant_path=str(root / "qdrant"),
+                            airflow_port=free_port())
+    try:
+        stack.up(s, only=stack.AIRFLOW_SERVICES, echo=print)
+        yield s
+    finally:
+        stack.down(s, only=stack.AIRFLOW_SERVICES, echo=print)
+
+
+def test_a_triggered_chain_runs_etl_then_profile_then_vectors_for_the_same_window(running_airflow):
+    from pymongo import MongoClient
+
+    s = running_airflow
+    client = MongoClient(s.mongo_uri, tz_aware=True)
+    db = client[s.mongo_db]
+    client.drop_database(s.mongo_db)
+    logs = Logs(db)
+    for i in range(4):
+        logs.full_session(10, f"s{i}")
+
+    api = AirflowApi(f"http://127.0.0.1:{s.airflow_port}", ADMIN_USER, admin_password(s))
+    api.wait_for_dags(DAGS)
+    for dag in DAGS:
+        api.unpause(dag)
+    window = hour(10)
+    api.trigger("sentencify_etl", window.start, run_id="e2e_chain")
+
+    key = window.start.isoformat()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not db.pipeline_runs.find_one({"_id": f"vectors:{key}"}):
+        etl = api.run("sentencify_etl", "e2e_chain")
+        assert etl["state"] != "failed", "the ETL run failed: see the scheduler's task logs"
+        time.sleep(2)
+    runs = {r["step"]: r for r in db.pipeline_runs.find({"window_start": window.start})}
+    assert set(runs) == {"etl", "profile", "vectors"}, f"chain did not complete: {sorted(runs)}"
+    assert runs["etl"]["finished_at"] < runs["profile"]["finished_at"] < runs["vectors"]["finished_at"]
+    assert all(r["window_end"] == window.end for r in runs.values())
+    assert api.run("sentencify_etl", "e2e_chain")["state"] == "success"
+    for dag in ("sentencify_profile", "sentencify_vectors"):
+        triggered = [r for r in api.runs(dag) if r["run_type"] == "asset_triggered"]
+        assert triggered and any(r["state"] == "success" for r in triggered), (dag, triggered)
+    assert db.training_examples.count_documents({"consistency_flag": "high"}) == 4
+    assert db.user_profile.count_documents({}) == 1
+    client.close()

@@ -30,15 +30,21 @@ class AirflowApi:
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raise AirflowApiError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500].decode(errors='replace')}") from None
-        except urllib.error.URLError as exc:
-            raise AirflowApiError(f"{method} {path}: Airflow is not reachable at {self.base} ({exc.reason}); "
-                                  "is it up? (`sentencify stack status`)") from None
+        for attempt in range(4):
+            req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                break
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:500].decode(errors="replace")
+                if exc.code >= 500 and attempt < 3:  # transient server trouble: try again shortly
+                    time.sleep(1 + attempt)
+                    continue
+                raise AirflowApiError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+            except urllib.error.URLError as exc:
+                raise AirflowApiError(f"{method} {path}: Airflow is not reachable at {self.base} ({exc.reason}); "
+                                      "is it up? (`sentencify stack status`)") from None
         return json.loads(raw) if raw else None
 
     def token(self) -> str:

@@ -86,6 +86,7 @@ class Settings:
     redis_port: int = 6389
     postgres_port: int = 55432
     airflow_port: int = 8080
+    airflow_metadata_db: str = "airflow"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -131,6 +132,7 @@ class Settings:
             redis_port=redis_port,
             postgres_port=postgres_port,
             airflow_port=airflow_port,
+            airflow_metadata_db=_str(e, "AIRFLOW_METADATA_DB", "airflow"),
         )
         if not settings.topic_prefix.strip():
             raise SettingsError("TOPIC_PREFIX must not be blank")
@@ -167,6 +169,7 @@ class Settings:
             "REDIS_PORT": str(self.redis_port),
             "POSTGRES_PORT": str(self.postgres_port),
             "AIRFLOW_PORT": str(self.airflow_port),
+            "AIRFLOW_METADATA_DB": self.airflow_metadata_db,
         }
         if self.qdrant_url:
             env["QDRANT_URL"] = self.qdrant_url

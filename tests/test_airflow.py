@@ -17,7 +17,8 @@ DAG_IDS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors"]
 
 @pytest.fixture(scope="module")
 def airflow_settings(stack_settings, tmp_path_factory):
-    settings = dataclasses.replace(stack_settings, stack_dir=tmp_path_factory.mktemp("airflow-stack"))
+    settings = dataclasses.replace(stack_settings, stack_dir=tmp_path_factory.mktemp("airflow-stack"),
+                                   airflow_metadata_db="airflow_dagtest")
     migrate(settings)
     return settings
 

@@ -20,7 +20,7 @@ DAGS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors"]
 def running_airflow(stack_settings, tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow-e2e")
     s = dataclasses.replace(stack_settings, stack_dir=root, mongo_db="e2e_chain", qdrant_path=str(root / "qdrant"),
-                            airflow_port=free_port())
+                            airflow_port=free_port(), airflow_metadata_db="airflow_e2e")
     try:
         stack.up(s, only=stack.AIRFLOW_SERVICES, echo=print)
         yield s

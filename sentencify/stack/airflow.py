@@ -48,7 +48,7 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # the local chain runs by itself
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or metadata_uri(settings),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API__BASE_URL": api,
@@ -67,6 +67,21 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     return env
 
 
+def metadata_uri(settings: Settings) -> str:
+    """The stack's PostgreSQL (local: trust auth on 127.0.0.1), database AIRFLOW_METADATA_DB."""
+    return f"postgresql+psycopg2://sentencify@127.0.0.1:{settings.postgres_port}/{settings.airflow_metadata_db}"
+
+
+def ensure_metadata_db(settings: Settings) -> None:
+    from sentencify.stack.services import PostgresService, services
+
+    pg = next(s for s in services(settings) if isinstance(s, PostgresService))
+    if not pg.healthy():
+        raise RuntimeError(f"Airflow keeps its metadata in the stack's PostgreSQL on port {settings.postgres_port}, "
+                           "which is not up: `sentencify stack up` starts it first")
+    pg.create_database(settings.airflow_metadata_db)
+
+
 def airflow_bin() -> str:
     return str(Path(sys.executable).parent / "airflow")
 
@@ -76,6 +91,8 @@ def migrate(settings: Settings) -> None:
     home = airflow_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     admin_password(settings)
+    if metadata_uri(settings) == airflow_env(settings)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]:
+        ensure_metadata_db(settings)
     out = subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(settings), capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")

@@ -136,11 +136,16 @@ class PostgresService(Service):
 
     def provision(self) -> None:
         """The role and databases the project uses (idempotent)."""
+        for db in self.databases:
+            self.create_database(db)
+
+    def create_database(self, name: str) -> None:
+        if not name.replace("_", "").isalnum():
+            raise StackError(f"database name {name!r}: use letters, digits and underscores")
         if not self.psql("select 1 from pg_roles where rolname = 'sentencify'").strip():
             self.psql("create role sentencify login")
-        for db in self.databases:
-            if not self.psql(f"select 1 from pg_database where datname = '{db}'").strip():
-                self.psql(f"create database {db} owner sentencify")
+        if not self.psql(f"select 1 from pg_database where datname = '{name}'").strip():
+            self.psql(f"create database {name} owner sentencify")
 
 
 class AirflowService(Service):

@@ -111,20 +111,32 @@ def ensure_indexes(db: Database) -> None:
     db[REJECTS].create_index("reason")
 
 
+# One transaction per window up to this many sessions; a larger window (a full rebuild) is
+# published in chunks of this size, each atomic, so every session is always all-or-nothing.
+MAX_SESSIONS_PER_TRANSACTION = 20_000
+
+
 def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, now: datetime | None = None) -> EtlResult:
     rules = rules or examples.Rules()
     now = now or datetime.now(timezone.utc)
     ensure_indexes(db)
-    sessions = touched_sessions(db, window)
-    built, rejected = build_window(db, sessions, rules, now)
-
+    sessions = sorted(touched_sessions(db, window))
     result = EtlResult(window, touched=len(sessions))
-    for ex in built:
-        result.flags[ex.doc["consistency_flag"]] += 1
-        result.reasons.update(ex.doc["consistency_reasons"])
-    for rej in rejected:
-        result.rejects[rej.doc["reason"]] += 1
+    parts = list(chunks(sessions, MAX_SESSIONS_PER_TRANSACTION)) or [[]]
+    for n, part in enumerate(parts, 1):
+        built, rejected = build_window(db, set(part), rules, now)
+        for ex in built:
+            result.flags[ex.doc["consistency_flag"]] += 1
+            result.reasons.update(ex.doc["consistency_reasons"])
+        for rej in rejected:
+            result.rejects[rej.doc["reason"]] += 1
+        last = n == len(parts)  # the run is recorded with the last part: "done" means all of it
+        publish(db, _ops(built, rejected), step="etl", window=window, summary=result.summary(), now=now, record_run=last)
+    log.info("etl done", extra={"fields": result.summary()})
+    return result
 
+
+def _ops(built: list[examples.Example], rejected: list[examples.Reject]) -> dict[str, list]:
     built_ids = [ex.doc["_id"] for ex in built]
     rejected_ids = [rej.doc["_id"] for rej in rejected]
     example_ops = [ReplaceOne({"_id": ex.doc["_id"]}, ex.doc, upsert=True) for ex in built]
@@ -139,6 +151,4 @@ def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, n
     ]
     if built_ids:  # an orphan whose A arrived, or a contradiction resolved, is no longer rejected
         reject_ops.append(DeleteMany({"_id": {"$in": built_ids}}))
-    publish(db, {EXAMPLES: example_ops, REJECTS: reject_ops}, step="etl", window=window, summary=result.summary(), now=now)
-    log.info("etl done", extra={"fields": result.summary()})
-    return result
+    return {EXAMPLES: example_ops, REJECTS: reject_ops}

@@ -32,10 +32,14 @@ def run_record(step: str, window: Window, summary: dict, now: datetime) -> dict:
     }
 
 
-def publish(db: Database, ops_by_collection: dict[str, list], *, step: str, window: Window, summary: dict, now: datetime) -> None:
+def publish(db: Database, ops_by_collection: dict[str, list], *, step: str, window: Window, summary: dict, now: datetime,
+            record_run: bool = True) -> None:
     """All writes of one run in one transaction (readers see all of it or none of it)."""
     ops = {c: o for c, o in ops_by_collection.items() if o}
-    ops[RUNS] = [ReplaceOne({"_id": f"{step}:{window.start.isoformat()}"}, run_record(step, window, summary, now), upsert=True)]
+    if record_run:
+        ops[RUNS] = [ReplaceOne({"_id": f"{step}:{window.start.isoformat()}"}, run_record(step, window, summary, now), upsert=True)]
+    if not ops:
+        return
     client = db.client
     if not supports_transactions(db):
         log.warning("MongoDB is a standalone server: publishing without a transaction (not atomic); use a replica set")

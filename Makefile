@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test test-fast demo bench-ingest stack-up stack-down stack-status lock schemas clean
+.PHONY: install test test-fast demo bench-ingest bench-chain stack-up stack-down stack-status lock schemas clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ demo: install  ## start the stack, simulate traffic, ingest it, print a summary
 
 bench-ingest: install  ## consumer vs raw and naive baselines (not part of `make test`)
 	$(PY) -m bench.ingest $(BENCH_ARGS)
+
+bench-chain: install  ## window cost vs history, rebuild and vector-migration speed (not part of `make test`)
+	$(PY) -m bench.chain $(BENCH_ARGS)
 
 stack-up: install
 	$(VENV)/bin/sentencify stack up

@@ -3,10 +3,10 @@
 1. ETL of one hour with --window touched sessions, over a history of --history sessions and then
    over 10x that history: the two times and their ratio (target <= 1.3: a window's cost must not
    grow with history).
-2. Full rebuild of --rebuild sessions: sessions/s next to a raw baseline in the same run (one
-   $group pass over the same A records).
-3. Vector migration of --vectors high examples: points/s next to raw qdrant-client upserts of
-   the same points into a fresh collection (target >= 0.8).
+2. Full rebuild (`run etl --full`) of --rebuild sessions: sessions/s next to a raw baseline in
+   the same run (one $group pass over the same A records).
+3. Vector migration (`run vectors --full`) of --vectors high examples: points/s next to raw
+   qdrant-client upserts of the same points into a fresh collection (target >= 0.8).
 Last line: `ratios history10x=X rebuild/raw=Y vectors/raw=Z`.
 
 History is loaded straight into MongoDB, as the consumer would have stored it (validated
@@ -97,7 +97,7 @@ def bench_rebuild(db, sessions: int, dim: int) -> tuple[float, float]:
     began = datetime(2026, 9, 1, tzinfo=timezone.utc)
     load(db, sessions, seed=4, ingested=lambda i: began + timedelta(seconds=i), dim=dim, label="rebuild set")
     everything = Window(began, began + timedelta(days=30))
-    result, took = timed(lambda: run_etl(db, everything))
+    result, took = timed(lambda: run_etl(db, everything, full=True))  # `sentencify run etl --full`
     rate = result.touched / took
     raw, raw_took = timed(lambda: list(db.editor_recommend_options.aggregate([
         {"$sort": {"recommend_session_id": 1, "created_at": 1}},
@@ -112,7 +112,7 @@ def bench_rebuild(db, sessions: int, dim: int) -> tuple[float, float]:
 def bench_vectors(db, qc, settings, count: int) -> tuple[float, float]:
     from qdrant_client import models
 
-    from sentencify.steps.vectors import point, sync_sessions
+    from sentencify.steps.vectors import point, run_vectors
 
     rng = random.Random(5)
     dim = settings.embedding_dim
@@ -125,9 +125,10 @@ def bench_vectors(db, qc, settings, count: int) -> tuple[float, float]:
     } for i in range(count)]
     for i in range(0, count, 1000):
         db.training_examples.insert_many(docs[i:i + 1000])
-    ids = [d["_id"] for d in docs]
     vectorstore.ensure_collection(qc, settings.qdrant_collection, dim)
-    (_, _), took = timed(lambda: sync_sessions(db, qc, settings.qdrant_collection, dim, ids))
+    # `sentencify run vectors --full`: every example, streamed from MongoDB into batched upserts.
+    _, took = timed(lambda: run_vectors(db, qc, WINDOW, collection=settings.qdrant_collection, dim=dim,
+                                        threshold=settings.vector_real_threshold, full=True))
     raw_points = [point(d) for d in docs]
     qc.create_collection("raw_baseline", vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
 

@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", required=True, help="window start, ISO-8601 (no offset means UTC)")
     p.add_argument("--end", required=True, help="window end (exclusive)")
     p.add_argument("--hourly", action="store_true", help="run each hour of [start, end) in turn (a backfill)")
-    p.add_argument("--full", action="store_true", help="vectors: reconcile every example, not just the window's")
+    p.add_argument("--full", action="store_true",
+                   help="rebuild everything, not just the window: etl rebuilds every session, vectors reconciles every example")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("seed-synthetic", help="create the vector collection with synthetic points per category")

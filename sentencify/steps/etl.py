@@ -72,6 +72,21 @@ class EtlResult:
                 "low_reasons": dict(self.reasons), "rejects": dict(self.rejects)}
 
 
+def _attach_d(joined: list[dict], d_by_id: dict[str, dict]) -> None:
+    for session in joined:
+        session["d"] = [d_by_id[c["correction_history_id"]] for c in session["c"] if c.get("correction_history_id") in d_by_id]
+
+
+def _decide(joined: list[dict], orphans: dict[str, tuple[list, list]], rules: examples.Rules, now: datetime):
+    built, rejected = [], []
+    for session in joined:
+        outcome = examples.build(session, rules, now)
+        (built if isinstance(outcome, examples.Example) else rejected).append(outcome)
+    for s, (b, c) in orphans.items():
+        rejected.append(examples.orphan(s, b, c, now))
+    return built, rejected
+
+
 def build_window(db: Database, session_ids: set[str], rules: examples.Rules, now: datetime):
     """Examples and rejects for these sessions, computed from all their records (nothing written)."""
     built: list[examples.Example] = []
@@ -81,20 +96,57 @@ def build_window(db: Database, session_ids: set[str], rules: examples.Rules, now
         # D by key, not by $lookup: a lookup from an array path (every C's correction_history_id)
         # is not matched by every MongoDB-protocol server, and `_id $in` is one index scan anyway.
         d_ids = sorted({c["correction_history_id"] for j in joined for c in j["c"] if c.get("correction_history_id")})
-        d_by_id = {d["_id"]: d for d in db[D].find({"_id": {"$in": d_ids}}, _D_FIELDS)} if d_ids else {}
-        with_a = set()
-        for session in joined:
-            with_a.add(session["_id"])
-            session["d"] = [d_by_id[c["correction_history_id"]] for c in session["c"] if c.get("correction_history_id") in d_by_id]
-            outcome = examples.build(session, rules, now)
-            (built if isinstance(outcome, examples.Example) else rejected).append(outcome)
+        _attach_d(joined, {d["_id"]: d for d in db[D].find({"_id": {"$in": d_ids}}, _D_FIELDS)} if d_ids else {})
+        with_a = {j["_id"] for j in joined}
         without_a = [s for s in part if s not in with_a]
+        orphans = {}
         if without_a:
             b_by, c_by = _by_session(db, B, without_a, _B_FIELDS), _by_session(db, C, without_a, _C_FIELDS)
-            for s in without_a:
-                if b_by.get(s) or c_by.get(s):
-                    rejected.append(examples.orphan(s, b_by.get(s, []), c_by.get(s, []), now))
+            orphans = {s: (b_by.get(s, []), c_by.get(s, [])) for s in without_a if b_by.get(s) or c_by.get(s)}
+        b, r = _decide(joined, orphans, rules, now)
+        built += b
+        rejected += r
     return built, rejected
+
+
+def scan_all(db: Database) -> tuple[list[dict], dict[str, tuple[list, list]]]:
+    """Every session joined from one scan of each collection: for full rebuilds, where an index seek
+    per session and per collection would cost far more than reading everything once."""
+    first_a: dict[str, dict] = {}
+    a_ids: dict[str, set] = {}
+    for a in db[A].find({}):
+        s = a["recommend_session_id"]
+        a_ids.setdefault(s, set()).add(a["insert_id"])
+        if s not in first_a or (a["created_at"], a["insert_id"]) < (first_a[s]["created_at"], first_a[s]["insert_id"]):
+            first_a[s] = a
+    b_by = _group(db[B].find({}, _B_FIELDS + ["recommend_session_id"]))
+    c_by = _group(db[C].find({}, _C_FIELDS + ["recommend_session_id"]))
+    wanted_e = {a["context_hash"] for a in first_a.values()}
+    e_by = {e["_id"]: e for e in db[E].find({}, {"embedding_v1": 1, "embedding_version": 1}) if e["_id"] in wanted_e}
+    f_by_doc: dict[str, list] = {}
+    for f in db[F].find({}, {"doc_id": 1, "last_updated": 1, "valid_until": 1, "macro_category_hint": 1}):
+        f_by_doc.setdefault(f["doc_id"], []).append(f)
+    for fs in f_by_doc.values():
+        fs.sort(key=lambda f: (f["last_updated"], f["_id"]), reverse=True)  # as the pipeline's $sort
+    d_by_id = {d["_id"]: d for d in db[D].find({}, _D_FIELDS)}
+    joined = []
+    for s, a in first_a.items():
+        at = a["created_at"]
+        f = next((f for f in f_by_doc.get(a["doc_id"], []) if f["last_updated"] <= at
+                  and (f.get("valid_until") is None or f["valid_until"] >= at)), None)
+        e = e_by.get(a["context_hash"])
+        joined.append({"_id": s, "a": a, "a_ids": sorted(a_ids[s]), "b": b_by.get(s, []), "c": c_by.get(s, []),
+                       "e": [e] if e else [], "f": [{"_id": f["_id"], "macro_category_hint": f.get("macro_category_hint")}] if f else []})
+    _attach_d(joined, d_by_id)
+    orphans = {s: (b_by.get(s, []), c_by.get(s, [])) for s in set(b_by) | set(c_by) if s not in first_a}
+    return joined, orphans
+
+
+def _group(cursor) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for doc in cursor:
+        out.setdefault(doc["recommend_session_id"], []).append(doc)
+    return out
 
 
 def _by_session(db: Database, collection: str, session_ids: list[str], fields: list[str]) -> dict[str, list[dict]]:
@@ -116,15 +168,26 @@ def ensure_indexes(db: Database) -> None:
 MAX_SESSIONS_PER_TRANSACTION = 20_000
 
 
-def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, now: datetime | None = None) -> EtlResult:
+def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, now: datetime | None = None,
+            full: bool = False) -> EtlResult:
+    """`full`: rebuild every session (one scan per collection), not just the window's."""
     rules = rules or examples.Rules()
     now = now or datetime.now(timezone.utc)
     ensure_indexes(db)
-    sessions = sorted(touched_sessions(db, window))
+    if full:
+        joined, orphans = scan_all(db)
+        by_session = {j["_id"]: j for j in joined}
+        sessions = sorted(set(by_session) | set(orphans))
+    else:
+        sessions = sorted(touched_sessions(db, window))
     result = EtlResult(window, touched=len(sessions))
     parts = list(chunks(sessions, MAX_SESSIONS_PER_TRANSACTION)) or [[]]
     for n, part in enumerate(parts, 1):
-        built, rejected = build_window(db, set(part), rules, now)
+        if full:
+            built, rejected = _decide([by_session[s] for s in part if s in by_session],
+                                      {s: orphans[s] for s in part if s in orphans}, rules, now)
+        else:
+            built, rejected = build_window(db, set(part), rules, now)
         for ex in built:
             result.flags[ex.doc["consistency_flag"]] += 1
             result.reasons.update(ex.doc["consistency_reasons"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pymongo import ReplaceOne
 from pymongo.database import Database
@@ -21,13 +21,14 @@ def supports_transactions(db: Database) -> bool:
     return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
 
-def run_record(step: str, window: Window, summary: dict, now: datetime) -> dict:
+def run_record(step: str, window: Window, summary: dict, started_at: datetime) -> dict:
     return {
         "_id": f"{step}:{window.start.isoformat()}",
         "step": step,
         "window_start": window.start,
         "window_end": window.end,
-        "finished_at": now,
+        "started_at": started_at,
+        "finished_at": datetime.now(timezone.utc),
         "summary": summary,
     }
 

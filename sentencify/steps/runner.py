@@ -21,7 +21,7 @@ def run_step(step: str, window: Window, settings: Settings, *, full: bool = Fals
             from sentencify.steps.etl import run_etl
             from sentencify.steps.examples import Rules
 
-            return run_etl(db, window, Rules(time_gap=timedelta(seconds=settings.etl_time_gap_s))).summary()
+            return run_etl(db, window, Rules(time_gap=timedelta(seconds=settings.etl_time_gap_s)), full=full).summary()
         if step == "profile":
             import redis
 

@@ -88,22 +88,38 @@ def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list
             return stale
 
 
+def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> tuple[int, int, int]:
+    """Every example in one scan: batched upserts as it streams, then stale real points deleted."""
+    upserted, keep, batch = 0, set(), []
+    for example in db[EXAMPLES].find({}, _FIELDS, batch_size=1000):
+        if wanted(example, dim):
+            batch.append(point(example))
+            keep.add(batch[-1].id)
+            if len(batch) == UPSERT_BATCH:
+                qc.upsert(collection, points=batch, wait=True)
+                upserted, batch = upserted + len(batch), []
+    if batch:
+        qc.upsert(collection, points=batch, wait=True)
+        upserted += len(batch)
+    stale = stale_real_points(qc, collection, keep)
+    if stale:
+        qc.delete(collection, points_selector=models.PointIdsList(points=stale), wait=True)
+    return len(keep), upserted, len(stale)
+
+
 def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: str, dim: int, threshold: int,
                 full: bool = False, now: datetime | None = None) -> dict:
     now = now or datetime.now(timezone.utc)
     vectorstore.ensure_collection(qc, collection, dim)
     if full:
-        sessions = [e["_id"] for e in db[EXAMPLES].find({}, {"_id": 1})]
-        keep = {vectorstore.point_id(e["_id"]) for e in db[EXAMPLES].find({"consistency_flag": "high"}, _FIELDS) if wanted(e, dim)}
-        stale = stale_real_points(qc, collection, keep)
-        if stale:
-            qc.delete(collection, points_selector=models.PointIdsList(points=stale), wait=True)
+        sessions, upserted, deleted = sync_all(db, qc, collection, dim)
     else:
-        sessions = sorted(touched_sessions(db, window))
-    upserted, deleted = sync_sessions(db, qc, collection, dim, sessions)
+        touched = sorted(touched_sessions(db, window))
+        upserted, deleted = sync_sessions(db, qc, collection, dim, touched)
+        sessions = len(touched)
     real = retire_synthetic(qc, collection, threshold)
     summary = {
-        "window": str(window), "full": full, "sessions": len(sessions), "upserted": upserted, "deleted": deleted,
+        "window": str(window), "full": full, "sessions": sessions, "upserted": upserted, "deleted": deleted,
         "real_points": real, "synthetic_points": {c: vectorstore.count(qc, collection, "synthetic", c) for c in CATEGORIES},
     }
     db[RUNS].bulk_write([ReplaceOne({"_id": f"vectors:{window.start.isoformat()}"}, run_record("vectors", window, summary, now), upsert=True)])

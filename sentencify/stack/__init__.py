@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,27 +27,13 @@ class ServiceStatus:
     log_file: str
 
 
-def private_settings(stack_dir: Path, base: Settings | None = None) -> Settings:
+def private_settings(stack_dir: Path, env: dict[str, str] | None = None) -> Settings:
     """Settings for a throwaway stack in `stack_dir` on free ports (tests, benchmarks)."""
     from sentencify.stack.process import free_port
 
-    base = base or Settings.from_env({})
-    kafka, mongo, redis, pg, airflow = free_port(), free_port(), free_port(), free_port(), free_port()
-    return dataclasses.replace(
-        base,
-        stack_dir=stack_dir,
-        kafka_port=kafka,
-        mongo_port=mongo,
-        redis_port=redis,
-        postgres_port=pg,
-        airflow_port=airflow,
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka}",
-        mongo_uri=f"mongodb://127.0.0.1:{mongo}",
-        redis_url=f"redis://127.0.0.1:{redis}/0",
-        analytics_db_uri=f"postgresql://sentencify@127.0.0.1:{pg}/analytics",
-        qdrant_path=str(stack_dir / "qdrant"),
-        metrics_port=0,
-    )
+    ports = {name: str(free_port()) for name in ("KAFKA_PORT", "MONGO_PORT", "REDIS_PORT", "POSTGRES_PORT", "AIRFLOW_PORT")}
+    # from_env derives every URI from the ports, as for the default stack.
+    return Settings.from_env({**(env or {}), **ports, "STACK_DIR": str(stack_dir), "METRICS_PORT": "0"})
 
 
 def _select(settings: Settings, only: list[str] | None) -> list[Service]:

@@ -7,6 +7,8 @@ After a run, for every session the window touched, its point exists exactly when
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from datetime import datetime, timezone
 
 from pymongo import ReplaceOne
@@ -71,11 +73,17 @@ def sync_sessions(db: Database, qc: QdrantClient, collection: str, dim: int, ses
 
 def retire_synthetic(qc: QdrantClient, collection: str, threshold: int) -> dict[str, int]:
     """Real points per category; a category at the threshold loses its synthetic points."""
-    real = {c: vectorstore.count(qc, collection, "real", c) for c in CATEGORIES}
+    counted = vectorstore.counts_by_category(qc, collection, "real")
+    real = {c: counted.get(c, 0) for c in CATEGORIES}
     for category, n in real.items():
         if n >= threshold:
             qc.delete(collection, points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)), wait=True)
     return real
+
+
+def _synthetic(qc: QdrantClient, collection: str) -> dict[str, int]:
+    counted = vectorstore.counts_by_category(qc, collection, "synthetic")
+    return {c: counted.get(c, 0) for c in CATEGORIES}
 
 
 def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list[str]:
@@ -88,19 +96,37 @@ def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list
             return stale
 
 
+def _point_batches(db: Database, dim: int, out: queue.Queue, keep: set) -> None:
+    """Reader thread: MongoDB scan -> batches of points, so reading overlaps the upserts."""
+    batch = []
+    try:
+        for example in db[EXAMPLES].find({}, _FIELDS, batch_size=1000):
+            if wanted(example, dim):
+                batch.append(point(example))
+                keep.add(batch[-1].id)
+                if len(batch) == UPSERT_BATCH:
+                    out.put(batch)
+                    batch = []
+        if batch:
+            out.put(batch)
+        out.put(None)
+    except BaseException as exc:  # handed to the upserting thread, which re-raises it
+        out.put(exc)
+
+
 def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> tuple[int, int, int]:
-    """Every example in one scan: batched upserts as it streams, then stale real points deleted."""
-    upserted, keep, batch = 0, set(), []
-    for example in db[EXAMPLES].find({}, _FIELDS, batch_size=1000):
-        if wanted(example, dim):
-            batch.append(point(example))
-            keep.add(batch[-1].id)
-            if len(batch) == UPSERT_BATCH:
-                qc.upsert(collection, points=batch, wait=True)
-                upserted, batch = upserted + len(batch), []
-    if batch:
+    """Every example in one scan, upserted in batches as it streams; then stale real points deleted."""
+    batches: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat on any collection size
+    keep: set[str] = set()
+    reader = threading.Thread(target=_point_batches, args=(db, dim, batches, keep), daemon=True)
+    reader.start()
+    upserted = 0
+    while (batch := batches.get()) is not None:
+        if isinstance(batch, BaseException):
+            raise batch
         qc.upsert(collection, points=batch, wait=True)
         upserted += len(batch)
+    reader.join()
     stale = stale_real_points(qc, collection, keep)
     if stale:
         qc.delete(collection, points_selector=models.PointIdsList(points=stale), wait=True)
@@ -120,7 +146,7 @@ def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: s
     real = retire_synthetic(qc, collection, threshold)
     summary = {
         "window": str(window), "full": full, "sessions": sessions, "upserted": upserted, "deleted": deleted,
-        "real_points": real, "synthetic_points": {c: vectorstore.count(qc, collection, "synthetic", c) for c in CATEGORIES},
+        "real_points": real, "synthetic_points": _synthetic(qc, collection),
     }
     db[RUNS].bulk_write([ReplaceOne({"_id": f"vectors:{window.start.isoformat()}"}, run_record("vectors", window, summary, now), upsert=True)])
     log.info("vectors done", extra={"fields": summary})

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_consume)
 
     p = sub.add_parser("run", help="one step of the chain for one window, outside Airflow")
-    p.add_argument("step", choices=("etl", "profile", "vectors"))
+    p.add_argument("step", choices=("etl", "profile", "vectors", "views"))
     p.add_argument("--start", required=True, help="window start, ISO-8601 (no offset means UTC)")
     p.add_argument("--end", required=True, help="window end (exclusive)")
     p.add_argument("--hourly", action="store_true", help="run each hour of [start, end) in turn (a backfill)")

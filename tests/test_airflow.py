@@ -12,7 +12,7 @@ from sentencify.stack.airflow import airflow_bin, airflow_env, migrate
 from sentencify.window import Window, windows_for_run
 from tests.chain_data import Logs, hour
 
-DAG_IDS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors"]
+DAG_IDS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors", "sentencify_views"]
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +41,13 @@ def test_the_dags_parse_and_chain_by_assets(airflow_settings, monkeypatch):
     bag = DagBag(dag_folder=str(airflow_env(airflow_settings)["AIRFLOW__CORE__DAGS_FOLDER"]))
     assert bag.import_errors == {}
     assert sorted(bag.dag_ids) == sorted(DAG_IDS)
-    etl, profile, vectors = (bag.get_dag(d) for d in DAG_IDS)
+    etl, profile, vectors, views = (bag.get_dag(d) for d in DAG_IDS)
     assert isinstance(etl.timetable, CronDataIntervalTimetable) and not etl.catchup
     etl_out = etl.tasks[0].outlets[0]
     assert list(profile.timetable.asset_condition.objects) == [etl_out]
     assert list(vectors.timetable.asset_condition.objects) == [profile.tasks[0].outlets[0]]
-    for dag in (etl, profile, vectors):
+    assert list(views.timetable.asset_condition.objects) == [vectors.tasks[0].outlets[0]]
+    for dag in (etl, profile, vectors, views):
         assert dag.doc_md and "sentencify" in dag.tags and dag.default_args["retries"] >= 1
         task = dag.tasks[0]
         assert set(task.template_fields) >= {"start", "end"}
@@ -73,6 +74,13 @@ def test_each_dag_runs_alone_with_airflow_dags_test(airflow_settings, settings, 
         assert vectorstore.count(qc, s.qdrant_collection, "real") == 3
     finally:
         qc.close()
+
+    import psycopg2
+
+    dags_test(s, "sentencify_views", "2026-11-01T10:00:00+00:00")
+    with psycopg2.connect(s.analytics_db_uri) as conn, conn.cursor() as cur:
+        cur.execute("select count(*) from sentencify.fact_examples where example_id = any(%s)", (["s0", "s1", "s2"],))
+        assert cur.fetchone() == (3,)
 
 
 def test_params_choose_another_window(airflow_settings, settings, mongo):

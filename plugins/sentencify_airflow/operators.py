@@ -92,3 +92,9 @@ class VectorMigrationOperator(MongoWindowStepOperator):
     """High-consistency examples streamed from MongoDB into Qdrant; synthetic points retire per category."""
 
     step = "vectors"
+
+
+class AnalyticsViewsOperator(MongoWindowStepOperator):
+    """Aggregates of the window from MongoDB -> the analytics PostgreSQL database (ANALYTICS_DB_URI)."""
+
+    step = "views"

@@ -135,9 +135,12 @@ class PostgresService(Service):
         return out.stdout
 
     def provision(self) -> None:
-        """The role and databases the project uses (idempotent)."""
+        """The roles and databases the project uses (idempotent)."""
         for db in self.databases:
             self.create_database(db)
+        # Superset's read-only login for the views (grants come with the views, from their owner).
+        if not self.psql("select 1 from pg_roles where rolname = 'sentencify_reader'").strip():
+            self.psql("create role sentencify_reader login")
 
     def create_database(self, name: str) -> None:
         if not name.replace("_", "").isalnum():

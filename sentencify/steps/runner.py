@@ -8,7 +8,7 @@ from sentencify import mongo
 from sentencify.settings import Settings
 from sentencify.window import Window
 
-STEPS = ("etl", "profile", "vectors")
+STEPS = ("etl", "profile", "vectors", "views")
 
 
 def run_step(step: str, window: Window, settings: Settings, *, full: bool = False, db=None) -> dict:
@@ -42,6 +42,16 @@ def run_step(step: str, window: Window, settings: Settings, *, full: bool = Fals
                                    threshold=settings.vector_real_threshold, full=full)
             finally:
                 qc.close()
+        if step == "views":
+            import psycopg2
+
+            from sentencify.steps.views import run_views
+
+            conn = psycopg2.connect(settings.analytics_db_uri)
+            try:
+                return run_views(db, conn, window)
+            finally:
+                conn.close()
         raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
     finally:
         if own:

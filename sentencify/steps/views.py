@@ -1,0 +1,147 @@
+"""Step 4: export aggregates from MongoDB into the analytics PostgreSQL database that Superset reads.
+
+Per window, in one PostgreSQL transaction:
+- window-keyed facts (traffic, categories, latencies, dead letters) hold what the records
+  *ingested* in the window contribute, bucketed by event time; the window's old rows are
+  replaced, so a re-run changes nothing and late records add to the hour they belong to;
+- entity facts (examples, sessions, users) are upserted for the sessions the window touched;
+- the pipeline-run log is copied whole (it is small).
+The SQL in `sql_views/` (tables, views, grants) is applied first; it is idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pymongo.database import Database
+
+from sentencify.settings import PROJECT_ROOT
+from sentencify.steps.etl import EXAMPLES
+from sentencify.steps.profiles import PROFILES
+from sentencify.steps.publish import RUNS
+from sentencify.steps.touched import A, B, C, E, I, chunks, touched_sessions
+from sentencify.window import Window
+
+log = logging.getLogger("sentencify.views")
+
+SQL_DIR = PROJECT_ROOT / "sql_views"
+DEAD_LETTERS = "dead_letters"
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def apply_sql(conn, sql_dir: Path = SQL_DIR) -> list[str]:
+    """Every `sql_views/*.sql`, in name order, in the caller's transaction."""
+    applied = []
+    with conn.cursor() as cur:
+        for path in sorted(sql_dir.glob("*.sql")):
+            cur.execute(path.read_text())
+            applied.append(path.name)
+    return applied
+
+
+def window_facts(db: Database, window: Window) -> dict[str, list[tuple]]:
+    """What the records ingested in the window add, by event hour (no writes)."""
+    in_window = window.mongo_filter()
+    traffic: dict[datetime, Counter] = {}
+    for collection, field in ((A, "recommendations"), (E, "contexts"), (B, "paraphrase_runs"), (C, "selections")):
+        for doc in db[collection].find(in_window, {"created_at": 1, "was_accepted": 1}):
+            row = traffic.setdefault(_hour(doc["created_at"]), Counter())
+            row[field] += 1
+            if collection == C and doc.get("was_accepted") is True:
+                row["accepted"] += 1
+    categories = Counter(
+        (_hour(d["created_at"]), d.get("reco_category_input") or "(none)")
+        for d in db[A].find(in_window, {"created_at": 1, "reco_category_input": 1})
+    )
+    latency = [(_hour(d["created_at"]), float(d["latency_ms"])) for d in db[I].find(in_window, {"created_at": 1, "latency_ms": 1})]
+    dead = Counter(
+        (d["failed_at"].astimezone(timezone.utc).date(), d["topic"], d["reason"])
+        for d in db[DEAD_LETTERS].find(in_window, {"failed_at": 1, "topic": 1, "reason": 1})
+    )
+    fields = ("recommendations", "contexts", "paraphrase_runs", "selections", "accepted")
+    return {
+        "traffic": [(window.start, h, *(c[f] for f in fields)) for h, c in sorted(traffic.items())],
+        "categories": [(window.start, h, cat, n) for (h, cat), n in sorted(categories.items())],
+        "latency": [(window.start, h, ms) for h, ms in latency],
+        "dead_letters": [(window.start, day, topic, reason, n) for (day, topic, reason), n in sorted(dead.items())],
+    }
+
+
+def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
+    """Examples, sessions (funnel) and users of the touched sessions, as they stand now."""
+    examples, gone, funnel, users = [], [], [], {}
+    for part in chunks(sessions):
+        found = {e["_id"]: e for e in db[EXAMPLES].find({"_id": {"$in": part}}, {"created_at": 1, "consistency_flag": 1, "consistency_reasons": 1})}
+        for s in part:
+            e = found.get(s)
+            if e is None:
+                gone.append(s)
+            else:
+                examples.append((s, _hour(e["created_at"]), e["consistency_flag"], list(e.get("consistency_reasons") or [])))
+        has: dict[str, dict[str, bool]] = {s: {"a": False, "b": False, "c": False, "accepted": False} for s in part}
+        session_users: set[str] = set()
+        for collection, key in ((A, "a"), (B, "b"), (C, "c")):
+            for d in db[collection].find({"recommend_session_id": {"$in": part}}, {"recommend_session_id": 1, "user_id": 1, "was_accepted": 1}):
+                flags = has[d["recommend_session_id"]]
+                flags[key] = True
+                flags["accepted"] |= key == "c" and d.get("was_accepted") is True
+                if d.get("user_id"):
+                    session_users.add(d["user_id"])
+        funnel += [(s, f["a"], f["b"], f["c"], f["accepted"]) for s, f in has.items()]
+        for user_part in chunks(sorted(session_users - set(users))):
+            with_a = {d["_id"] for d in db[A].aggregate([{"$match": {"user_id": {"$in": user_part}}}, {"$group": {"_id": "$user_id"}}])}
+            with_profile = {d["_id"] for d in db[PROFILES].find({"_id": {"$in": user_part}}, {"_id": 1})}
+            for u in user_part:
+                users[u] = (u, u in with_a, u in with_profile)
+    return {"examples": examples, "gone": gone, "sessions": funnel, "users": list(users.values())}
+
+
+def run_views(db: Database, conn, window: Window) -> dict:
+    """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it)."""
+    from psycopg2.extras import execute_values
+
+    facts = window_facts(db, window)
+    sessions = sorted(touched_sessions(db, window))
+    entities = entity_facts(db, sessions)
+    runs = [(r["step"], r["window_start"], r["window_end"], r["finished_at"], json.dumps(r.get("summary") or {}, default=str))
+            for r in db[RUNS].find({"_id": {"$ne": f"views:{window.start.isoformat()}"}})]
+    # This run too, so the dashboard's pipeline state includes the step that wrote it.
+    runs.append(("views", window.start, window.end, datetime.now(timezone.utc), json.dumps({"sessions": len(sessions)})))
+    with conn:  # one transaction: readers see the old window's rows or the new ones
+        applied = apply_sql(conn)
+        with conn.cursor() as cur:
+            for table in ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_letters"):
+                cur.execute(f"delete from sentencify.{table} where window_start = %s", (window.start,))
+            execute_values(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
+            execute_values(cur, "insert into sentencify.fact_categories values %s", facts["categories"])
+            execute_values(cur, "insert into sentencify.fact_latency values %s", facts["latency"])
+            execute_values(cur, "insert into sentencify.fact_dead_letters values %s", facts["dead_letters"])
+            execute_values(cur, """insert into sentencify.fact_examples values %s on conflict (example_id) do update set
+                created_hour = excluded.created_hour, consistency_flag = excluded.consistency_flag, reasons = excluded.reasons""",
+                           entities["examples"])
+            if entities["gone"]:
+                cur.execute("delete from sentencify.fact_examples where example_id = any(%s)", (entities["gone"],))
+            execute_values(cur, """insert into sentencify.fact_sessions values %s on conflict (session_id) do update set
+                has_a = excluded.has_a, has_b = excluded.has_b, has_c = excluded.has_c, accepted = excluded.accepted""",
+                           entities["sessions"])
+            execute_values(cur, """insert into sentencify.fact_users values %s on conflict (user_id) do update set
+                has_a = excluded.has_a, has_profile = excluded.has_profile""", entities["users"])
+            cur.execute("delete from sentencify.pipeline_runs")
+            execute_values(cur, "insert into sentencify.pipeline_runs values %s", runs)
+    from pymongo import ReplaceOne
+
+    from sentencify.steps.publish import run_record
+
+    summary = {"window": str(window), "sql": applied, "sessions": len(sessions), "traffic_hours": len(facts["traffic"]),
+               "latencies": len(facts["latency"]), "examples": len(entities["examples"]), "users": len(entities["users"])}
+    db[RUNS].bulk_write([ReplaceOne({"_id": f"views:{window.start.isoformat()}"},
+                                    run_record("views", window, summary, datetime.now(timezone.utc)), upsert=True)])
+    log.info("views done", extra={"fields": summary})
+    return summary

@@ -1,0 +1,71 @@
+-- Fact tables the views step fills from MongoDB. Re-runnable: every statement is idempotent.
+-- Window-keyed tables hold what the records *ingested* in one window contribute, bucketed by
+-- event time; re-running a window replaces exactly its rows, and the views sum across windows.
+create schema if not exists sentencify;
+
+create table if not exists sentencify.fact_traffic (
+    window_start     timestamptz not null,
+    event_hour       timestamptz not null,
+    recommendations  integer not null default 0,   -- A
+    contexts         integer not null default 0,   -- E
+    paraphrase_runs  integer not null default 0,   -- B
+    selections       integer not null default 0,   -- C
+    accepted         integer not null default 0,   -- C with was_accepted
+    primary key (window_start, event_hour)
+);
+
+create table if not exists sentencify.fact_categories (
+    window_start     timestamptz not null,
+    event_hour       timestamptz not null,
+    category         text not null,
+    recommendations  integer not null,
+    primary key (window_start, event_hour, category)
+);
+
+create table if not exists sentencify.fact_latency (  -- one row per I record: exact percentiles
+    window_start     timestamptz not null,
+    event_hour       timestamptz not null,
+    latency_ms       double precision not null
+);
+create index if not exists fact_latency_window on sentencify.fact_latency (window_start);
+create index if not exists fact_latency_hour on sentencify.fact_latency (event_hour);
+
+create table if not exists sentencify.fact_dead_letters (
+    window_start     timestamptz not null,
+    day              date not null,
+    topic            text not null,
+    reason           text not null,
+    dead_letters     integer not null,
+    primary key (window_start, day, topic, reason)
+);
+
+-- Keyed by entity: upserted for the sessions/users a window touches (their state can change later).
+create table if not exists sentencify.fact_examples (
+    example_id       text primary key,
+    created_hour     timestamptz not null,
+    consistency_flag text not null,
+    reasons          text[] not null
+);
+
+create table if not exists sentencify.fact_sessions (
+    session_id       text primary key,
+    has_a            boolean not null,
+    has_b            boolean not null,
+    has_c            boolean not null,
+    accepted         boolean not null
+);
+
+create table if not exists sentencify.fact_users (
+    user_id          text primary key,
+    has_a            boolean not null,
+    has_profile      boolean not null
+);
+
+create table if not exists sentencify.pipeline_runs (
+    step             text not null,
+    window_start     timestamptz not null,
+    window_end       timestamptz not null,
+    finished_at      timestamptz not null,
+    summary          jsonb not null,
+    primary key (step, window_start)
+);

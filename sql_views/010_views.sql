@@ -1,0 +1,55 @@
+-- The views Superset's datasets read (pipeline.md, step 4). `create or replace`: re-runnable.
+
+create or replace view sentencify.v_kpis as
+select
+    coalesce((select sum(recommendations) from sentencify.fact_traffic), 0)::bigint as total_recommendations,
+    coalesce((select sum(contexts) from sentencify.fact_traffic), 0)::bigint as micro_contexts,
+    (select count(*) from sentencify.fact_users where has_a)::bigint as users_with_recommendations,
+    (select count(*) from sentencify.fact_users where has_a and has_profile)::bigint as users_with_profile,
+    case when (select count(*) from sentencify.fact_users where has_a) = 0 then 0.0
+         else (select count(*) from sentencify.fact_users where has_a and has_profile)::double precision
+              / (select count(*) from sentencify.fact_users where has_a) end as user_coverage;
+
+create or replace view sentencify.v_traffic_hourly as
+select event_hour, sum(recommendations)::bigint as recommendations, sum(paraphrase_runs)::bigint as paraphrase_runs,
+       sum(selections)::bigint as selections, sum(accepted)::bigint as accepted
+from sentencify.fact_traffic group by event_hour;
+
+create or replace view sentencify.v_category_distribution as
+select category, sum(recommendations)::bigint as recommendations
+from sentencify.fact_categories group by category;
+
+create or replace view sentencify.v_latency_hourly as
+select event_hour, count(*)::bigint as requests, avg(latency_ms) as avg_latency_ms,
+       percentile_cont(0.95) within group (order by latency_ms) as p95_latency_ms
+from sentencify.fact_latency group by event_hour;
+
+create or replace view sentencify.v_golden_data as
+select created_hour, count(*)::bigint as golden_examples,
+       sum(count(*)) over (order by created_hour)::bigint as golden_examples_total
+from sentencify.fact_examples where consistency_flag = 'high' group by created_hour;
+
+create or replace view sentencify.v_acceptance_daily as
+select date_trunc('day', event_hour) as day, sum(accepted)::bigint as accepted,
+       sum(recommendations)::bigint as recommendations,
+       case when sum(recommendations) = 0 then 0.0 else sum(accepted)::double precision / sum(recommendations) end as acceptance_rate
+from sentencify.fact_traffic group by 1;
+
+create or replace view sentencify.v_funnel as
+select 1 as step_order, 'recommended (A)' as step, count(*) filter (where has_a)::bigint as sessions from sentencify.fact_sessions
+union all select 2, 'paraphrase run (B)', count(*) filter (where has_a and has_b) from sentencify.fact_sessions
+union all select 3, 'selection made (C)', count(*) filter (where has_a and has_b and has_c) from sentencify.fact_sessions
+union all select 4, 'accepted (C accepted)', count(*) filter (where has_a and has_b and has_c and accepted) from sentencify.fact_sessions;
+
+create or replace view sentencify.v_quality as
+select consistency_flag, coalesce(reason, 'none') as reason, count(*)::bigint as examples
+from sentencify.fact_examples left join lateral unnest(reasons) as reason on true
+group by consistency_flag, coalesce(reason, 'none');
+
+create or replace view sentencify.v_dead_letters_daily as
+select day, reason, sum(dead_letters)::bigint as dead_letters
+from sentencify.fact_dead_letters group by day, reason;
+
+create or replace view sentencify.v_pipeline_state as
+select distinct on (step) step, window_start as last_window_start, window_end as last_window_end, finished_at
+from sentencify.pipeline_runs order by step, window_start desc;

@@ -27,6 +27,7 @@ from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import OffsetTracker
 from consumer.records import BadRecord, Item, Position
 from consumer.route import Router
+from consumer.status import StatusPublisher
 from consumer.inflight import InFlightWrites, Written
 from consumer.validate import Validator
 from consumer.write import MongoWriter
@@ -78,6 +79,7 @@ class IngestService:
         mongo_client: MongoClient | None = None,
         metrics_port: int | None = None,
         install_signal_handlers: bool = True,
+        publish_status: bool = True,
     ) -> None:
         self.settings = settings
         self.until_idle_s = until_idle_s
@@ -99,6 +101,7 @@ class IngestService:
         self._last_activity: float | None = None  # monotonic; set on assignment and on every record
         self._last_lag = 0.0
         self.metrics_server: MetricsServer | None = None
+        self.status = StatusPublisher(settings.redis_url if publish_status else None, self.group_id)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -131,6 +134,7 @@ class IngestService:
                 client.close()
             if self.metrics_server:
                 self.metrics_server.stop()
+            self.status.close()
 
     def _wait_for_mongo(self, db) -> bool:
         delay = BACKOFF_FIRST_S
@@ -366,11 +370,14 @@ class IngestService:
         if now - self._last_lag < LAG_REFRESH_S:
             return
         self._last_lag = now
+        lags = {}
         for topic, partition in self._assigned:
             highwater = self._consumer.highwater(TopicPartition(topic, partition))
             committed = self.tracker.committed((topic, partition))
             if highwater is not None and committed is not None:
-                self.metrics.set("sentencify_consumer_lag", max(0, highwater - committed), topic=topic, partition=partition)
+                lags[f"{topic}[{partition}]"] = max(0, highwater - committed)
+                self.metrics.set("sentencify_consumer_lag", lags[f"{topic}[{partition}]"], topic=topic, partition=partition)
+        self.status.maybe_publish(lags, self._summary())
 
     def lag(self) -> int:
         return int(self.metrics.total("sentencify_consumer_lag"))

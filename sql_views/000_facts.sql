@@ -69,3 +69,13 @@ create table if not exists sentencify.pipeline_runs (
     summary          jsonb not null,
     primary key (step, window_start)
 );
+
+-- The running consumers as they last reported to Redis (replaced by every views run).
+create table if not exists sentencify.consumer_state (
+    consumer         text primary key,
+    consumer_group   text not null,
+    lag              bigint not null,
+    stored           bigint not null,
+    dead_letters     bigint not null,
+    updated_at       timestamptz not null
+);

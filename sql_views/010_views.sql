@@ -53,3 +53,7 @@ from sentencify.fact_dead_letters group by day, reason;
 create or replace view sentencify.v_pipeline_state as
 select distinct on (step) step, window_start as last_window_start, window_end as last_window_end, finished_at
 from sentencify.pipeline_runs order by step, window_start desc;
+
+create or replace view sentencify.v_consumer_lag as
+select consumer_group, count(*)::bigint as consumers, sum(lag)::bigint as lag, max(updated_at) as reported_at
+from sentencify.consumer_state group by consumer_group;

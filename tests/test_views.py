@@ -54,7 +54,7 @@ def _data(mongo):
 def _run(mongo, redis, conn, h):
     run_etl(mongo, hour(h), now=NOW)
     run_profile(mongo, redis, hour(h), now=NOW)
-    return run_views(mongo, conn, hour(h))
+    return run_views(mongo, conn, hour(h), redis_client=redis)
 
 
 @pytest.fixture
@@ -71,7 +71,13 @@ def test_every_view_returns_the_hand_computed_numbers(mongo, redis, analytics):
     run_etl(mongo, hour(10), now=NOW)
     run_profile(mongo, redis, hour(10), now=NOW)
     mongo.user_profile.delete_one({"_id": "u2"})  # so coverage is not trivially 100%
-    run_views(mongo, conn, hour(10))
+    from consumer.status import StatusPublisher
+
+    for n, lag in ((1, 7), (2, 5)):  # two consumers of one group report their lag
+        status = StatusPublisher(None, "ingest")
+        status._redis, status.key = redis, f"sentencify:consumer:ingest:host:{n}"
+        status.maybe_publish({"t[0]": lag}, {"stored": 10, "duplicates": 0, "dead_letters": 1})
+    run_views(mongo, conn, hour(10), redis_client=redis)
 
     h9, h10 = DAY + timedelta(hours=9), DAY + timedelta(hours=10)
     # A: s1, s2, s3 -> 3 recommendations; E: s1, s2 -> 2 contexts; users with an A: u1, u2; with a profile: u1
@@ -93,6 +99,7 @@ def test_every_view_returns_the_hand_computed_numbers(mongo, redis, analytics):
     assert rows(conn, "select created_hour, golden_examples, golden_examples_total from sentencify.v_golden_data") == [(h10, 2, 2)]
     assert rows(conn, "select day, reason, dead_letters from sentencify.v_dead_letters_daily") == [(date(2026, 11, 1), "not_json", 1)]
     assert [r[0] for r in rows(conn, "select step from sentencify.v_pipeline_state order by step")] == ["etl", "profile", "views"]
+    assert rows(conn, "select consumer_group, consumers, lag from sentencify.v_consumer_lag") == [("ingest", 2, 12)]
 
 
 def _dump(conn) -> dict:

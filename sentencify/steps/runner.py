@@ -47,11 +47,15 @@ def run_step(step: str, window: Window, settings: Settings, *, full: bool = Fals
 
             from sentencify.steps.views import run_views
 
+            import redis
+
             conn = psycopg2.connect(settings.analytics_db_uri)
+            r = redis.Redis.from_url(settings.redis_url)
             try:
-                return run_views(db, conn, window)
+                return run_views(db, conn, window, redis_client=r)
             finally:
                 conn.close()
+                r.close()
         raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
     finally:
         if own:

@@ -103,7 +103,22 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
     return {"examples": examples, "gone": gone, "sessions": funnel, "users": list(users.values())}
 
 
-def run_views(db: Database, conn, window: Window) -> dict:
+def consumer_state(redis_client) -> list[tuple]:
+    """The consumers' status snapshots (consumer/status.py); expired ones are gone already."""
+    from consumer.status import KEY_PREFIX
+
+    out = []
+    if redis_client is None:
+        return out
+    for key in redis_client.scan_iter(match=KEY_PREFIX + "*", count=100):
+        raw = redis_client.get(key)
+        if raw:
+            s = json.loads(raw)
+            out.append((s["consumer"], s["group"], s["lag"], s.get("stored", 0), s.get("dead_letters", 0), s["updated_at"]))
+    return out
+
+
+def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
     """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it)."""
     from psycopg2.extras import execute_values
 
@@ -114,6 +129,7 @@ def run_views(db: Database, conn, window: Window) -> dict:
             for r in db[RUNS].find({"_id": {"$ne": f"views:{window.start.isoformat()}"}})]
     # This run too, so the dashboard's pipeline state includes the step that wrote it.
     runs.append(("views", window.start, window.end, datetime.now(timezone.utc), json.dumps({"sessions": len(sessions)})))
+    consumers = consumer_state(redis_client)
     with conn:  # one transaction: readers see the old window's rows or the new ones
         applied = apply_sql(conn)
         with conn.cursor() as cur:
@@ -135,6 +151,8 @@ def run_views(db: Database, conn, window: Window) -> dict:
                 has_a = excluded.has_a, has_profile = excluded.has_profile""", entities["users"])
             cur.execute("delete from sentencify.pipeline_runs")
             execute_values(cur, "insert into sentencify.pipeline_runs values %s", runs)
+            cur.execute("delete from sentencify.consumer_state")
+            execute_values(cur, "insert into sentencify.consumer_state values %s", consumers)
     from pymongo import ReplaceOne
 
     from sentencify.steps.publish import run_record

@@ -1,0 +1,56 @@
+"""Status: a snapshot of the consumer's lag and counts in Redis, for the dashboard's pipeline state."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from datetime import datetime, timezone
+
+log = logging.getLogger("sentencify.consumer")
+
+KEY_PREFIX = "sentencify:consumer:"
+TTL_S = 120  # a consumer that stopped publishing disappears from the dashboard
+EVERY_S = 5.0
+
+
+class StatusPublisher:
+    """Delivery: best effort; a Redis failure is logged and never touches ingestion."""
+
+    def __init__(self, redis_url: str | None, group: str) -> None:
+        self.group = group
+        self.key = f"{KEY_PREFIX}{group}:{socket.gethostname()}:{os.getpid()}"
+        self._redis = None
+        self._last = 0.0
+        if redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+
+    def maybe_publish(self, lag_by_partition: dict[str, int], counts: dict[str, int]) -> None:
+        now = time.monotonic()
+        if self._redis is None or now - self._last < EVERY_S:
+            return
+        self._last = now
+        snapshot = {
+            "group": self.group,
+            "consumer": self.key[len(KEY_PREFIX):],
+            "lag": sum(lag_by_partition.values()),
+            "lag_by_partition": lag_by_partition,
+            **counts,
+            "updated_at": datetime.now(timezone.utc).isoformat(),
+        }
+        try:
+            self._redis.set(self.key, json.dumps(snapshot), ex=TTL_S)
+        except Exception as exc:  # noqa: BLE001 (status is optional; ingestion goes on)
+            log.debug("status not published", extra={"fields": {"error": str(exc)[:200]}})
+
+    def close(self) -> None:
+        if self._redis is not None:
+            try:
+                self._redis.delete(self.key)
+            except Exception:  # noqa: BLE001
+                pass
+            self._redis.close()

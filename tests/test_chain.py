@@ -324,8 +324,6 @@ def _points(qc, coll):
 
 def test_every_step_twice_and_an_old_window_rerun_after_newer_data_change_nothing(settings, mongo, logs, redis, qdrant):
     coll = settings.qdrant_collection
-    from sentencify.simulate import generate  # noqa: F401  (realistic mix below is hand-made for exactness)
-
     for i in range(6):
         logs.full_session(10, f"s{i}", c={"was_accepted": i % 2 == 0})
     _mismatch_session(logs, "s-mis")

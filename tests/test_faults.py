@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
@@ -122,7 +123,7 @@ def test_mongodb_down_for_20_seconds_mid_stream_loses_nothing(settings, tmp_path
     # A private MongoDB this test may stop and restart (same port, same on-disk storage).
     port = free_port()
     storage = tmp_path / "mongo"
-    argv = [str(Path_sibling("secantusd-py")), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage), "--log-level", "WARNING"]
+    argv = [str(venv_script("secantusd-py")), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage), "--log-level", "WARNING"]
     pid_file, log_file = tmp_path / "mongo.pid", tmp_path / "mongo.log"
 
     def start_mongo() -> int:
@@ -163,9 +164,7 @@ def test_mongodb_down_for_20_seconds_mid_stream_loses_nothing(settings, tmp_path
         stop_pid(pid)
 
 
-def Path_sibling(name: str):
-    from pathlib import Path
-
+def venv_script(name: str) -> Path:
     return Path(sys.executable).parent / name
 
 

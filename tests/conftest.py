@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 from pymongo import MongoClient
 
 from sentencify import stack
@@ -57,3 +58,12 @@ def mongo(settings: Settings):
     yield client[settings.mongo_db]
     client.drop_database(settings.mongo_db)
     client.close()
+
+
+@pytest.fixture
+def redis(settings):
+    """The stack's Redis, emptied after the test."""
+    r = redis_lib.Redis.from_url(settings.redis_url)
+    yield r
+    r.flushdb()
+    r.close()

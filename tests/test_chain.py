@@ -7,7 +7,6 @@ import math
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import redis as redis_lib
 from pymongo import MongoClient
 
 from sentencify import vectorstore
@@ -25,12 +24,6 @@ def logs(mongo):
     return Logs(mongo)
 
 
-@pytest.fixture
-def redis(settings):
-    r = redis_lib.Redis.from_url(settings.redis_url)
-    yield r
-    r.flushdb()
-    r.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg2
 import pytest
-import redis as redis_lib
 
 from sentencify.stack.services import PostgresService, services
 from sentencify.steps.etl import run_etl
@@ -57,12 +56,6 @@ def _run(mongo, redis, conn, h):
     return run_views(mongo, conn, hour(h), redis_client=redis)
 
 
-@pytest.fixture
-def redis(settings):
-    r = redis_lib.Redis.from_url(settings.redis_url)
-    yield r
-    r.flushdb()
-    r.close()
 
 
 def test_every_view_returns_the_hand_computed_numbers(mongo, redis, analytics):

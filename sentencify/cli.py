@@ -6,7 +6,10 @@ import argparse
 import sys
 from datetime import datetime, timedelta, timezone
 
+from kafka.errors import NoBrokersAvailable
+
 from sentencify.settings import Settings, SettingsError
+from sentencify.stack.process import StackError
 
 
 def _iso(text: str) -> datetime:
@@ -182,15 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, settings)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 (top level: one clear line, not a traceback)
-        from sentencify.stack import StackError
-
-        if isinstance(exc, StackError) or "NoBrokersAvailable" in type(exc).__name__:
-            print(f"error: {exc}", file=sys.stderr)
-            if "NoBrokersAvailable" in type(exc).__name__:
-                print(f"  no Kafka broker at {settings.kafka_bootstrap_servers}: start it with `sentencify stack up`", file=sys.stderr)
-            return 1
-        raise
+    except NoBrokersAvailable:
+        print(f"error: no Kafka broker at {settings.kafka_bootstrap_servers}: start it with `sentencify stack up`", file=sys.stderr)
+        return 1
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

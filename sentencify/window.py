@@ -8,6 +8,11 @@ from datetime import datetime, timedelta, timezone
 from sentencify.schemas import to_utc_datetime
 
 
+def floor_hour(ts: datetime) -> datetime:
+    """The UTC hour a timestamp falls in."""
+    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
 @dataclass(frozen=True)
 class Window:
     start: datetime
@@ -28,7 +33,7 @@ class Window:
 
     @classmethod
     def hour_containing(cls, ts: datetime) -> "Window":
-        start = ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+        start = floor_hour(ts)
         return cls(start, start + timedelta(hours=1))
 
     def hours(self) -> list["Window"]:

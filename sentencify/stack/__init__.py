@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentencify.settings import Settings
-from sentencify.stack.process import StackError, is_running, read_pid, spawn, stop_pid, wait_until
+from sentencify.stack.process import StackError, is_running, port_open, read_pid, spawn, stop_pid, wait_until
 from sentencify.stack.services import PostgresService, Service, services
 from sentencify.stack.topics import create_topics
 
@@ -52,8 +52,6 @@ def _start(service: Service, echo) -> None:
         if service.healthy():
             echo(f"  {service.name:<22} already up  port {service.port}  pid {pid}")
             return
-    from sentencify.stack.process import port_open
-
     if service.listens and port_open(service.port):
         raise StackError(
             f"port {service.port} for {service.name} is taken by another program; "

@@ -27,7 +27,7 @@ class Reject:
     doc: dict[str, Any]
 
 
-def _latest(records: list[dict]) -> dict | None:
+def latest(records: list[dict]) -> dict | None:
     """Latest by created_at, then insert_id (deterministic when two share a time)."""
     if not records:
         return None
@@ -49,7 +49,7 @@ def build(session: dict, rules: Rules, now: datetime) -> Example | Reject:
     c_ok = [c for c in c_all if c.get("source_recommend_event_id") == a["insert_id"]]
     if len(b_ok) < len(b_all) or len(c_ok) < len(c_all):
         reasons.append("source_mismatch")
-    b, c = _latest(b_ok), _latest(c_ok)
+    b, c = latest(b_ok), latest(c_ok)
 
     d = None
     if c is not None and c.get("correction_history_id"):

@@ -17,6 +17,7 @@ from pymongo.database import Database
 
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
+from sentencify.steps.examples import latest
 from sentencify.steps.publish import publish
 from sentencify.steps.touched import A, B, C, E, chunks, touched_sessions
 from sentencify.window import Window
@@ -108,10 +109,10 @@ def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
     accepted = sorted({c["recommend_session_id"] for r in recs.values() for c in r.c if c.get("was_accepted") is True})
     latest_b, reco, context = {}, {}, {}
     for part in chunks(accepted):
+        runs: dict[str, list[dict]] = {}
         for b in db[B].find({"recommend_session_id": {"$in": part}}, b_fields):
-            s = b["recommend_session_id"]
-            if s not in latest_b or (b["created_at"], b["insert_id"]) > (latest_b[s]["created_at"], latest_b[s]["insert_id"]):
-                latest_b[s] = b
+            runs.setdefault(b["recommend_session_id"], []).append(b)
+        latest_b.update({s: latest(bs) for s, bs in runs.items()})  # the ETL's rule for "the session's latest B"
         for a in db[A].aggregate([
             {"$match": {"recommend_session_id": {"$in": part}}},
             {"$sort": {"recommend_session_id": 1, "created_at": 1, "insert_id": 1}},

@@ -21,9 +21,13 @@ def supports_transactions(db: Database) -> bool:
     return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
 
+def run_id(step: str, window: Window) -> str:
+    return f"{step}:{window.start.isoformat()}"
+
+
 def run_record(step: str, window: Window, summary: dict, started_at: datetime) -> dict:
     return {
-        "_id": f"{step}:{window.start.isoformat()}",
+        "_id": run_id(step, window),
         "step": step,
         "window_start": window.start,
         "window_end": window.end,
@@ -33,12 +37,21 @@ def run_record(step: str, window: Window, summary: dict, started_at: datetime) -
     }
 
 
+def _run_op(step: str, window: Window, summary: dict, started_at: datetime) -> ReplaceOne:
+    return ReplaceOne({"_id": run_id(step, window)}, run_record(step, window, summary, started_at), upsert=True)
+
+
+def record_run(db: Database, step: str, window: Window, summary: dict, started_at: datetime) -> None:
+    """For steps whose output is not in MongoDB (Qdrant, PostgreSQL): the run record alone."""
+    db[RUNS].bulk_write([_run_op(step, window, summary, started_at)])
+
+
 def publish(db: Database, ops_by_collection: dict[str, list], *, step: str, window: Window, summary: dict, now: datetime,
             record_run: bool = True) -> None:
     """All writes of one run in one transaction (readers see all of it or none of it)."""
     ops = {c: o for c, o in ops_by_collection.items() if o}
     if record_run:
-        ops[RUNS] = [ReplaceOne({"_id": f"{step}:{window.start.isoformat()}"}, run_record(step, window, summary, now), upsert=True)]
+        ops[RUNS] = [_run_op(step, window, summary, now)]
     if not ops:
         return
     client = db.client

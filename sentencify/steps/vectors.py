@@ -11,14 +11,13 @@ import queue
 import threading
 from datetime import datetime, timezone
 
-from pymongo import ReplaceOne
 from pymongo.database import Database
 from qdrant_client import QdrantClient, models
 
 from sentencify import vectorstore
 from sentencify.schemas import CATEGORIES
 from sentencify.steps.etl import EXAMPLES
-from sentencify.steps.publish import RUNS, run_record
+from sentencify.steps.publish import record_run
 from sentencify.steps.touched import chunks, touched_sessions
 from sentencify.window import Window
 
@@ -148,6 +147,6 @@ def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: s
         "window": str(window), "full": full, "sessions": sessions, "upserted": upserted, "deleted": deleted,
         "real_points": real, "synthetic_points": _synthetic(qc, collection),
     }
-    db[RUNS].bulk_write([ReplaceOne({"_id": f"vectors:{window.start.isoformat()}"}, run_record("vectors", window, summary, now), upsert=True)])
+    record_run(db, "vectors", window, summary, now)
     log.info("vectors done", extra={"fields": summary})
     return summary

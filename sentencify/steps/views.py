@@ -22,18 +22,14 @@ from pymongo.database import Database
 from sentencify.settings import PROJECT_ROOT
 from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.profiles import PROFILES
-from sentencify.steps.publish import RUNS
+from sentencify.steps.publish import RUNS, record_run, run_id
 from sentencify.steps.touched import A, B, C, E, I, chunks, touched_sessions
-from sentencify.window import Window
+from sentencify.window import Window, floor_hour
 
 log = logging.getLogger("sentencify.views")
 
 SQL_DIR = PROJECT_ROOT / "sql_views"
 DEAD_LETTERS = "dead_letters"
-
-
-def _hour(ts: datetime) -> datetime:
-    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 def apply_sql(conn, sql_dir: Path = SQL_DIR) -> list[str]:
@@ -52,15 +48,15 @@ def window_facts(db: Database, window: Window) -> dict[str, list[tuple]]:
     traffic: dict[datetime, Counter] = {}
     for collection, field in ((A, "recommendations"), (E, "contexts"), (B, "paraphrase_runs"), (C, "selections")):
         for doc in db[collection].find(in_window, {"created_at": 1, "was_accepted": 1}):
-            row = traffic.setdefault(_hour(doc["created_at"]), Counter())
+            row = traffic.setdefault(floor_hour(doc["created_at"]), Counter())
             row[field] += 1
             if collection == C and doc.get("was_accepted") is True:
                 row["accepted"] += 1
     categories = Counter(
-        (_hour(d["created_at"]), d.get("reco_category_input") or "(none)")
+        (floor_hour(d["created_at"]), d.get("reco_category_input") or "(none)")
         for d in db[A].find(in_window, {"created_at": 1, "reco_category_input": 1})
     )
-    latency = [(_hour(d["created_at"]), float(d["latency_ms"])) for d in db[I].find(in_window, {"created_at": 1, "latency_ms": 1})]
+    latency = [(floor_hour(d["created_at"]), float(d["latency_ms"])) for d in db[I].find(in_window, {"created_at": 1, "latency_ms": 1})]
     dead = Counter(
         (d["failed_at"].astimezone(timezone.utc).date(), d["topic"], d["reason"])
         for d in db[DEAD_LETTERS].find(in_window, {"failed_at": 1, "topic": 1, "reason": 1})
@@ -84,7 +80,7 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
             if e is None:
                 gone.append(s)
             else:
-                examples.append((s, _hour(e["created_at"]), e["consistency_flag"], list(e.get("consistency_reasons") or [])))
+                examples.append((s, floor_hour(e["created_at"]), e["consistency_flag"], list(e.get("consistency_reasons") or [])))
         has: dict[str, dict[str, bool]] = {s: {"a": False, "b": False, "c": False, "accepted": False} for s in part}
         session_users: set[str] = set()
         for collection, key in ((A, "a"), (B, "b"), (C, "c")):
@@ -122,11 +118,12 @@ def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
     """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it)."""
     from psycopg2.extras import execute_values
 
+    started_at = datetime.now(timezone.utc)
     facts = window_facts(db, window)
     sessions = sorted(touched_sessions(db, window))
     entities = entity_facts(db, sessions)
     runs = [(r["step"], r["window_start"], r["window_end"], r["finished_at"], json.dumps(r.get("summary") or {}, default=str))
-            for r in db[RUNS].find({"_id": {"$ne": f"views:{window.start.isoformat()}"}})]
+            for r in db[RUNS].find({"_id": {"$ne": run_id("views", window)}})]
     # This run too, so the dashboard's pipeline state includes the step that wrote it.
     runs.append(("views", window.start, window.end, datetime.now(timezone.utc), json.dumps({"sessions": len(sessions)})))
     consumers = consumer_state(redis_client)
@@ -153,13 +150,8 @@ def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
             execute_values(cur, "insert into sentencify.pipeline_runs values %s", runs)
             cur.execute("delete from sentencify.consumer_state")
             execute_values(cur, "insert into sentencify.consumer_state values %s", consumers)
-    from pymongo import ReplaceOne
-
-    from sentencify.steps.publish import run_record
-
     summary = {"window": str(window), "sql": applied, "sessions": len(sessions), "traffic_hours": len(facts["traffic"]),
                "latencies": len(facts["latency"]), "examples": len(entities["examples"]), "users": len(entities["users"])}
-    db[RUNS].bulk_write([ReplaceOne({"_id": f"views:{window.start.isoformat()}"},
-                                    run_record("views", window, summary, datetime.now(timezone.utc)), upsert=True)])
+    record_run(db, "views", window, summary, started_at)
     log.info("views done", extra={"fields": summary})
     return summary

@@ -13,7 +13,7 @@ from sentencify.stack.airflow import ADMIN_USER, admin_password
 from sentencify.stack.process import free_port
 from tests.chain_data import Logs, hour
 
-DAGS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors"]
+DAGS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors", "sentencify_views"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def running_airflow(stack_settings, tmp_path_factory):
         stack.down(s, only=stack.AIRFLOW_SERVICES, echo=print)
 
 
-def test_a_triggered_chain_runs_etl_then_profile_then_vectors_for_the_same_window(running_airflow):
+def test_a_triggered_chain_runs_etl_profile_vectors_views_in_order_for_the_same_window(running_airflow):
     from pymongo import MongoClient
 
     s = running_airflow
@@ -48,16 +48,16 @@ def test_a_triggered_chain_runs_etl_then_profile_then_vectors_for_the_same_windo
 
     key = window.start.isoformat()
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not db.pipeline_runs.find_one({"_id": f"vectors:{key}"}):
+    while time.monotonic() < deadline and not db.pipeline_runs.find_one({"_id": f"views:{key}"}):
         etl = api.run("sentencify_etl", "e2e_chain")
         assert etl["state"] != "failed", "the ETL run failed: see the scheduler's task logs"
         time.sleep(2)
     runs = {r["step"]: r for r in db.pipeline_runs.find({"window_start": window.start})}
-    assert set(runs) == {"etl", "profile", "vectors"}, f"chain did not complete: {sorted(runs)}"
-    assert runs["etl"]["finished_at"] < runs["profile"]["finished_at"] < runs["vectors"]["finished_at"]
+    assert set(runs) == {"etl", "profile", "vectors", "views"}, f"chain did not complete: {sorted(runs)}"
+    assert runs["etl"]["finished_at"] < runs["profile"]["finished_at"] < runs["vectors"]["finished_at"] < runs["views"]["finished_at"]
     assert all(r["window_end"] == window.end for r in runs.values())
     assert api.run("sentencify_etl", "e2e_chain")["state"] == "success"
-    for dag in ("sentencify_profile", "sentencify_vectors"):
+    for dag in ("sentencify_profile", "sentencify_vectors", "sentencify_views"):
         triggered = [r for r in api.runs(dag) if r["run_type"] == "asset_triggered"]
         assert triggered and any(r["state"] == "success" for r in triggered), (dag, triggered)
     assert db.training_examples.count_documents({"consistency_flag": "high"}) == 4

@@ -51,6 +51,11 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         from sentencify.stack.airflow import ADMIN_USER, admin_password
 
         print(f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login {ADMIN_USER} / {admin_password(settings)}")
+    if any(r.name == "superset" and r.running for r in rows):
+        from sentencify.stack import superset
+
+        print(f"Superset:   http://127.0.0.1:{settings.superset_port}  login {settings.superset_username} / "
+              f"{superset.admin_password(settings)}")
     return 0 if all(r.healthy for r in rows) else 1
 
 

@@ -61,7 +61,7 @@ class Settings:
     qdrant_url: str | None = None
     qdrant_path: str | None = None
     qdrant_collection: str = "context_block_v1"
-    analytics_db_uri: str = "postgresql://sentencify@127.0.0.1:55432/analytics"
+    analytics_db_uri: str = "postgresql://sentencify@127.0.0.1:15432/analytics"
     embedding_dim: int = 384
 
     # chain (pipeline.md thresholds)
@@ -84,9 +84,19 @@ class Settings:
     kafka_port: int = 19092
     mongo_port: int = 27027
     redis_port: int = 6389
-    postgres_port: int = 55432
+    postgres_port: int = 15432
     airflow_port: int = 8080
     airflow_metadata_db: str = "airflow"
+
+    # dashboard (Superset)
+    analytics_reader_uri: str = "postgresql://sentencify_reader@127.0.0.1:15432/analytics"
+    airflow_url: str = "http://127.0.0.1:8080"
+    superset_port: int = 8088
+    superset_url: str = "http://127.0.0.1:8088"
+    superset_username: str = "admin"
+    superset_password: str | None = None  # None: the local stack's generated one
+    superset_secret_key: str | None = None  # None: the local stack's generated one
+    superset_metadata_db: str = "superset"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -95,8 +105,9 @@ class Settings:
         kafka_port = _int(e, "KAFKA_PORT", 19092, 1)
         mongo_port = _int(e, "MONGO_PORT", 27027, 1)
         redis_port = _int(e, "REDIS_PORT", 6389, 1)
-        postgres_port = _int(e, "POSTGRES_PORT", 55432, 1)
+        postgres_port = _int(e, "POSTGRES_PORT", 15432, 1)
         airflow_port = _int(e, "AIRFLOW_PORT", 8080, 1)
+        superset_port = _int(e, "SUPERSET_PORT", 8088, 1)
         qdrant_url = _str(e, "QDRANT_URL", None)
         settings = cls(
             kafka_bootstrap_servers=_str(e, "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{kafka_port}"),
@@ -133,6 +144,16 @@ class Settings:
             postgres_port=postgres_port,
             airflow_port=airflow_port,
             airflow_metadata_db=_str(e, "AIRFLOW_METADATA_DB", "airflow"),
+            analytics_reader_uri=_str(
+                e, "ANALYTICS_READER_URI", f"postgresql://sentencify_reader@127.0.0.1:{postgres_port}/analytics"
+            ),
+            airflow_url=_str(e, "AIRFLOW_URL", f"http://127.0.0.1:{airflow_port}").rstrip("/"),
+            superset_port=superset_port,
+            superset_url=_str(e, "SUPERSET_URL", f"http://127.0.0.1:{superset_port}").rstrip("/"),
+            superset_username=_str(e, "SUPERSET_USERNAME", "admin"),
+            superset_password=_str(e, "SUPERSET_PASSWORD", None),
+            superset_secret_key=_str(e, "SUPERSET_SECRET_KEY", None),
+            superset_metadata_db=_str(e, "SUPERSET_METADATA_DB", "superset"),
         )
         if not settings.topic_prefix.strip():
             raise SettingsError("TOPIC_PREFIX must not be blank")
@@ -170,7 +191,18 @@ class Settings:
             "POSTGRES_PORT": str(self.postgres_port),
             "AIRFLOW_PORT": str(self.airflow_port),
             "AIRFLOW_METADATA_DB": self.airflow_metadata_db,
+            "ANALYTICS_READER_URI": self.analytics_reader_uri,
+            "AIRFLOW_URL": self.airflow_url,
+            "SUPERSET_PORT": str(self.superset_port),
+            "SUPERSET_URL": self.superset_url,
+            "SUPERSET_USERNAME": self.superset_username,
+            "SUPERSET_METADATA_DB": self.superset_metadata_db,
         }
+        # Secrets travel only when set explicitly (the local stack keeps its own under STACK_DIR).
+        if self.superset_password:
+            env["SUPERSET_PASSWORD"] = self.superset_password
+        if self.superset_secret_key:
+            env["SUPERSET_SECRET_KEY"] = self.superset_secret_key
         if self.qdrant_url:
             env["QDRANT_URL"] = self.qdrant_url
         if self.qdrant_path:
@@ -184,5 +216,7 @@ class Settings:
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name in ("superset_password", "superset_secret_key") and value:
+                value = "***"
             out[f.name] = redact_uri(value) if isinstance(value, str) and "://" in value else value
         return out

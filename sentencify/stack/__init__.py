@@ -13,8 +13,9 @@ from sentencify.stack.topics import create_topics
 
 CORE_SERVICES = ["kafka", "mongodb", "redis", "postgres"]
 AIRFLOW_SERVICES = ["airflow-api", "airflow-scheduler", "airflow-dag-processor"]
+SUPERSET_SERVICES = ["superset"]
 
-__all__ = ["AIRFLOW_SERVICES", "CORE_SERVICES", "StackError", "ServiceStatus", "private_settings", "up", "down", "status", "services"]
+__all__ = ["AIRFLOW_SERVICES", "CORE_SERVICES", "SUPERSET_SERVICES", "StackError", "ServiceStatus", "private_settings", "up", "down", "status", "services"]
 
 
 @dataclass
@@ -31,7 +32,7 @@ def private_settings(stack_dir: Path, env: dict[str, str] | None = None) -> Sett
     """Settings for a throwaway stack in `stack_dir` on free ports (tests, benchmarks)."""
     from sentencify.stack.process import free_port
 
-    ports = {name: str(free_port()) for name in ("KAFKA_PORT", "MONGO_PORT", "REDIS_PORT", "POSTGRES_PORT", "AIRFLOW_PORT")}
+    ports = {name: str(free_port()) for name in ("KAFKA_PORT", "MONGO_PORT", "REDIS_PORT", "POSTGRES_PORT", "AIRFLOW_PORT", "SUPERSET_PORT")}
     # from_env derives every URI from the ports, as for the default stack.
     return Settings.from_env({**(env or {}), **ports, "STACK_DIR": str(stack_dir), "METRICS_PORT": "0"})
 

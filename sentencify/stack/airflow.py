@@ -73,9 +73,9 @@ def metadata_uri(settings: Settings) -> str:
 
 
 def ensure_metadata_db(settings: Settings) -> None:
-    from sentencify.stack.services import PostgresService, services
+    from sentencify.stack.services import postgres_service
 
-    pg = next(s for s in services(settings) if isinstance(s, PostgresService))
+    pg = postgres_service(settings)
     if not pg.healthy():
         raise RuntimeError(f"Airflow keeps its metadata in the stack's PostgreSQL on port {settings.postgres_port}, "
                            "which is not up: `sentencify stack up` starts it first")

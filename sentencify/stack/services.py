@@ -174,6 +174,46 @@ class AirflowService(Service):
         return airflow.component_healthy(self.settings, self.component.replace("-", "_"))
 
 
+class SupersetService(Service):
+    """The Superset web server (gunicorn), from its own virtualenv."""
+
+    settings: Settings | None = None
+
+    def prepare(self) -> None:
+        from sentencify.stack import superset
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        superset.setup(self.settings)
+        # Resolved here, not at construction: a stack without .venv-superset still starts the rest.
+        self.argv, self.env = superset.server_argv(self.settings), superset.superset_env(self.settings)
+
+    def healthy(self) -> bool:
+        from sentencify.stack import superset
+
+        return port_open(self.port) and superset.healthy(self.settings)
+
+
+def superset_service(settings: Settings) -> Service:
+    from sentencify.stack import superset
+
+    home = superset.superset_home(settings)
+    svc = SupersetService(
+        name="superset",
+        port=settings.superset_port,
+        argv=[],  # set by prepare()
+        data_dir=home,
+        expect_in_cmdline="gunicorn",
+        start_timeout=180.0,
+        stop_group=True,
+    )
+    svc.settings = settings
+    return svc
+
+
+def postgres_service(settings: Settings) -> "PostgresService":
+    return next(s for s in services(settings) if isinstance(s, PostgresService))
+
+
 def airflow_services(settings: Settings) -> list[Service]:
     from sentencify.stack.airflow import airflow_bin, airflow_env, airflow_home
 
@@ -254,4 +294,5 @@ def services(settings: Settings) -> list[Service]:
             user=pg_user,
         ),
         *airflow_services(settings),
+        superset_service(settings),
     ]

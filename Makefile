@@ -5,10 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproject.toml | sha1sum | cut -c1-12)
+# Superset pins Flask/SQLAlchemy versions Airflow cannot share: it gets a virtualenv of its own.
+SUPERSET_VENV := .venv-superset
+SUPERSET_STAMP := $(SUPERSET_VENV)/.installed-$(shell cat requirements-superset.txt | sha1sum | cut -c1-12)
 
 .PHONY: install test test-fast demo bench-ingest bench-chain stack-up stack-down stack-status lock schemas clean
 
-install: $(STAMP)
+install: $(STAMP) $(SUPERSET_STAMP)
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@bash scripts/install-system.sh
@@ -18,6 +21,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@$(PIP) install -q -r requirements.txt -c constraints.txt
 	@$(PIP) install -q --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
+
+$(SUPERSET_STAMP): requirements-superset.txt
+	@bash scripts/install-system.sh
+	@test -x $(SUPERSET_VENV)/bin/python || $(PYTHON) -m venv $(SUPERSET_VENV)
+	@echo "superset: installing into $(SUPERSET_VENV) (once; re-runs skip this)"
+	@$(SUPERSET_VENV)/bin/pip install -q --upgrade pip
+	@$(SUPERSET_VENV)/bin/pip install -q -r requirements-superset.txt
+	@rm -f $(SUPERSET_VENV)/.installed-* && touch $@
 
 test: install  ## the whole suite against real local services (the fixtures start them)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -50,4 +61,4 @@ lock:  ## re-resolve constraints.txt from requirements.txt in a scratch venv
 	/tmp/sentencify-lock/bin/pip freeze > constraints.txt
 
 clean: stack-down
-	rm -rf $(VENV) .stack
+	rm -rf $(VENV) $(SUPERSET_VENV) .stack

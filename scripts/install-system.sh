@@ -8,6 +8,8 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missi
 [ -x "$PG_BIN_DIR/postgres" ] || missing+=(postgresql-15)
 [ -x "$PG_BIN_DIR/psql" ] || command -v psql >/dev/null 2>&1 || missing+=(postgresql-client-15)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The dashboard screenshot test and `make demo` screenshots: headless Debian chromium (fonts for readable charts).
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system packages: all present"

@@ -129,6 +129,10 @@ class IngestService:
             if self.writes is not None:
                 self.writes.close()
             if self._consumer is not None:
+                try:
+                    self._refresh_lag(final=True)  # the lag it leaves behind stays on the dashboard
+                except Exception as exc:  # noqa: BLE001 (status is best effort; shutdown goes on)
+                    log.debug("final lag not published", extra=kv(error=str(exc)[:200]))
                 self._consumer.close(autocommit=False)
             if own_mongo:
                 client.close()
@@ -364,10 +368,10 @@ class IngestService:
         self.metrics.set("sentencify_consumer_paused", 0)
         log.info("fetching resumed", extra=kv(buffered=self._buffered()))
 
-    def _refresh_lag(self) -> None:
+    def _refresh_lag(self, final: bool = False) -> None:
         now = time.monotonic()
         self.metrics.set("sentencify_consumer_buffered_records", self._buffered())
-        if now - self._last_lag < LAG_REFRESH_S:
+        if now - self._last_lag < LAG_REFRESH_S and not final:
             return
         self._last_lag = now
         lags = {}
@@ -377,7 +381,7 @@ class IngestService:
             if highwater is not None and committed is not None:
                 lags[f"{topic}[{partition}]"] = max(0, highwater - committed)
                 self.metrics.set("sentencify_consumer_lag", lags[f"{topic}[{partition}]"], topic=topic, partition=partition)
-        self.status.maybe_publish(lags, self._summary())
+        self.status.maybe_publish(lags, self._summary(), force=final)
 
     def lag(self) -> int:
         return int(self.metrics.total("sentencify_consumer_lag"))

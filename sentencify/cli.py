@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 from kafka.errors import NoBrokersAvailable
@@ -125,6 +126,38 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from sentencify.dashboard.bundle import BundleError, build
+
+    try:
+        bundle = build(settings)
+        if args.action == "build":
+            out = args.out or Path("build/sentencify_dashboard.zip")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(bundle.zip_bytes("dashboard"))
+            print(f"{out}: {len(bundle.charts)} charts, {len(bundle.datasets)} datasets "
+                  f"(import with `superset import-dashboards -p {out} -u admin`)")
+            return 0
+        from sentencify.dashboard.deploy import DeployError, deploy, superset_password
+
+        if args.action == "deploy":
+            print(f"deploying the dashboard to {settings.superset_url}")
+            deployed = deploy(settings, bundle)
+            print(f"dashboard: {deployed.url}  ({deployed.charts} charts)")
+            return 0
+        from sentencify.dashboard.screenshot import screenshot
+
+        shot = screenshot(settings.superset_url, settings.superset_username, superset_password(settings),
+                          args.out or Path("build/dashboard.png"),
+                          dashboard_path=f"/superset/dashboard/{bundle.dashboard['slug']}/?standalone=1")
+        print(f"{shot.path}: {shot.drawn}/{shot.charts} charts drawn"
+              + (f", with no data: {shot.empty}" if shot.empty else "") + (f", errors: {shot.errors}" if shot.errors else ""))
+        return 0 if shot.drawn == shot.charts and not shot.errors else 1
+    except (BundleError, DeployError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.schemas.export import export_json_schemas
 
@@ -172,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="what is stored: documents per collection, dead letters by reason")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("dashboard", help="the Superset dashboard: deploy it, build its bundle, or screenshot it")
+    p.add_argument("action", choices=("deploy", "build", "screenshot"))
+    p.add_argument("--out", type=Path, help="build: the zip (default build/sentencify_dashboard.zip); "
+                   "screenshot: the PNG (default build/dashboard.png)")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")
     p.add_argument("--out", default="docs/schemas")

@@ -79,3 +79,13 @@ create table if not exists sentencify.consumer_state (
     dead_letters     bigint not null,
     updated_at       timestamptz not null
 );
+
+-- The last lag reported for each partition of each group (replaced by every views run). Kept
+-- after a group's consumers stop, so a stopped group with records waiting still shows them.
+create table if not exists sentencify.consumer_partition_lag (
+    consumer_group   text not null,
+    partition        text not null,
+    lag              bigint not null,
+    reported_at      timestamptz not null,
+    primary key (consumer_group, partition)
+);

@@ -54,6 +54,11 @@ create or replace view sentencify.v_pipeline_state as
 select distinct on (step) step, window_start as last_window_start, window_end as last_window_end, finished_at
 from sentencify.pipeline_runs order by step, window_start desc;
 
+-- Lag from every partition's last report; consumers = those alive now (their snapshots expire).
 create or replace view sentencify.v_consumer_lag as
-select consumer_group, count(*)::bigint as consumers, sum(lag)::bigint as lag, max(updated_at) as reported_at
-from sentencify.consumer_state group by consumer_group;
+select l.consumer_group, coalesce(c.consumers, 0)::bigint as consumers, sum(l.lag)::bigint as lag,
+       max(l.reported_at) as reported_at
+from sentencify.consumer_partition_lag l
+left join (select consumer_group, count(*) as consumers from sentencify.consumer_state group by consumer_group) c
+       using (consumer_group)
+group by l.consumer_group, c.consumers;

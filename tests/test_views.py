@@ -66,10 +66,12 @@ def test_every_view_returns_the_hand_computed_numbers(mongo, redis, analytics):
     mongo.user_profile.delete_one({"_id": "u2"})  # so coverage is not trivially 100%
     from consumer.status import StatusPublisher
 
-    for n, lag in ((1, 7), (2, 5)):  # two consumers of one group report their lag
+    publishers = []
+    for n, partition, lag in ((1, "t[0]", 7), (2, "t[1]", 5)):  # two consumers of one group report their partitions' lag
         status = StatusPublisher(None, "ingest")
-        status._redis, status.key = redis, f"sentencify:consumer:ingest:host:{n}"
-        status.maybe_publish({"t[0]": lag}, {"stored": 10, "duplicates": 0, "dead_letters": 1})
+        status._redis, status.key, status.lag_key = redis, f"sentencify:consumer:ingest:host:{n}", "sentencify:consumer_lag:ingest"
+        status.maybe_publish({partition: lag}, {"stored": 10, "duplicates": 0, "dead_letters": 1})
+        publishers.append(status)
     run_views(mongo, conn, hour(10), redis_client=redis)
 
     h9, h10 = DAY + timedelta(hours=9), DAY + timedelta(hours=10)
@@ -93,6 +95,16 @@ def test_every_view_returns_the_hand_computed_numbers(mongo, redis, analytics):
     assert rows(conn, "select day, reason, dead_letters from sentencify.v_dead_letters_daily") == [(date(2026, 11, 1), "not_json", 1)]
     assert [r[0] for r in rows(conn, "select step from sentencify.v_pipeline_state order by step")] == ["etl", "profile", "views"]
     assert rows(conn, "select consumer_group, consumers, lag from sentencify.v_consumer_lag") == [("ingest", 2, 12)]
+
+    # consumer 1 stops; consumer 2 takes t[0] over and reports it: no double count, one consumer alive
+    redis.delete(publishers[0].key)
+    publishers[1].maybe_publish({"t[0]": 3, "t[1]": 5}, {"stored": 10, "duplicates": 0, "dead_letters": 1}, force=True)
+    run_views(mongo, conn, hour(10), redis_client=redis)
+    assert rows(conn, "select consumer_group, consumers, lag from sentencify.v_consumer_lag") == [("ingest", 1, 8)]
+    # every consumer stopped: the group's last lag stays visible
+    redis.delete(publishers[1].key)
+    run_views(mongo, conn, hour(10), redis_client=redis)
+    assert rows(conn, "select consumer_group, consumers, lag from sentencify.v_consumer_lag") == [("ingest", 0, 8)]
 
 
 def _dump(conn) -> dict:

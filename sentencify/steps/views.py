@@ -114,6 +114,21 @@ def consumer_state(redis_client) -> list[tuple]:
     return out
 
 
+def consumer_lag(redis_client) -> list[tuple]:
+    """The last lag reported for every partition of every group (kept after the consumers stop)."""
+    from consumer.status import LAG_KEY_PREFIX
+
+    out = []
+    if redis_client is None:
+        return out
+    for key in redis_client.scan_iter(match=LAG_KEY_PREFIX + "*", count=100):
+        group = key.decode()[len(LAG_KEY_PREFIX):]
+        for partition, raw in redis_client.hgetall(key).items():
+            s = json.loads(raw)
+            out.append((group, partition.decode(), s["lag"], s["reported_at"]))
+    return out
+
+
 def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
     """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it)."""
     from psycopg2.extras import execute_values
@@ -127,6 +142,7 @@ def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
     # This run too, so the dashboard's pipeline state includes the step that wrote it.
     runs.append(("views", window.start, window.end, datetime.now(timezone.utc), json.dumps({"sessions": len(sessions)})))
     consumers = consumer_state(redis_client)
+    lags = consumer_lag(redis_client)
     with conn:  # one transaction: readers see the old window's rows or the new ones
         applied = apply_sql(conn)
         with conn.cursor() as cur:
@@ -150,6 +166,8 @@ def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
             execute_values(cur, "insert into sentencify.pipeline_runs values %s", runs)
             cur.execute("delete from sentencify.consumer_state")
             execute_values(cur, "insert into sentencify.consumer_state values %s", consumers)
+            cur.execute("delete from sentencify.consumer_partition_lag")
+            execute_values(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
     summary = {"window": str(window), "sql": applied, "sessions": len(sessions), "traffic_hours": len(facts["traffic"]),
                "latencies": len(facts["latency"]), "examples": len(entities["examples"]), "users": len(entities["users"])}
     record_run(db, "views", window, summary, started_at)

@@ -1,0 +1,86 @@
+"""Log in to Superset with headless chromium and take a picture of the dashboard once its charts have drawn.
+
+Uses Debian's chromium through Playwright (no browser download). The Public role stays empty,
+so this logs in like a person does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHART = "[data-test='chart-grid-component']"
+BODY = "[data-test='slice-container']"
+# What a drawn chart holds: ECharts canvas/svg, the big-number text, or a table.
+DRAWN = "canvas, svg, .header-line, table"
+BUSY = ".loading, [data-test='loading-indicator']"
+EMPTY_TEXT = "No results were returned"
+
+
+class ScreenshotError(RuntimeError):
+    pass
+
+
+@dataclass
+class Shot:
+    path: Path
+    charts: int
+    drawn: int
+    empty: list[str]  # titles of charts that drew "no results"
+    errors: list[str]  # titles and messages of charts that failed
+
+
+def screenshot(url: str, username: str, password: str, out: Path, *, dashboard_path: str,
+               width: int = 1600, timeout_s: float = 120) -> Shot:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise ScreenshotError(f"{CHROMIUM} is missing: run `make install` (apt-get install chromium)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.goto(f"{url}/login/", timeout=timeout_s * 1000)
+            page.fill("#username", username)
+            page.fill("#password", password)
+            page.click("[data-test='login-button']")
+            page.wait_for_url(lambda u: "/login" not in u, timeout=30_000)
+            page.goto(url + dashboard_path, timeout=timeout_s * 1000)
+            page.wait_for_selector(CHART, timeout=timeout_s * 1000)
+            state = _wait_drawn(page, timeout_s)
+            page.wait_for_timeout(1500)  # chart animations
+            page.screenshot(path=str(out), full_page=True)
+        finally:
+            browser.close()
+    return Shot(out, state["charts"], state["drawn"], state["empty"], state["errors"])
+
+
+def _wait_drawn(page, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        state = page.evaluate(
+            """([chart, body, drawn, busy, emptyText]) => {
+                const charts = Array.from(document.querySelectorAll(chart));
+                const title = c => (c.querySelector("[data-test='editable-title']") || c).innerText.trim().slice(0, 80);
+                const out = {charts: charts.length, drawn: 0, empty: [], errors: []};
+                for (const c of charts) {
+                    const b = c.querySelector(body);
+                    if (!b || b.querySelector(busy)) continue;
+                    const text = b.innerText || "";
+                    if (text.includes(emptyText)) { out.empty.push(title(c)); out.drawn++; }
+                    else if (b.querySelector(drawn)) out.drawn++;
+                    else if (text.trim()) out.errors.push(title(c) + ": " + text.trim().slice(0, 200));
+                }
+                return out;
+            }""",
+            [CHART, BODY, DRAWN, BUSY, EMPTY_TEXT],
+        )
+        settled = state["drawn"] + len(state["errors"]) >= state["charts"] > 0
+        if settled or time.monotonic() > deadline:
+            return state
+        page.wait_for_timeout(500)

@@ -85,5 +85,8 @@ class AirflowApi:
         q = urllib.parse.urlencode({"limit": limit, "order_by": "-run_after"})
         return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns?{q}")["dag_runs"]
 
+    def plugins(self) -> list[dict]:
+        return self._call("GET", "/api/v2/plugins")["plugins"]
+
     def run(self, dag_id: str, run_id: str) -> dict:
         return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")

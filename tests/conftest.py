@@ -67,3 +67,14 @@ def redis(settings):
     yield r
     r.flushdb()
     r.close()
+
+
+# Files tests keep for people to look at (screenshots): listed at the end of the run, for CI to collect.
+ARTIFACTS_WRITTEN: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if ARTIFACTS_WRITTEN:
+        terminalreporter.section("artifacts")
+        for path in ARTIFACTS_WRITTEN:
+            terminalreporter.write_line(path)

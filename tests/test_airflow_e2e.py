@@ -63,3 +63,13 @@ def test_a_triggered_chain_runs_etl_profile_vectors_views_in_order_for_the_same_
     assert db.training_examples.count_documents({"consistency_flag": "high"}) == 4
     assert db.user_profile.count_documents({}) == 1
     client.close()
+
+
+def test_the_airflow_ui_links_to_the_dashboard(running_airflow):
+    from sentencify.dashboard import dashboard_url
+
+    s = running_airflow
+    api = AirflowApi(f"http://127.0.0.1:{s.airflow_port}", ADMIN_USER, admin_password(s))
+    views = [v for p in api.plugins() for v in p.get("external_views", [])]
+    assert {"name": "Sentencify dashboard", "href": dashboard_url(s), "category": "browse"}.items() <= next(
+        v for v in views if v["name"] == "Sentencify dashboard").items()

@@ -287,6 +287,8 @@ def services(settings: Settings) -> list[Service]:
             argv=[
                 str(PG_BIN_DIR / "postgres"), "-D", str(root / "postgres"), "-p", str(settings.postgres_port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root / 'pg_socket'}",
+                # Day buckets (Superset's time grains, date_trunc) are UTC days, whatever the machine's zone.
+                "-c", "timezone=UTC",
             ],
             data_dir=root / "postgres",
             expect_in_cmdline="postgres",

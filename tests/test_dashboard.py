@@ -1,0 +1,222 @@
+"""The dashboard: bundle checks, then the real thing (Superset 6.1 started here, deploy over
+REST, every chart's data API against the views, a logged-in screenshot in headless chromium)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import uuid
+import zipfile
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg2
+import pytest
+import yaml
+
+from sentencify import stack
+from sentencify.dashboard import DASHBOARD_SLUG, dashboard_url
+from sentencify.dashboard.bundle import TOP_FOLDER, BundleError, build, mask_password
+from sentencify.simulate import generate
+from sentencify.stack.process import free_port
+from sentencify.stack.services import postgres_service
+from sentencify.steps.runner import run_step
+from sentencify.window import Window
+from tests.helpers import ROOT, consume_until_idle, send
+
+ARTIFACTS = ROOT / "artifacts"
+
+
+# --- the bundle, no Superset needed ------------------------------------------------------------
+
+def test_the_bundle_is_consistent_and_templated_from_settings(stack_settings):
+    s = dataclasses.replace(stack_settings, analytics_reader_uri="postgresql://reader:s%40cret@db.internal:5432/analytics",
+                            airflow_url="https://airflow.example.org")
+    bundle = build(s)
+    assert len(bundle.charts) == 13 and len(bundle.datasets) == 11
+    assert bundle.dashboard["slug"] == DASHBOARD_SLUG
+    (db,) = bundle.databases.values()
+    # the password travels apart, never inside the bundle
+    assert db["sqlalchemy_uri"] == "postgresql://reader:XXXXXXXXXX@db.internal:5432/analytics"
+    assert bundle.passwords == {"sentencify_analytics": "s@cret"}
+    markdown = [n["meta"]["code"] for n in bundle.dashboard["position"].values() if isinstance(n, dict) and n.get("type") == "MARKDOWN"]
+    assert "https://airflow.example.org" in markdown[0]
+    # every chart on the grid once, by its fixed UUID
+    placed = sorted(n["meta"]["uuid"] for n in bundle.dashboard["position"].values() if isinstance(n, dict) and n.get("type") == "CHART")
+    assert placed == sorted(c["uuid"] for c in bundle.charts.values())
+    for kind, type_ in (("database", "Database"), ("dataset", "SqlaTable"), ("dashboard", "Dashboard")):
+        with zipfile.ZipFile(io.BytesIO(bundle.zip_bytes(kind))) as zf:
+            names = zf.namelist()
+            assert {n.split("/")[0] for n in names} == {TOP_FOLDER}
+            assert yaml.safe_load(zf.read(f"{TOP_FOLDER}/metadata.yaml"))["type"] == type_
+    assert mask_password("postgresql://reader@h/db") == ("postgresql://reader@h/db", None)
+
+
+def test_a_broken_template_names_its_file(stack_settings, tmp_path):
+    import shutil
+
+    from sentencify.dashboard.bundle import TEMPLATE_DIR
+
+    shutil.copytree(TEMPLATE_DIR, tmp_path / "t")
+    chart = tmp_path / "t" / "charts" / "funnel.yaml"
+    chart.write_text(chart.read_text().replace("metric: sessions", "metric: no_such_metric"))
+    with pytest.raises(BundleError, match=r"funnel.yaml: \['no_such_metric'\]"):
+        build(stack_settings, tmp_path / "t")
+    chart.write_text(chart.read_text().replace("no_such_metric", "sessions").replace("Correction funnel", "${NOPE}"))
+    with pytest.raises(BundleError, match="funnel.yaml: unknown"):
+        build(stack_settings, tmp_path / "t")
+
+
+def test_dataset_columns_match_the_views_in_postgresql(analytics_db, stack_settings):
+    """The YAML lists each view's columns; a view changed in sql_views/ without its dataset fails here."""
+    owner_uri, _ = analytics_db
+    run_views_empty(stack_settings, owner_uri)
+    with psycopg2.connect(owner_uri) as conn, conn.cursor() as cur:
+        cur.execute("select table_name, column_name, upper(data_type) from information_schema.columns "
+                    "where table_schema = 'sentencify' and table_name like 'v\\_%' order by table_name, ordinal_position")
+        actual: dict[str, list] = {}
+        for table, column, type_ in cur.fetchall():
+            actual.setdefault(table, []).append((column, type_))
+    declared = {d["table_name"]: [(c["column_name"], c["type"]) for c in d["columns"]] for d in build(stack_settings).datasets.values()}
+    assert declared == actual
+
+
+# --- the real thing -----------------------------------------------------------------------------
+
+@pytest.fixture
+def analytics_db(stack_settings):
+    pg = postgres_service(stack_settings)
+    pg.provision()
+    name = f"analytics_{uuid.uuid4().hex[:8]}"
+    pg.create_database(name)
+    base = f"127.0.0.1:{stack_settings.postgres_port}/{name}"
+    yield f"postgresql://sentencify@{base}", f"postgresql://sentencify_reader@{base}"
+    pg.psql(f"drop database {name} with (force)")
+
+
+def run_views_empty(settings, owner_uri):
+    now = datetime.now(timezone.utc)
+    run_step("views", Window.hour_containing(now), dataclasses.replace(settings, analytics_db_uri=owner_uri, mongo_db="empty_views"))
+
+
+@pytest.fixture(scope="module")
+def running_superset(stack_settings, tmp_path_factory):
+    root = tmp_path_factory.mktemp("superset")
+    root.chmod(0o755)
+    port = free_port()
+    s = dataclasses.replace(stack_settings, stack_dir=root, superset_port=port, superset_url=f"http://127.0.0.1:{port}",
+                            superset_metadata_db=f"superset_{uuid.uuid4().hex[:6]}")
+    try:
+        stack.up(s, only=stack.SUPERSET_SERVICES, echo=print)
+        yield s
+    finally:
+        stack.down(s, only=stack.SUPERSET_SERVICES, echo=print)
+
+
+def _ms(value):
+    """Superset's JSON carries times as epoch milliseconds: compare in that unit."""
+    if isinstance(value, datetime):
+        return value.timestamp() * 1000
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp() * 1000
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _same(got: list[tuple], want: list[tuple]) -> bool:
+    """Equal row by row; numbers to within float noise (times carry microseconds as fractional ms)."""
+    def eq(a, b):
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
+        return a == b
+    return len(got) == len(want) and all(len(g) == len(w) and all(map(eq, g, w)) for g, w in zip(got, want))
+
+
+# chart (file name in superset/dashboard/charts) -> the same numbers asked of its view directly
+EXPECTED_SQL = {
+    "total_recommendations": "select event_hour, recommendations from sentencify.v_traffic_hourly",
+    "micro_contexts": "select micro_contexts from sentencify.v_kpis",
+    "user_coverage": "select user_coverage from sentencify.v_kpis",
+    "golden_examples": "select sum(golden_examples) from sentencify.v_golden_data",
+    "latency": "select event_hour, avg_latency_ms, p95_latency_ms from sentencify.v_latency_hourly",
+    "golden_data": "select created_hour, golden_examples_total from sentencify.v_golden_data",
+    "acceptance_rate": "select day, acceptance_rate from sentencify.v_acceptance_daily",
+    "categories": "select category, recommendations from sentencify.v_category_distribution",
+    "funnel": "select step, sessions from sentencify.v_funnel",
+    "quality": "select reason, consistency_flag, examples from sentencify.v_quality",
+    "dead_letters": "select day, reason, dead_letters from sentencify.v_dead_letters_daily",
+    "pipeline_state": "select step, last_window_start, last_window_end, finished_at from sentencify.v_pipeline_state",
+    "consumer_lag": "select consumer_group, consumers, lag, reported_at from sentencify.v_consumer_lag",
+}
+
+
+def _objects(api) -> dict[str, int]:
+    counts = {}
+    for kind in ("database", "dataset", "chart", "dashboard"):
+        resp = api.get(api.join_urls(api.base_url, kind, "/"), params={"q": "(page_size:100)"})
+        resp.raise_for_status()
+        counts[kind] = resp.json()["count"]
+    return counts
+
+
+def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws(
+        running_superset, settings, mongo, redis, analytics_db, tmp_path):
+    from PIL import Image
+
+    from sentencify.dashboard.deploy import client, deploy, superset_password
+    from sentencify.dashboard.screenshot import screenshot
+
+    owner_uri, reader_uri = analytics_db
+    s = dataclasses.replace(settings, superset_port=running_superset.superset_port, superset_url=running_superset.superset_url,
+                            stack_dir=running_superset.stack_dir, analytics_db_uri=owner_uri, analytics_reader_uri=reader_uri,
+                            qdrant_path=str(tmp_path / "qdrant"))
+    # A day of simulated traffic with anomalies, through Kafka, the consumer and the whole chain.
+    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    send(s, generate(300, seed=7, anomalies=0.2, start=start.replace(hour=0), hours=24, embedding_dim=s.embedding_dim))
+    consume_until_idle(s)
+    window = Window.hour_containing(datetime.now(timezone.utc))
+    for step in ("etl", "profile", "vectors", "views"):
+        run_step(step, window, s)
+
+    # First deploy points the database somewhere else; the re-deploy must overwrite it, not add.
+    deploy(dataclasses.replace(s, analytics_reader_uri=reader_uri.rsplit("/", 1)[0] + "/postgres"), echo=print)
+    api = client(s)
+    before = _objects(api)
+    deployed = deploy(s, echo=print)
+    assert _objects(api) == before == {"database": 1, "dataset": 11, "chart": 13, "dashboard": 1}
+    assert deployed.url == dashboard_url(s)
+
+    charts = api.get(api.join_urls(api.base_url, "dashboard", DASHBOARD_SLUG, "charts")).json()["result"]
+    key_by_name = {c["slice_name"]: Path(p).stem for p, c in build(s).charts.items()}
+    assert sorted(key_by_name[c["slice_name"]] for c in charts) == sorted(EXPECTED_SQL)
+    with psycopg2.connect(reader_uri) as conn, conn.cursor() as cur:  # as Superset reads: the read-only role
+        for chart in charts:
+            key = key_by_name[chart["slice_name"]]
+            resp = api.get(api.join_urls(api.base_url, "chart", chart["id"], "data/"), params={"force": "true"})
+            assert resp.status_code == 200, f"{key}: {resp.status_code} {resp.text[:300]}"
+            (result,) = resp.json()["result"]
+            got = sorted(tuple(_ms(v) for v in row.values()) for row in result["data"])
+            cur.execute(EXPECTED_SQL[key])
+            want = sorted(tuple(_ms(v) for v in row) for row in cur.fetchall())
+            assert got, f"{key}: the chart has no data"
+            assert _same(got, want), f"{key}: chart {got[:5]} != view {want[:5]}"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    out = ARTIFACTS / "dashboard.png"
+    shot = screenshot(s.superset_url, s.superset_username, superset_password(s), out,
+                      dashboard_path=f"/superset/dashboard/{DASHBOARD_SLUG}/?standalone=1")
+    from tests.conftest import ARTIFACTS_WRITTEN
+
+    ARTIFACTS_WRITTEN.append(f"dashboard screenshot: {out}")
+    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (13, 13, [], [])
+    image = Image.open(out).convert("RGB")
+    assert image.width >= 1600 and image.height >= 1500, image.size
+    small = image.resize((200, 200 * image.height // image.width))
+    raw = small.tobytes()
+    pixels = [raw[i:i + 3] for i in range(0, len(raw), 3)]
+    non_white = sum(1 for p in pixels if min(p) < 235) / len(pixels)
+    assert non_white > 0.05, f"the screenshot is almost blank ({non_white:.1%} drawn)"
+    assert len(set(pixels)) > 200, "the screenshot has too few colours to hold charts"

@@ -1,32 +1,45 @@
 #!/usr/bin/env bash
-# `make demo`: what exists so far, end to end on the local stack. Each stage says where its log is.
+# `make demo`: the whole platform end to end on the local stack. Each stage says where its log is;
+# a failure names its stage. Re-running is safe: every step is idempotent, nothing is stored twice.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 S=.venv/bin/sentencify
 LOGS=.stack/logs
-stage() { echo; echo "== $*"; }
-fail() { echo "demo failed at stage: $1 (log: $2)" >&2; exit 1; }
+SESSIONS="${DEMO_SESSIONS:-3000}"
+HOURS="${DEMO_HOURS:-24}"
 began=$(date +%s)
-
-stage "1/6 local stack (Kafka, MongoDB, Redis, PostgreSQL, Airflow)"
-$S stack up || fail "stack up" "$LOGS/"
+stage() { echo; echo "== [$(( $(date +%s) - began ))s] $*"; }
+fail() { echo; echo "demo FAILED at stage: $1 (log: $2)" >&2; exit 1; }
 mkdir -p "$LOGS"
 
-stage "2/6 synthetic vectors the search starts with"
+stage "1/8 local stack: Kafka, MongoDB, Redis, PostgreSQL, Airflow, Superset (logs: $LOGS/)"
+$S stack up || fail "stack up" "$LOGS/<service>.log"
+
+stage "2/8 synthetic vectors the search starts with"
 $S seed-synthetic --per-category "${DEMO_SYNTHETIC:-50}" || fail "seed-synthetic" "(printed above)"
 
-stage "3/6 simulated traffic: ${DEMO_SESSIONS:-3000} sessions over 24h, ${DEMO_ANOMALIES:-0.05} anomalies"
-$S simulate --sessions "${DEMO_SESSIONS:-3000}" --hours 24 --anomalies "${DEMO_ANOMALIES:-0.05}" --seed "${DEMO_SEED:-42}" \
+stage "3/8 a simulated day of traffic: $SESSIONS sessions over ${HOURS}h, ${DEMO_ANOMALIES:-0.05} anomalies -> Kafka"
+$S simulate --sessions "$SESSIONS" --hours "$HOURS" --anomalies "${DEMO_ANOMALIES:-0.05}" --seed "${DEMO_SEED:-42}" \
   || fail "simulate" "(printed above)"
 
-stage "4/6 ingestion: Kafka -> MongoDB until drained (log: $LOGS/demo-consume.log)"
+stage "4/8 ingestion: Kafka -> MongoDB until drained (log: $LOGS/demo-consume.log)"
 METRICS_PORT=-1 $S consume --until-idle 3 2>"$LOGS/demo-consume.log" || fail "consume" "$LOGS/demo-consume.log"
 tail -n 1 "$LOGS/demo-consume.log"
 
-stage "5/6 the chain through the Airflow scheduler: ETL -> profiles -> vectors for this hour"
-.venv/bin/python -m sentencify.demo_chain || fail "chain" "$LOGS/airflow-scheduler.log and the task logs in the Airflow UI"
+stage "5/8 the chain for every hour of the day, through the Airflow scheduler: etl -> profile -> vectors -> views"
+.venv/bin/python -m sentencify.demo_chain --hours "$HOURS" \
+  || fail "chain" "$LOGS/airflow-scheduler.log and the task logs in the Airflow UI"
 
-stage "6/6 summary"
-$S summary
-$S stack status | tail -n 6
+stage "6/8 the dashboard -> Superset"
+$S dashboard deploy || fail "dashboard deploy" "$LOGS/superset.log"
+
+stage "7/8 the dashboard draws (headless chromium, logged in)"
+$S dashboard screenshot --out artifacts/demo-dashboard.png || fail "dashboard screenshot" "$LOGS/superset.log"
+
+stage "8/8 summary"
+$S summary || fail "summary" "(printed above)"
+echo
+$S stack status | tail -n 3
+echo "Dashboard:  $(.venv/bin/python -c 'from sentencify.dashboard import dashboard_url; from sentencify.settings import Settings; print(dashboard_url(Settings.from_env()))')"
+echo
 echo "demo took $(( $(date +%s) - began ))s"

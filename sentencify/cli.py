@@ -111,18 +111,9 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
-    from sentencify import mongo
-    from sentencify.schemas import EVENT_TYPES
+    from sentencify import summary
 
-    client = mongo.client(settings.mongo_uri)
-    db = client[settings.mongo_db]
-    print(f"MongoDB {settings.mongo_db} at {settings.describe()['mongo_uri']}")
-    print(f"  {'collection':<32}{'documents':>10}")
-    for et in EVENT_TYPES:
-        print(f"  {et.code} {et.name:<30}{db[et.name].estimated_document_count():>10}")
-    reasons = {d["_id"]: d["n"] for d in db.dead_letters.aggregate([{"$group": {"_id": "$reason", "n": {"$sum": 1}}}])}
-    print(f"  {'dead_letters':<32}{sum(reasons.values()):>10}  {reasons or ''}")
-    client.close()
+    print(summary.render(summary.collect(settings)))
     return 0
 
 
@@ -203,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_seed)
 
-    p = sub.add_parser("summary", help="what is stored: documents per collection, dead letters by reason")
+    p = sub.add_parser("summary", help="what is stored: records, dead letters, examples, profiles, vectors, view rows")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("dashboard", help="the Superset dashboard: deploy it, build its bundle, or screenshot it")

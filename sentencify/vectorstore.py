@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 import warnings
 from datetime import datetime, timezone
@@ -16,12 +17,24 @@ from sentencify.settings import Settings
 PAYLOAD_INDEXES = ("source", "category", "user_id")
 
 
-def client(settings: Settings) -> QdrantClient:
-    """A server when QDRANT_URL is set, else local mode in QDRANT_PATH (one process at a time)."""
+def client(settings: Settings, wait_s: float = 300) -> QdrantClient:
+    """A server when QDRANT_URL is set, else local mode in QDRANT_PATH.
+
+    Local mode admits one process at a time (a file lock): wait up to `wait_s` for another
+    holder (a vectors task of the hourly chain, say) to finish, then say who to look for.
+    """
     if settings.qdrant_url:
         return QdrantClient(url=settings.qdrant_url, timeout=60)
     Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
-    return QdrantClient(path=settings.qdrant_path)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return QdrantClient(path=settings.qdrant_path)
+        except RuntimeError as exc:
+            if "already accessed" not in str(exc) or time.monotonic() > deadline:
+                raise RuntimeError(f"{exc} Another process holds {settings.qdrant_path} (a running vectors step?); "
+                                   "wait for it, or set QDRANT_URL to use a Qdrant server") from None
+            time.sleep(1)
 
 
 def point_id(example_id: str) -> str:

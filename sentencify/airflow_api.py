@@ -85,6 +85,27 @@ class AirflowApi:
         q = urllib.parse.urlencode({"limit": limit, "order_by": "-run_after"})
         return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns?{q}")["dag_runs"]
 
+    def run_at(self, dag_id: str, logical_date: datetime) -> dict | None:
+        """The run of `dag_id` for exactly this logical date, if any (there is at most one)."""
+        q = urllib.parse.urlencode({"logical_date_gte": logical_date.isoformat(), "logical_date_lte": logical_date.isoformat()})
+        runs = self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns?{q}")["dag_runs"]
+        return runs[0] if runs else None
+
+    def clear(self, dag_id: str, run_id: str) -> None:
+        """Run an existing DAG run again (all its tasks)."""
+        self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/clear",
+                   {"dry_run": False, "only_failed": False})
+
+    def trigger_or_rerun(self, dag_id: str, logical_date: datetime, run_id: str) -> str:
+        """A new run for this logical date, or the existing one cleared (Airflow keeps one run per
+        logical date); returns the run id."""
+        existing = self.run_at(dag_id, logical_date)
+        if existing is None:
+            self.trigger(dag_id, logical_date, run_id=run_id)
+            return run_id
+        self.clear(dag_id, existing["dag_run_id"])
+        return existing["dag_run_id"]
+
     def plugins(self) -> list[dict]:
         return self._call("GET", "/api/v2/plugins")["plugins"]
 

@@ -138,7 +138,7 @@ def generate(
     for n, offset_s in enumerate(times):
         at = start + timedelta(seconds=offset_s)
         kind = rng.choice(ANOMALY_KINDS) if rng.random() < anomalies else None
-        out = list(_session(rng, ids, users, centers, at, kind, seen_contexts, seed, n))
+        out = list(_session(rng, ids, users, centers, at, kind, seen_contexts, f"{seed}x{sessions}", n))
         for rec in out:
             if isinstance(rec, tuple):  # ("late", record)
                 late.append(rec[1])
@@ -147,10 +147,12 @@ def generate(
     yield from late
 
 
-def _session(rng, ids, users, centers, at, kind, seen_contexts, seed, n):
+def _session(rng, ids, users, centers, at, kind, seen_contexts, population, n):
     user = rng.choice(users.ids)
     doc_id = rng.choice(users.docs[user])
-    session_id = f"sess_{seed}_{n:07d}"
+    # Same population (seed and size): same ids, so a re-run stores nothing twice. Another
+    # population draws other record ids, so it must not reuse these session ids either.
+    session_id = f"sess_{population}_{n:07d}"
     reco_cat = users.favourite[user] if rng.random() < 0.4 else rng.choice(CATEGORIES)
     strength = rng.choice(INTENSITIES)
     context_full = f"{doc_id} paragraph {rng.randint(0, 40)}: text the writer selected about {reco_cat}."

@@ -10,6 +10,8 @@ command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missi
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The dashboard screenshot test and `make demo` screenshots: headless Debian chromium (fonts for readable charts).
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+# tests/test_compose.py validates docker-compose.yaml with it (no Docker engine needed to parse).
+[ -x /usr/bin/docker-compose ] || missing+=(docker-compose)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system packages: all present"

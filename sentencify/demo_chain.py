@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     for start in starts:
         run_id = api.trigger_or_rerun("sentencify_etl", start, run_id=f"demo__{start:%Y%m%dT%H%M}__{stamp}")
         rerun += not run_id.startswith("demo__") or not run_id.endswith(str(stamp))
-    print(f"sentencify_etl for {len(starts)} hours ({len(starts) - rerun} new runs, {rerun} existing ones cleared to run again), "
-          f", {starts[0]:%Y-%m-%d %H:%M} .. {starts[-1]:%Y-%m-%d %H:%M} UTC; profile, vectors and views follow by asset")
+    print(f"sentencify_etl for {len(starts)} hours: {len(starts) - rerun} new runs, {rerun} existing run(s) cleared to run again; "
+          f"{starts[0]:%Y-%m-%d %H:%M} .. {starts[-1]:%Y-%m-%d %H:%M} UTC; profile, vectors and views follow by asset")
     client = mongo.client(settings.mongo_uri)
     runs = client[settings.mongo_db].pipeline_runs
     began, last_line = time.monotonic(), ""

@@ -61,6 +61,7 @@ class Settings:
     qdrant_url: str | None = None
     qdrant_path: str | None = None
     qdrant_collection: str = "context_block_v1"
+    qdrant_api_key: str | None = None  # a Qdrant server's API key (production)
     analytics_db_uri: str = "postgresql://sentencify@127.0.0.1:15432/analytics"
     embedding_dim: int = 384
 
@@ -122,6 +123,7 @@ class Settings:
             # Local mode only when no server URL is given.
             qdrant_path=_str(e, "QDRANT_PATH", None if qdrant_url else str(stack_dir / "qdrant")),
             qdrant_collection=_str(e, "QDRANT_COLLECTION", "context_block_v1"),
+            qdrant_api_key=_str(e, "QDRANT_API_KEY", None),
             analytics_db_uri=_str(
                 e, "ANALYTICS_DB_URI", f"postgresql://sentencify@127.0.0.1:{postgres_port}/analytics"
             ),
@@ -203,6 +205,8 @@ class Settings:
             env["SUPERSET_PASSWORD"] = self.superset_password
         if self.superset_secret_key:
             env["SUPERSET_SECRET_KEY"] = self.superset_secret_key
+        if self.qdrant_api_key:
+            env["QDRANT_API_KEY"] = self.qdrant_api_key
         if self.qdrant_url:
             env["QDRANT_URL"] = self.qdrant_url
         if self.qdrant_path:
@@ -216,7 +220,7 @@ class Settings:
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("superset_password", "superset_secret_key") and value:
+            if f.name in ("superset_password", "superset_secret_key", "qdrant_api_key") and value:
                 value = "***"
             out[f.name] = redact_uri(value) if isinstance(value, str) and "://" in value else value
         return out

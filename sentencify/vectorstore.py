@@ -24,7 +24,7 @@ def client(settings: Settings, wait_s: float = 300) -> QdrantClient:
     holder (a vectors task of the hourly chain, say) to finish, then say who to look for.
     """
     if settings.qdrant_url:
-        return QdrantClient(url=settings.qdrant_url, timeout=60)
+        return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=60)
     Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:

@@ -149,6 +149,28 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         return 1
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from sentencify import mongo
+    from sentencify.produce import producer
+    from sentencify.replay import replay_dead_letters
+
+    client = mongo.client(settings.mongo_uri)
+    kafka = None if args.dry_run else producer(settings)
+    try:
+        done = replay_dead_letters(client[settings.mongo_db], kafka, reason=args.reason, topic=args.topic,
+                                   to_topic=args.to_topic, dry_run=args.dry_run)
+    finally:
+        if kafka is not None:
+            kafka.close()
+        client.close()
+    verb = "would replay" if args.dry_run else "replayed"
+    print(f"{verb} {done.sent} dead letters {done.by_topic or ''}; {done.truncated} oversized ones kept only a prefix "
+          "and were left alone")
+    if done.sent and not args.dry_run:
+        print("the consumer stores them once it reads them (`sentencify consume`); any that fail again become new dead letters")
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.schemas.export import export_json_schemas
 
@@ -202,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="build: the zip (default build/sentencify_dashboard.zip); "
                    "screenshot: the PNG (default build/dashboard.png)")
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("replay-dead-letters", help="send dead-lettered records through Kafka again (after a fix)")
+    p.add_argument("--reason", help="only this reason (see `sentencify summary`), e.g. schema")
+    p.add_argument("--topic", help="only records that came from this topic")
+    p.add_argument("--to-topic", help="send them here instead of their original topic (e.g. a renamed topic)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")
     p.add_argument("--out", default="docs/schemas")

@@ -182,3 +182,33 @@ def test_metrics_and_health_endpoints(settings, mongo):
     assert health.status == 200
     runner.service.stop()
     assert runner.join(30) == 0
+
+
+def test_replayed_dead_letters_are_stored_once_and_marked(settings, mongo):
+    """After a fix, `replay-dead-letters` sends a rejected record through again; a second replay sends nothing."""
+    from bson import Binary
+
+    from sentencify.produce import producer
+    from sentencify.replay import replay_dead_letters
+
+    topic = settings.topic_prefix + "editor_recommend_options"
+    good_now = encoded("A", insert_id="a-replayed")  # as if the rule that rejected it had since been fixed
+    mongo.dead_letters.insert_many([
+        {"_id": f"{topic}:0:5", "topic": topic, "partition": 0, "offset": 5, "key": Binary(b"s-1"),
+         "raw": Binary(good_now), "truncated": False, "reason": "schema", "error": "x"},
+        {"_id": f"{topic}:0:6", "topic": topic, "partition": 0, "offset": 6, "key": None,
+         "raw": Binary(b"{\"insert_id\": \"a-big\", \"cont"), "truncated": True, "reason": "too_large", "error": "x"},
+    ])
+    kafka = producer(settings)
+    try:
+        done = replay_dead_letters(mongo, kafka)
+        assert (done.sent, done.truncated, done.by_topic) == (1, 1, {topic: 1})
+        consume_until_idle(settings)
+        assert mongo.editor_recommend_options.find_one({"_id": "a-replayed"}) is not None
+        marked = mongo.dead_letters.find_one({"_id": f"{topic}:0:5"})
+        assert marked["replayed_to"] == topic and marked["replayed_at"] is not None
+        assert "replayed_at" not in mongo.dead_letters.find_one({"_id": f"{topic}:0:6"})
+        assert replay_dead_letters(mongo, kafka).sent == 0  # nothing twice
+    finally:
+        kafka.close()
+    assert mongo.editor_recommend_options.count_documents({}) == 1

@@ -19,7 +19,7 @@ stage "2/8 synthetic vectors the search starts with"
 $S seed-synthetic --per-category "${DEMO_SYNTHETIC:-50}" || fail "seed-synthetic" "(printed above)"
 
 stage "3/8 a simulated day of traffic: $SESSIONS sessions over ${HOURS}h, ${DEMO_ANOMALIES:-0.05} anomalies -> Kafka"
-$S simulate --sessions "$SESSIONS" --hours "$HOURS" --anomalies "${DEMO_ANOMALIES:-0.05}" --seed "${DEMO_SEED:-42}" \
+$S simulate --once --sessions "$SESSIONS" --hours "$HOURS" --anomalies "${DEMO_ANOMALIES:-0.05}" --seed "${DEMO_SEED:-42}" \
   || fail "simulate" "(printed above)"
 
 stage "4/8 ingestion: Kafka -> MongoDB until drained (log: $LOGS/demo-consume.log)"

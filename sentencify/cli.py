@@ -64,6 +64,10 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.produce import produce
     from sentencify.simulate import generate
 
+    if args.once and _already_ingested(settings, args.seed, args.sessions):
+        print(f"already in MongoDB: the {args.sessions} sessions of seed {args.seed}; nothing produced "
+              "(--once; another --seed simulates other sessions)")
+        return 0
     start = args.start or (datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours))
     records = list(
         generate(args.sessions, seed=args.seed, anomalies=args.anomalies, start=start, hours=args.hours, embedding_dim=settings.embedding_dim)
@@ -75,6 +79,20 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     if manifest.dead_letters:
         print(f"  {'(malformed, for dead_letters)':<30} {sum(manifest.dead_letters.values()):>8}  {dict(manifest.dead_letters)}")
     return 0
+
+
+def _already_ingested(settings: Settings, seed: int, sessions: int) -> bool:
+    import re
+
+    from sentencify import mongo
+    from sentencify.simulate import population
+
+    client = mongo.client(settings.mongo_uri)
+    try:
+        prefix = f"^sess_{re.escape(population(seed, sessions))}_"
+        return client[settings.mongo_db].editor_recommend_options.find_one({"recommend_session_id": {"$regex": prefix}}) is not None
+    finally:
+        client.close()
 
 
 def cmd_consume(args: argparse.Namespace, settings: Settings) -> int:
@@ -194,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anomalies", type=_rate, default=0.05, metavar="RATE", help="share of sessions with an anomaly (0..1)")
     p.add_argument("--hours", type=float, default=1.0, help="spread the sessions' timestamps over this many hours")
     p.add_argument("--start", type=_iso, help="first timestamp (ISO-8601; default: the last full --hours)")
+    p.add_argument("--once", action="store_true",
+                   help="produce nothing when these sessions (same --seed and --sessions) are already in MongoDB")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("consume", help="run the ingestion service (also `python -m consumer`)")

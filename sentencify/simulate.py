@@ -138,13 +138,18 @@ def generate(
     for n, offset_s in enumerate(times):
         at = start + timedelta(seconds=offset_s)
         kind = rng.choice(ANOMALY_KINDS) if rng.random() < anomalies else None
-        out = list(_session(rng, ids, users, centers, at, kind, seen_contexts, f"{seed}x{sessions}", n))
+        out = list(_session(rng, ids, users, centers, at, kind, seen_contexts, population(seed, sessions), n))
         for rec in out:
             if isinstance(rec, tuple):  # ("late", record)
                 late.append(rec[1])
             else:
                 yield rec
     yield from late
+
+
+def population(seed: int, sessions: int) -> str:
+    """What a session id starts with for this seed and size (`sess_<population>_<n>`)."""
+    return f"{seed}x{sessions}"
 
 
 def _session(rng, ids, users, centers, at, kind, seen_contexts, population, n):

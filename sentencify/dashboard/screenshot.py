@@ -84,3 +84,26 @@ def _wait_drawn(page, timeout_s: float) -> dict:
         if settled or time.monotonic() > deadline:
             return state
         page.wait_for_timeout(500)
+
+
+def airflow_screenshot(url: str, username: str, password: str, out: Path, *, path: str = "/dags/sentencify_etl",
+                       width: int = 1600, settle_ms: int = 4000) -> Path:
+    """The Airflow UI (simple auth manager login) at `path`, e.g. a DAG's grid, for the docs."""
+    from playwright.sync_api import sync_playwright
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.goto(f"{url}/auth/login")
+            page.fill("input[name='username']", username)
+            page.fill("input[name='password']", password)
+            page.click("button[type='submit']")
+            page.wait_for_url(lambda u: "/auth/login" not in u, timeout=30_000)
+            page.goto(url + path)
+            page.wait_for_timeout(settle_ms)  # the grid fills in over several API calls
+            page.screenshot(path=str(out), full_page=True)
+        finally:
+            browser.close()
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -121,6 +122,18 @@ def log_events(log_path: Path, msg: str) -> list[dict]:
             if event.get("msg") == msg:
                 events.append(event)
     return events
+
+
+@contextlib.contextmanager
+def services_started(settings: Settings, names: list[str]):
+    """These stack services for the block, stopped after it (also when starting failed half-way)."""
+    from sentencify import stack
+
+    try:
+        stack.up(settings, only=names, echo=print)
+        yield settings
+    finally:
+        stack.down(settings, only=names, echo=print)
 
 
 def wait_for(check, timeout: float, what: str, every: float = 0.2):

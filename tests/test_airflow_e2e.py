@@ -12,6 +12,7 @@ from sentencify.airflow_api import AirflowApi
 from sentencify.stack.airflow import ADMIN_USER, admin_password
 from sentencify.stack.process import free_port
 from tests.chain_data import Logs, hour
+from tests.helpers import services_started
 
 DAGS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors", "sentencify_views"]
 
@@ -21,11 +22,8 @@ def running_airflow(stack_settings, tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow-e2e")
     s = dataclasses.replace(stack_settings, stack_dir=root, mongo_db="e2e_chain", qdrant_path=str(root / "qdrant"),
                             airflow_port=free_port(), airflow_metadata_db="airflow_e2e")
-    try:
-        stack.up(s, only=stack.AIRFLOW_SERVICES, echo=print)
+    with services_started(s, stack.AIRFLOW_SERVICES):
         yield s
-    finally:
-        stack.down(s, only=stack.AIRFLOW_SERVICES, echo=print)
 
 
 def test_a_triggered_chain_runs_etl_profile_vectors_views_in_order_for_the_same_window(running_airflow):

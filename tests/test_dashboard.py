@@ -24,7 +24,7 @@ from sentencify.stack.process import free_port
 from sentencify.stack.services import postgres_service
 from sentencify.steps.runner import run_step
 from sentencify.window import Window
-from tests.helpers import ROOT, consume_until_idle, send
+from tests.helpers import ROOT, consume_until_idle, send, services_started
 
 ARTIFACTS = ROOT / "artifacts"
 
@@ -108,11 +108,8 @@ def running_superset(stack_settings, tmp_path_factory):
     port = free_port()
     s = dataclasses.replace(stack_settings, stack_dir=root, superset_port=port, superset_url=f"http://127.0.0.1:{port}",
                             superset_metadata_db=f"superset_{uuid.uuid4().hex[:6]}")
-    try:
-        stack.up(s, only=stack.SUPERSET_SERVICES, echo=print)
+    with services_started(s, stack.SUPERSET_SERVICES):
         yield s
-    finally:
-        stack.down(s, only=stack.SUPERSET_SERVICES, echo=print)
 
 
 def _ms(value):

@@ -186,6 +186,12 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     assert _objects(api) == before == {"database": 1, "dataset": 11, "chart": 13, "dashboard": 1}
     assert deployed.url == dashboard_url(s)
 
+    # the Public role is empty: without a login there is nothing to see
+    import requests
+
+    anonymous = requests.get(api.join_urls(api.base_url, "dashboard", DASHBOARD_SLUG), timeout=30)
+    assert anonymous.status_code == 401, anonymous.status_code
+
     charts = api.get(api.join_urls(api.base_url, "dashboard", DASHBOARD_SLUG, "charts")).json()["result"]
     key_by_name = {c["slice_name"]: Path(p).stem for p, c in build(s).charts.items()}
     assert sorted(key_by_name[c["slice_name"]] for c in charts) == sorted(EXPECTED_SQL)

@@ -66,6 +66,7 @@ def test_every_view_returns_the_hand_computed_numbers(mongo, redis, analytics):
     mongo.user_profile.delete_one({"_id": "u2"})  # so coverage is not trivially 100%
     from consumer.status import StatusPublisher
 
+    redis.flushdb()  # other tests' consumers report their groups' lag to the same Redis
     publishers = []
     for n, partition, lag in ((1, "t[0]", 7), (2, "t[1]", 5)):  # two consumers of one group report their partitions' lag
         status = StatusPublisher(None, "ingest")
@@ -105,6 +106,10 @@ def test_every_view_returns_the_hand_computed_numbers(mongo, redis, analytics):
     redis.delete(publishers[1].key)
     run_views(mongo, conn, hour(10), redis_client=redis)
     assert rows(conn, "select consumer_group, consumers, lag from sentencify.v_consumer_lag") == [("ingest", 0, 8)]
+    # ... for a week; after that the group is taken as gone
+    from sentencify.steps.views import LAG_REPORTS_KEPT, consumer_lag
+
+    assert consumer_lag(redis, now=datetime.now(timezone.utc) + LAG_REPORTS_KEPT + timedelta(minutes=1)) == []
 
 
 def _dump(conn) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pymongo.database import Database
@@ -114,18 +114,23 @@ def consumer_state(redis_client) -> list[tuple]:
     return out
 
 
-def consumer_lag(redis_client) -> list[tuple]:
+LAG_REPORTS_KEPT = timedelta(days=7)  # a group silent for longer is gone, not stuck
+
+
+def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
     """The last lag reported for every partition of every group (kept after the consumers stop)."""
     from consumer.status import LAG_KEY_PREFIX
 
     out = []
     if redis_client is None:
         return out
+    oldest = (now or datetime.now(timezone.utc)) - LAG_REPORTS_KEPT
     for key in redis_client.scan_iter(match=LAG_KEY_PREFIX + "*", count=100):
         group = key.decode()[len(LAG_KEY_PREFIX):]
         for partition, raw in redis_client.hgetall(key).items():
             s = json.loads(raw)
-            out.append((group, partition.decode(), s["lag"], s["reported_at"]))
+            if datetime.fromisoformat(s["reported_at"]) >= oldest:
+                out.append((group, partition.decode(), s["lag"], s["reported_at"]))
     return out
 
 

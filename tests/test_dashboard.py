@@ -8,7 +8,7 @@ import io
 import math
 import uuid
 import zipfile
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from sentencify.simulate import generate
 from sentencify.stack.process import free_port
 from sentencify.stack.services import postgres_service
 from sentencify.steps.runner import run_step
-from sentencify.window import Window
+from sentencify.window import Window, floor_hour
 from tests.helpers import ROOT, consume_until_idle, send, services_started
 
 ARTIFACTS = ROOT / "artifacts"
@@ -174,7 +174,8 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     send(s, generate(300, seed=7, anomalies=0.2, start=start.replace(hour=0), hours=24, embedding_dim=s.embedding_dim))
     consume_until_idle(s)
-    window = Window.hour_containing(datetime.now(timezone.utc))
+    # from the hour ingestion began to the end of this one: an hour boundary may pass meanwhile
+    window = Window(start, floor_hour(datetime.now(timezone.utc)) + timedelta(hours=1))
     for step in ("etl", "profile", "vectors", "views"):
         run_step(step, window, s)
 
@@ -223,3 +224,12 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     non_white = sum(1 for p in pixels if min(p) < 235) / len(pixels)
     assert non_white > 0.05, f"the screenshot is almost blank ({non_white:.1%} drawn)"
     assert len(set(pixels)) > 200, "the screenshot has too few colours to hold charts"
+
+
+def test_deploy_errors_say_what_to_check(running_superset):
+    from sentencify.dashboard.deploy import DeployError, deploy
+
+    with pytest.raises(DeployError, match="SUPERSET_USERNAME / SUPERSET_PASSWORD"):
+        deploy(dataclasses.replace(running_superset, superset_password="wrong"), echo=print)
+    with pytest.raises(DeployError, match="not reachable at http://127.0.0.1:1: is it up"):
+        deploy(dataclasses.replace(running_superset, superset_url="http://127.0.0.1:1"), echo=print)

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproje
 SUPERSET_VENV := .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.installed-$(shell cat requirements-superset.txt | sha1sum | cut -c1-12)
 
-.PHONY: install test test-fast demo bench-ingest bench-chain stack-up stack-down stack-status lock schemas clean
+.PHONY: install test test-fast demo screenshots bench-ingest bench-chain stack-up stack-down stack-status lock schemas clean
 
 install: $(STAMP) $(SUPERSET_STAMP)
 
@@ -38,6 +38,9 @@ test-fast: install  ## everything but the slow fault-injection tests
 
 demo: install  ## start the stack, simulate traffic, ingest it, print a summary
 	@bash scripts/demo.sh
+
+screenshots: install  ## refresh docs/img/ (dashboard, Airflow runs) from the running stack, after `make demo`
+	$(PY) -m sentencify.dashboard.screenshot
 
 bench-ingest: install  ## consumer vs raw and naive baselines (not part of `make test`)
 	$(PY) -m bench.ingest $(BENCH_ARGS)

@@ -167,9 +167,11 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     from sentencify.dashboard.screenshot import screenshot
 
     owner_uri, reader_uri = analytics_db
+    # With a password (the local PostgreSQL trusts 127.0.0.1, so any will do): it must travel apart and arrive.
+    reader_with_password = reader_uri.replace("sentencify_reader@", "sentencify_reader:s3cret%21@")
     s = dataclasses.replace(settings, superset_port=running_superset.superset_port, superset_url=running_superset.superset_url,
-                            stack_dir=running_superset.stack_dir, analytics_db_uri=owner_uri, analytics_reader_uri=reader_uri,
-                            qdrant_path=str(tmp_path / "qdrant"))
+                            stack_dir=running_superset.stack_dir, analytics_db_uri=owner_uri,
+                            analytics_reader_uri=reader_with_password, qdrant_path=str(tmp_path / "qdrant"))
     # A day of simulated traffic with anomalies, through Kafka, the consumer and the whole chain.
     start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     send(s, generate(300, seed=7, anomalies=0.2, start=start.replace(hour=0), hours=24, embedding_dim=s.embedding_dim))
@@ -186,6 +188,10 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     deployed = deploy(s, echo=print)
     assert _objects(api) == before == {"database": 1, "dataset": 11, "chart": 13, "dashboard": 1}
     assert deployed.url == dashboard_url(s)
+    databases = api.get(api.join_urls(api.base_url, "database", "/")).json()["result"]
+    (database,) = databases
+    stored = api.get(api.join_urls(api.base_url, "database", database["id"], "connection")).json()["result"]
+    assert stored["sqlalchemy_uri"] == reader_with_password.replace("s3cret%21", "XXXXXXXXXX")  # set, and masked on read
 
     # the Public role is empty: without a login there is nothing to see
     import requests

@@ -13,8 +13,8 @@ import yaml
 
 from tests.helpers import ROOT
 
-SETTINGS_SOURCES = [ROOT / "sentencify" / "settings.py", ROOT / "superset" / "superset_config.py"]
-READ = re.compile(r"""(?:_str|_int|_float)\(\s*e,\s*"([A-Z0-9_]+)"|os\.environ(?:\.get\(|\[)"([A-Z0-9_]+)\"""")
+SUPERSET_CONFIG = ROOT / "superset" / "superset_config.py"
+ENVIRON = re.compile(r'os\.environ(?:\.get\(|\[)"([A-Z0-9_]+)"')
 
 CHAIN = {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX", "MONGO_URI", "MONGO_DB", "REDIS_URL", "QDRANT_URL", "QDRANT_API_KEY",
          "QDRANT_COLLECTION", "ANALYTICS_DB_URI", "EMBEDDING_DIM", "ETL_TIME_GAP_S", "VECTOR_REAL_THRESHOLD", "SUPERSET_URL"}
@@ -42,11 +42,10 @@ ONE_SHOT = {"kafka-init", "airflow-init", "superset-init", "dashboard-deploy"}
 
 
 def code_reads() -> set[str]:
-    found = set()
-    for path in SETTINGS_SOURCES:
-        for a, b in READ.findall(path.read_text()):
-            found.add(a or b)
-    return found
+    """Every variable of Settings, and what Superset's configuration reads."""
+    from sentencify.settings import Settings
+
+    return set(Settings.variables()) | set(ENVIRON.findall(SUPERSET_CONFIG.read_text()))
 
 
 @pytest.fixture(scope="module")

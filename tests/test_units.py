@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -229,6 +230,17 @@ def test_settings_defaults_and_errors_name_the_variable():
     with pytest.raises(SettingsError, match="DLQ_MAX_BAD_RATIO"):
         Settings.from_env({"DLQ_MAX_BAD_RATIO": "2"})
     assert Settings.from_env({"QDRANT_URL": "http://q:6333"}).qdrant_path is None
+
+
+def test_settings_survive_a_child_process_and_each_is_documented():
+    import dataclasses
+
+    custom = dataclasses.replace(Settings.from_env({"QDRANT_URL": "http://q:6333", "SUPERSET_PASSWORD": "pw"}),
+                                 batch_size=7, etl_time_gap_s=2.5, superset_port=9999)
+    assert Settings.from_env(custom.to_env()) == custom
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    undocumented = [v for v in Settings.variables() if f"`{v}`" not in readme]
+    assert not undocumented, f"add these to README's settings table: {undocumented}"
 
 
 def test_redaction_hides_passwords_only():

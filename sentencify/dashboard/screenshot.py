@@ -1,7 +1,8 @@
-"""Log in to Superset with headless chromium and take a picture of the dashboard once its charts have drawn.
+"""Pictures of the UIs with headless chromium: the dashboard once every chart has drawn (the
+test and `make demo` check it), and Airflow's runs (for the docs, `make screenshots`).
 
-Uses Debian's chromium through Playwright (no browser download). The Public role stays empty,
-so this logs in like a person does.
+Uses Debian's chromium through Playwright (no browser download). Both log in like a person
+does: Superset's Public role stays empty.
 """
 
 from __future__ import annotations

@@ -137,28 +137,26 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.dashboard.bundle import BundleError, build
+    from sentencify.dashboard.deploy import DeployError, deploy, superset_password
 
     try:
-        bundle = build(settings)
         if args.action == "build":
+            bundle = build(settings)
             out = args.out or Path("build/sentencify_dashboard.zip")
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(bundle.zip_bytes("dashboard"))
             print(f"{out}: {len(bundle.charts)} charts, {len(bundle.datasets)} datasets "
                   f"(import with `superset import-dashboards -p {out} -u admin`)")
             return 0
-        from sentencify.dashboard.deploy import DeployError, deploy, superset_password
-
         if args.action == "deploy":
             print(f"deploying the dashboard to {settings.superset_url}")
-            deployed = deploy(settings, bundle)
+            deployed = deploy(settings)
             print(f"dashboard: {deployed.url}  ({deployed.charts} charts)")
             return 0
         from sentencify.dashboard.screenshot import screenshot
 
         shot = screenshot(settings.superset_url, settings.superset_username, superset_password(settings),
-                          args.out or Path("build/dashboard.png"),
-                          dashboard_path=f"/superset/dashboard/{bundle.dashboard['slug']}/?standalone=1")
+                          args.out or Path("build/dashboard.png"))
         print(f"{shot.path}: {shot.drawn}/{shot.charts} charts drawn"
               + (f", with no data: {shot.empty}" if shot.empty else "") + (f", errors: {shot.errors}" if shot.errors else ""))
         return 0 if shot.drawn == shot.charts and not shot.errors else 1

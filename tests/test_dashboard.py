@@ -216,8 +216,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
 
     ARTIFACTS.mkdir(exist_ok=True)
     out = ARTIFACTS / "dashboard.png"
-    shot = screenshot(s.superset_url, s.superset_username, superset_password(s), out,
-                      dashboard_path=f"/superset/dashboard/{DASHBOARD_SLUG}/?standalone=1")
+    shot = screenshot(s.superset_url, s.superset_username, superset_password(s), out)
     from tests.conftest import ARTIFACTS_WRITTEN
 
     ARTIFACTS_WRITTEN.append(f"dashboard screenshot: {out}")

@@ -4,7 +4,8 @@ from sentencify.settings import Settings
 
 # Fixed in superset/dashboard/dashboards/*.yaml too (a test checks they agree): links use it.
 DASHBOARD_SLUG = "sentencify-phase-2"
+DASHBOARD_PATH = f"/superset/dashboard/{DASHBOARD_SLUG}/"
 
 
 def dashboard_url(settings: Settings) -> str:
-    return f"{settings.superset_url}/superset/dashboard/{DASHBOARD_SLUG}/"
+    return settings.superset_url + DASHBOARD_PATH

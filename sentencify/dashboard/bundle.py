@@ -74,7 +74,6 @@ def template_vars(settings: Settings) -> dict[str, str]:
     return {
         "ANALYTICS_READER_URI": settings.analytics_reader_uri,
         "AIRFLOW_URL": settings.airflow_url,
-        "SUPERSET_URL": settings.superset_url,
     }
 
 

@@ -35,9 +35,9 @@ def superset_password(settings: Settings) -> str:
     """SUPERSET_PASSWORD, else the local stack's generated admin password."""
     if settings.superset_password:
         return settings.superset_password
-    from sentencify.stack.superset import superset_home
+    from sentencify.stack.superset import admin_password_file
 
-    path = superset_home(settings) / "admin_password"
+    path = admin_password_file(settings)
     if not path.exists():
         raise DeployError(f"no password for Superset at {settings.superset_url}: set SUPERSET_PASSWORD "
                           "(or start the local stack, which generates one: `sentencify stack up`)")

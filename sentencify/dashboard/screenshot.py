@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sentencify.dashboard import DASHBOARD_PATH
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
@@ -35,8 +37,8 @@ class Shot:
     errors: list[str]  # titles and messages of charts that failed
 
 
-def screenshot(url: str, username: str, password: str, out: Path, *, dashboard_path: str,
-               width: int = 1600, timeout_s: float = 120) -> Shot:
+def screenshot(url: str, username: str, password: str, out: Path, *, width: int = 1600, timeout_s: float = 120) -> Shot:
+    """The dashboard alone (standalone mode: no Superset menus), once its charts have drawn."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
@@ -51,7 +53,7 @@ def screenshot(url: str, username: str, password: str, out: Path, *, dashboard_p
             page.fill("#password", password)
             page.click("[data-test='login-button']")
             page.wait_for_url(lambda u: "/login" not in u, timeout=30_000)
-            page.goto(url + dashboard_path, timeout=timeout_s * 1000)
+            page.goto(f"{url}{DASHBOARD_PATH}?standalone=1", timeout=timeout_s * 1000)
             page.wait_for_selector(CHART, timeout=timeout_s * 1000)
             state = _wait_drawn(page, timeout_s)
             page.wait_for_timeout(1500)  # chart animations
@@ -112,15 +114,13 @@ def airflow_screenshot(url: str, username: str, password: str, out: Path, *, pat
 
 def main() -> int:
     """`make screenshots`: refresh docs/img/ from the running local stack (after `make demo`)."""
-    from sentencify.dashboard import DASHBOARD_SLUG
     from sentencify.dashboard.deploy import superset_password
     from sentencify.settings import PROJECT_ROOT, Settings
     from sentencify.stack import airflow
 
     settings = Settings.from_env()
     out = PROJECT_ROOT / "docs" / "img"
-    shot = screenshot(settings.superset_url, settings.superset_username, superset_password(settings), out / "dashboard.png",
-                      dashboard_path=f"/superset/dashboard/{DASHBOARD_SLUG}/?standalone=1")
+    shot = screenshot(settings.superset_url, settings.superset_username, superset_password(settings), out / "dashboard.png")
     print(f"{shot.path}: {shot.drawn}/{shot.charts} charts drawn")
     grid = airflow_screenshot(settings.airflow_url, airflow.ADMIN_USER, airflow.admin_password(settings), out / "airflow_grid.png")
     print(f"{grid}: sentencify_etl's runs")

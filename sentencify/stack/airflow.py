@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sentencify.settings import PROJECT_ROOT, Settings
+from sentencify.stack.process import stored_secret
 
 ADMIN_USER = "admin"
 
@@ -17,19 +18,10 @@ def airflow_home(settings: Settings) -> Path:
     return settings.stack_dir / "airflow"
 
 
-def _secret(path: Path, make) -> str:
-    """A per-stack secret, created once and kept in the git-ignored stack dir."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(make())
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
 def admin_password(settings: Settings) -> str:
     home = airflow_home(settings)
     passwords = home / "simple_auth_manager_passwords.json"
-    pw = _secret(home / "admin_password", lambda: secrets.token_urlsafe(12))
+    pw = stored_secret(home / "admin_password", lambda: secrets.token_urlsafe(12))
     passwords.write_text(json.dumps({ADMIN_USER: pw}))
     return pw
 
@@ -53,7 +45,7 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API__BASE_URL": api,
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home / "jwt_secret", lambda: secrets.token_urlsafe(32)),
+        "AIRFLOW__API_AUTH__JWT_SECRET": stored_secret(home / "jwt_secret", lambda: secrets.token_urlsafe(32)),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
@@ -72,27 +64,19 @@ def metadata_uri(settings: Settings) -> str:
     return f"postgresql+psycopg2://sentencify@127.0.0.1:{settings.postgres_port}/{settings.airflow_metadata_db}"
 
 
-def ensure_metadata_db(settings: Settings) -> None:
-    from sentencify.stack.services import postgres_service
-
-    pg = postgres_service(settings)
-    if not pg.healthy():
-        raise RuntimeError(f"Airflow keeps its metadata in the stack's PostgreSQL on port {settings.postgres_port}, "
-                           "which is not up: `sentencify stack up` starts it first")
-    pg.create_database(settings.airflow_metadata_db)
-
-
 def airflow_bin() -> str:
     return str(Path(sys.executable).parent / "airflow")
 
 
 def migrate(settings: Settings) -> None:
     """Create or upgrade the metadata database (idempotent)."""
+    from sentencify.stack.services import ensure_stack_database
+
     home = airflow_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     admin_password(settings)
     if metadata_uri(settings) == airflow_env(settings)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]:
-        ensure_metadata_db(settings)
+        ensure_stack_database(settings, settings.airflow_metadata_db, needed_by="Airflow")
     out = subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(settings), capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")

@@ -118,6 +118,15 @@ def _reap(pid: int) -> None:
         pass
 
 
+def stored_secret(path: Path, make: Callable[[], str]) -> str:
+    """A per-stack secret, created once and kept (mode 600) in the git-ignored stack dir."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def wait_until(check: Callable[[], bool], *, timeout: float, what: str, log_file: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None

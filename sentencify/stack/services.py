@@ -214,6 +214,15 @@ def postgres_service(settings: Settings) -> "PostgresService":
     return next(s for s in services(settings) if isinstance(s, PostgresService))
 
 
+def ensure_stack_database(settings: Settings, name: str, *, needed_by: str) -> None:
+    """A database of the stack's PostgreSQL for a service's metadata (Airflow, Superset); made if missing."""
+    pg = postgres_service(settings)
+    if not pg.healthy():
+        raise StackError(f"{needed_by} keeps its metadata in the stack's PostgreSQL on port {settings.postgres_port}, "
+                         "which is not up: `sentencify stack up` starts it first")
+    pg.create_database(name)
+
+
 def airflow_services(settings: Settings) -> list[Service]:
     from sentencify.stack.airflow import airflow_bin, airflow_env, airflow_home
 

@@ -12,8 +12,7 @@ import subprocess
 from pathlib import Path
 
 from sentencify.settings import PROJECT_ROOT, Settings
-from sentencify.stack.airflow import _secret
-from sentencify.stack.process import StackError
+from sentencify.stack.process import StackError, stored_secret
 
 SUPERSET_VENV = Path(os.environ.get("SUPERSET_VENV", PROJECT_ROOT / ".venv-superset"))
 CONFIG_FILE = PROJECT_ROOT / "superset" / "superset_config.py"
@@ -33,13 +32,18 @@ def superset_bin(name: str = "superset") -> str:
     return str(path)
 
 
+def admin_password_file(settings: Settings) -> Path:
+    """Where the local stack keeps the admin password it generated."""
+    return superset_home(settings) / "admin_password"
+
+
 def admin_password(settings: Settings) -> str:
     """SUPERSET_PASSWORD when set, else one generated once for this stack."""
-    return settings.superset_password or _secret(superset_home(settings) / "admin_password", lambda: secrets.token_urlsafe(12))
+    return settings.superset_password or stored_secret(admin_password_file(settings), lambda: secrets.token_urlsafe(12))
 
 
 def secret_key(settings: Settings) -> str:
-    return settings.superset_secret_key or _secret(superset_home(settings) / "secret_key", lambda: secrets.token_urlsafe(42))
+    return settings.superset_secret_key or stored_secret(superset_home(settings) / "secret_key", lambda: secrets.token_urlsafe(42))
 
 
 def metadata_uri(settings: Settings) -> str:
@@ -62,18 +66,14 @@ def superset_env(settings: Settings) -> dict[str, str]:
 
 def setup(settings: Settings) -> None:
     """Metadata schema, roles and the admin user (idempotent; skipped once done for this version)."""
-    from sentencify.stack.services import postgres_service
+    from sentencify.stack.services import ensure_stack_database
 
     home = superset_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     stamp = home / f".setup-{SETUP_VERSION}"
     if stamp.exists():
         return
-    pg = postgres_service(settings)
-    if not pg.healthy():
-        raise StackError(f"Superset keeps its metadata in the stack's PostgreSQL on port {settings.postgres_port}, "
-                         "which is not up: `sentencify stack up` starts it first")
-    pg.create_database(settings.superset_metadata_db)
+    ensure_stack_database(settings, settings.superset_metadata_db, needed_by="Superset")
     env = superset_env(settings)
     admin = ["fab", "create-admin", "--username", settings.superset_username, "--firstname", "Sentencify",
              "--lastname", "Admin", "--email", "admin@localhost", "--password", admin_password(settings)]

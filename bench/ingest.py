@@ -61,9 +61,9 @@ def run_consumer(settings: Settings, total: int, group: str, limit: int) -> dict
         handled = service.metrics.total("sentencify_consumer_records_total") + service.metrics.total(
             "sentencify_consumer_dead_letters_total"
         )
-        if first is None and (service.batcher.total or handled):
+        if first is None and ((service.path and service.path.batcher.total) or handled):
             first = time.perf_counter()
-        committed_all = handled >= total and not service.tracker.committable(service._assigned)  # noqa: SLF001
+        committed_all = handled >= total and not service.path.tracker.committable(service._assigned)  # noqa: SLF001
         if committed_all:
             last = time.perf_counter()
             break

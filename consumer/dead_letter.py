@@ -1,4 +1,4 @@
-"""Dead-letter: bad records -> `dead_letters` documents, and the limit that stops a broken producer."""
+"""Dead-letter: bad records -> `dead_letters` documents (bytes and key as received), and the broken-producer alarm."""
 
 from __future__ import annotations
 
@@ -11,14 +11,18 @@ from bson import Binary
 from consumer.records import BadRecord, Position
 
 DEAD_LETTERS = "dead_letters"
+# A dead letter is a MongoDB document too: bytes beyond this are cut (and the letter marked truncated).
+MAX_KEPT_BYTES = 15 * 1024 * 1024
 
 
 def dead_letter_doc(
     position: Position, key: bytes | None, value: bytes | None, error: BadRecord, prefix_bytes: int, now: datetime
 ) -> dict[str, Any]:
-    """Delivery: pure; `_id` = topic:partition:offset, so a redelivered bad record is stored once."""
+    """Delivery: pure; keeps the key and value bytes exactly as received (a prefix when too large);
+    `_id` = topic:partition:offset, so a redelivered bad record is stored once."""
     raw = value or b""
-    kept = raw if len(raw) <= prefix_bytes or error.reason != "too_large" else raw[:prefix_bytes]
+    limit = prefix_bytes if error.reason == "too_large" else MAX_KEPT_BYTES
+    kept = raw[:limit]
     return {
         "_id": f"{position.topic}:{position.partition}:{position.offset}",
         "topic": position.topic,
@@ -36,38 +40,47 @@ def dead_letter_doc(
     }
 
 
-class TooManyBadRecords(RuntimeError):
-    """More than the allowed share of a partition's recent records are bad: the producer is broken."""
+class BadRatioAlarm:
+    """Delivery: pure bookkeeping that never holds a record back; says which partitions' producers look broken.
 
-
-class BadRatioGuard:
-    """Delivery: pure bookkeeping; raises before a record that would push a partition over the bad-record limit."""
+    A partition is in alarm while more than `max_ratio` of its last `window` records are bad (judged
+    only once the window is full). Its records are still dead-lettered one by one, so nothing is lost
+    and they can be replayed after the fix; stopping instead would stall every topic of the group.
+    """
 
     def __init__(self, window: int, max_ratio: float) -> None:
         self.window = window
         self.max_ratio = max_ratio
         self._recent: dict[tuple[str, int], deque[bool]] = {}
         self._bad: dict[tuple[str, int], int] = {}
+        self.alarms: set[tuple[str, int]] = set()
 
-    def observe(self, tp: tuple[str, int], bad: bool) -> None:
+    def observe(self, tp: tuple[str, int], bad: bool) -> bool | None:
+        """Count one record; True when the partition just went into alarm, False when it just left it."""
         recent = self._recent.get(tp)
         if recent is None:
             recent = self._recent[tp] = deque(maxlen=self.window)
             self._bad[tp] = 0
-        evicted = recent[0] if len(recent) == self.window else False
-        bad_count = self._bad[tp] + bad - evicted
-        window_full = len(recent) + 1 >= self.window  # judge only a full window, not the first few records
-        if bad and window_full and bad_count / self.window > self.max_ratio:
-            raise TooManyBadRecords(
-                f"{bad_count} of the last {self.window} records of {tp[0]}[{tp[1]}] are bad "
-                f"(limit {self.max_ratio:.0%}, DLQ_MAX_BAD_RATIO/DLQ_WINDOW): the producer looks broken. "
-                "Stopped without dead-lettering the rest; fix the producer (see dead_letters for the errors) "
-                "or raise the limit, then restart: nothing past the last good commit was skipped."
-            )
-        self._bad[tp] = bad_count
+        if len(recent) == self.window:
+            self._bad[tp] -= recent[0]
         recent.append(bad)
+        self._bad[tp] += bad
+        broken = len(recent) == self.window and self._bad[tp] / self.window > self.max_ratio
+        if broken == (tp in self.alarms):
+            return None
+        (self.alarms.add if broken else self.alarms.discard)(tp)
+        return broken
+
+    def ratio(self, tp: tuple[str, int]) -> float:
+        recent = self._recent.get(tp)
+        return self._bad[tp] / len(recent) if recent else 0.0
+
+    def describe(self, tp: tuple[str, int]) -> str:
+        return (f"{tp[0]}[{tp[1]}]: {self._bad.get(tp, 0)} of the last {len(self._recent.get(tp) or ())} records are bad "
+                f"(limit {self.max_ratio:.0%}, DLQ_MAX_BAD_RATIO/DLQ_WINDOW)")
 
     def forget(self, tps) -> None:
         for tp in tps:
             self._recent.pop(tp, None)
             self._bad.pop(tp, None)
+            self.alarms.discard(tp)

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from consumer.records import Item
 from consumer.validate import stamp_ingested
@@ -63,6 +63,9 @@ class InFlightWrites:
     def records(self) -> int:
         return sum(len(b.items) for b in self._running) + sum(len(b.items) for b in self._failed)
 
+    def bytes(self) -> int:
+        return sum(i.size for b in (*self._running, *self._failed) for i in b.items)
+
     def idle(self) -> bool:
         return not self._running and not self._failed
 
@@ -73,7 +76,7 @@ class InFlightWrites:
 
     def _start(self, batch: Batch) -> None:
         docs = [item.doc for item in batch.items]
-        stamp_ingested(docs, datetime.now(timezone.utc))
+        stamp_ingested(docs, datetime.now(UTC))
         batch.future = self._pool.submit(self.writer.write, batch.collection, docs)
         self._running.append(batch)
 

@@ -18,7 +18,10 @@ _HELP = {
     "sentencify_consumer_commits_total": ("counter", "Offset commits."),
     "sentencify_consumer_lag": ("gauge", "Highwater minus committed offset, by topic and partition."),
     "sentencify_consumer_buffered_records": ("gauge", "Records buffered and not yet written."),
-    "sentencify_consumer_paused": ("gauge", "1 while fetching is paused because MongoDB is not taking writes."),
+    "sentencify_consumer_buffered_bytes": ("gauge", "Bytes (record values as received) buffered and not yet written."),
+    "sentencify_consumer_bad_ratio": ("gauge", "Share of bad records among a partition's last DLQ_WINDOW records."),
+    "sentencify_consumer_producer_alarm": ("gauge", "1 while a partition's share of bad records is over DLQ_MAX_BAD_RATIO."),
+    "sentencify_consumer_paused": ("gauge", "1 while fetching is paused (MongoDB not taking writes, or the buffer full)."),
     "sentencify_consumer_assigned_partitions": ("gauge", "Partitions assigned to this consumer."),
     "sentencify_consumer_last_poll_seconds": ("gauge", "Unix time of the last poll."),
 }
@@ -34,8 +37,7 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[str, dict[Labels, float]] = defaultdict(dict)
-        self.healthy = True
-        self.unhealthy_reason = ""
+        self.degraded: dict[str, str] = {}  # what is wrong but not stopping ingestion, by source
         self.stall_after_s = 60.0
 
     def inc(self, name: str, amount: float = 1, **labels: object) -> None:
@@ -78,11 +80,16 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
     def health(self) -> tuple[bool, str]:
-        if not self.healthy:
-            return False, self.unhealthy_reason
+        """(alive, text): not alive only when the loop has stalled (a restart may help); degraded
+        states (a broken producer, MongoDB refusing writes) stay alive: restarting would not fix
+        them, and every restart rebalances the group."""
         last = self.get("sentencify_consumer_last_poll_seconds")
         if last and time.time() - last > self.stall_after_s:
-            return False, f"no poll for {time.time() - last:.0f}s"
+            return False, f"stalled: no poll for {time.time() - last:.0f}s"
+        with self._lock:
+            degraded = sorted(self.degraded.values())
+        if degraded:
+            return True, "degraded: " + "; ".join(degraded)
         return True, "ok"
 
 

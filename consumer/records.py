@@ -23,7 +23,14 @@ class BadRecord(Exception):
 
 @dataclass(slots=True)
 class Item:
-    """One document waiting in a batch, with the Kafka position it came from."""
+    """One document waiting in a batch, with the Kafka record it came from (kept for its dead letter)."""
 
     doc: dict[str, Any]
     position: Position
+    key: bytes | None = None
+    raw: bytes | None = None  # the value exactly as received
+
+    @property
+    def size(self) -> int:
+        """Bytes this item stands for in the memory bound (its value as received)."""
+        return len(self.raw) if self.raw is not None else 256

@@ -1,7 +1,8 @@
 """The ingestion loop: poll -> decode -> route -> validate -> batch -> write -> commit, with dead letters.
 
 Delivery: at-least-once from Kafka, exactly-once in MongoDB (idempotent `_id`s); an offset is
-committed only after every record before it is written or dead-lettered.
+committed only after every record before it is written or dead-lettered. No record stops the
+loop: whatever fails because of one record dead-letters that record.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 import signal
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -21,24 +22,24 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from consumer.batch import Batcher
-from consumer.dead_letter import DEAD_LETTERS, BadRatioGuard, TooManyBadRecords, dead_letter_doc
-from consumer.decode import decode
+from consumer.dead_letter import DEAD_LETTERS, BadRatioAlarm, dead_letter_doc
+from consumer.inflight import InFlightWrites
 from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import OffsetTracker
 from consumer.records import BadRecord, Item, Position
 from consumer.route import Router
 from consumer.status import StatusPublisher
-from consumer.inflight import InFlightWrites, Written
-from consumer.validate import Validator
+from consumer.validate import Validator, to_document
 from consumer.write import MongoWriter
+from consumer.writepath import WritePath
 from sentencify import mongo
 from sentencify.logs import kv
+from sentencify.kafka_config import kafka_security
 from sentencify.settings import Settings
 
 log = logging.getLogger("sentencify.consumer")
 
 EXIT_OK = 0
-EXIT_BAD_PRODUCER = 3
 EXIT_NO_ASSIGNMENT = 4
 
 MAX_POLL_RECORDS = 500
@@ -48,12 +49,12 @@ MIN_POLL_WAIT_S = 0.005
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 15.0
 LAG_REFRESH_S = 1.0
-FETCH_MAX_BYTES = 32 * 1024 * 1024
+FETCH_MAX_BYTES = 16 * 1024 * 1024
 NO_ASSIGNMENT_LIMIT_S = 120.0
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -86,20 +87,19 @@ class IngestService:
         self.group_id = group_id or settings.consumer_group
         self.router = Router(settings.topic_prefix)
         self.validator = Validator(settings.embedding_dim)
-        self.batcher = Batcher(settings.batch_size, settings.flush_interval_ms / 1000)
-        self.tracker = OffsetTracker()
-        self.guard = BadRatioGuard(settings.dlq_window, settings.dlq_max_bad_ratio)
+        self.alarm = BadRatioAlarm(settings.dlq_window, settings.dlq_max_bad_ratio)
         self.metrics = Metrics()
+        self.path: WritePath | None = None
         self._mongo = mongo_client
         self._metrics_port = settings.metrics_port if metrics_port is None else metrics_port
         self._install_signals = install_signal_handlers
         self._stop = threading.Event()
         self._consumer: KafkaConsumer | None = None
-        self.writes: InFlightWrites | None = None
         self._paused = False
         self._assigned: set[tuple[str, int]] = set()
-        self._last_activity: float | None = None  # monotonic; set on assignment and on every record
+        self._last_activity: float | None = None  # monotonic; set on assignment, every record and every write
         self._last_lag = 0.0
+        self._record_bytes = 1024.0  # running mean of value sizes: how many records a poll may take
         self.metrics_server: MetricsServer | None = None
         self.status = StatusPublisher(settings.redis_url if publish_status else None, self.group_id)
 
@@ -117,17 +117,21 @@ class IngestService:
             self.metrics_server = MetricsServer(self.metrics, self._metrics_port).start()
             log.info("metrics", extra=kv(url=f"http://127.0.0.1:{self.metrics_server.port}/metrics"))
         own_mongo = self._mongo is None
-        client = self._mongo or mongo.client(self.settings.mongo_uri, app_name="sentencify-consumer")
+        client = self._mongo or mongo.client(self.settings.mongo_uri, app_name="sentencify-consumer",
+                                             operation_timeout_s=mongo.WRITE_TIMEOUT_S)
+        writes = None
         try:
             db = client[self.settings.mongo_db]
             if not self._wait_for_mongo(db):
                 return EXIT_OK
-            self.writes = InFlightWrites(MongoWriter(db), self.settings.write_concurrency, BACKOFF_FIRST_S, BACKOFF_MAX_S)
+            writes = InFlightWrites(MongoWriter(db), self.settings.write_concurrency, BACKOFF_FIRST_S, BACKOFF_MAX_S)
+            batcher = Batcher(self.settings.batch_size, self.settings.flush_interval_ms / 1000)
+            self.path = WritePath(batcher, writes, OffsetTracker(), self.metrics, self.settings.dead_letter_prefix_bytes)
             self._consumer = self._make_consumer()
             return self._loop()
         finally:
-            if self.writes is not None:
-                self.writes.close()
+            if writes is not None:
+                writes.close()
             if self._consumer is not None:
                 try:
                     self._refresh_lag(final=True)  # the lag it leaves behind stays on the dashboard
@@ -159,6 +163,9 @@ class IngestService:
             client_id=f"sentencify-ingest-{self.group_id}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",  # a new group must not skip what is already there
+            # A transactional producer's aborted records are never ingested (the local broker has no
+            # transactions; there this only changes the fetch request).
+            isolation_level="read_committed",
             max_poll_records=MAX_POLL_RECORDS,
             # Records above MAX_RECORD_BYTES must still be fetched, to be dead-lettered.
             max_partition_fetch_bytes=max(1024 * 1024, self.settings.max_record_bytes * 2),
@@ -166,6 +173,7 @@ class IngestService:
             # A fetch response is one network frame; kafka-python's 1 MB default frame limit is too small for it.
             receive_message_max_bytes=FETCH_MAX_BYTES * 2,
             metadata_max_age_ms=30_000,  # notice new (unknown) topics under the prefix
+            **kafka_security(self.settings),
         )
         # A pattern, not the seven names: a record on an unknown topic under the prefix is dead-lettered.
         consumer.subscribe(pattern=f"^{re.escape(self.settings.topic_prefix)}.*", listener=_Rebalance(self))
@@ -179,32 +187,40 @@ class IngestService:
 
     def _loop(self) -> int:
         started = time.monotonic()
-        consumer = self._consumer
         while not self._stop.is_set():
-            records = consumer.poll(timeout_ms=int(self._poll_wait() * 1000), max_records=MAX_POLL_RECORDS)
-            self.metrics.set("sentencify_consumer_last_poll_seconds", time.time())
-            try:
-                for batch in records.values():
-                    for msg in batch:
-                        self._handle(msg)
-                self._flush_due()
-                self._collect()
-            except TooManyBadRecords as exc:
-                log.error("stopping: too many bad records", extra=kv(error=str(exc)))
-                self.metrics.healthy, self.metrics.unhealthy_reason = False, str(exc)
-                self._drain(time.monotonic() + self.settings.shutdown_timeout_s)
-                return EXIT_BAD_PRODUCER
+            for batch in self._poll().values():
+                for msg in batch:
+                    self._handle(msg)
+            self.path.flush_due()
+            self._collect()
             self._commit()
             self._refresh_lag()
-            if self._idle_done(started):
+            if self._idle_done():
                 log.info("idle, exiting", extra=kv(idle_s=self.until_idle_s, **self._summary()))
                 break
             if not self._assigned and time.monotonic() - started > NO_ASSIGNMENT_LIMIT_S and self.until_idle_s:
                 log.error("no partitions assigned: is the broker up and are the topics created? (`sentencify stack up`)")
                 return EXIT_NO_ASSIGNMENT
-        self._drain(time.monotonic() + self.settings.shutdown_timeout_s)
+        self.path.drain(time.monotonic() + self.settings.shutdown_timeout_s)
+        self._commit()
         log.info("stopped", extra=kv(**self._summary()))
         return EXIT_OK
+
+    def _poll(self) -> dict:
+        """One poll, sized so the records it returns fit in the memory bound; a broker-side failure is
+        logged and retried (the partitions' positions do not move, so nothing is skipped)."""
+        room = max(0, self.settings.max_buffered_bytes - self.path.bytes())
+        max_records = int(min(MAX_POLL_RECORDS, max(1, room // self._record_bytes)))
+        try:
+            records = self._consumer.poll(timeout_ms=int(self._poll_wait() * 1000), max_records=max_records)
+        except KafkaError as exc:
+            log.error("fetch failed, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
+            self.metrics.degraded["fetch"] = f"fetch failing: {type(exc).__name__}: {exc}"[:300]
+            self._stop.wait(BACKOFF_FIRST_S)
+            return {}
+        self.metrics.degraded.pop("fetch", None)
+        self.metrics.set("sentencify_consumer_last_poll_seconds", time.time())
+        return records
 
     def _poll_wait(self) -> float:
         """How long the next poll may block: until the next batch is due, a retry, or a writer finishes.
@@ -212,117 +228,80 @@ class IngestService:
         Never zero: a poll(0) loop would hold the GIL and starve the writer threads.
         """
         now = time.monotonic()
-        if self.writes.failing:
-            return min(MAX_POLL_WAIT_S, max(MIN_POLL_WAIT_S, self.writes.retry_at - now))
-        if self.batcher.due(now) and not self.writes.has_room():
+        writes, batcher = self.path.writes, self.path.batcher
+        if writes.failing:
+            return min(MAX_POLL_WAIT_S, max(MIN_POLL_WAIT_S, writes.retry_at - now))
+        if batcher.due(now) and not writes.has_room():
             self._collect(timeout=MAX_POLL_WAIT_S)  # a full batch waits for a writer: block on the writers
         wait = MAX_POLL_WAIT_S
-        due_in = self.batcher.next_due_in(now)
+        due_in = batcher.next_due_in(now)
         if due_in is not None:
             wait = min(wait, due_in)
-        if not self.writes.idle():
+        if not writes.idle():
             wait = min(wait, BUSY_POLL_WAIT_S)  # come back soon to account for finished writes
         return max(wait, MIN_POLL_WAIT_S)
 
     def _handle(self, msg) -> None:
+        """One record -> a document of its collection, or a dead letter; never raises because of the record."""
         position = Position(msg.topic, msg.partition, msg.offset)
         tp = (msg.topic, msg.partition)
         self._last_activity = time.monotonic()
+        size = len(msg.value) if msg.value is not None else 0
+        self._record_bytes += (max(size, 64) - self._record_bytes) * 0.05
         try:
-            event_type = self.router.route(msg.topic)
-            doc = self.validator.validate(event_type, decode(msg.value, self.settings.max_record_bytes), position)
-            collection = event_type.name
-            self.guard.observe(tp, bad=False)
+            collection, doc = to_document(self.router, self.validator, self.settings.max_record_bytes, position, msg.value)
         except BadRecord as err:
-            self.guard.observe(tp, bad=True)  # raises TooManyBadRecords before this record is tracked
-            doc = dead_letter_doc(position, msg.key, msg.value, err, self.settings.dead_letter_prefix_bytes, _utcnow())
-            collection = DEAD_LETTERS
-            self.metrics.inc("sentencify_consumer_dead_letters_total", topic=msg.topic, reason=err.reason)
-            log.warning("dead letter", extra=kv(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=err.reason, error=err.detail[:300]))
-        self.tracker.track(tp, msg.offset)
-        if self.batcher.add(collection, Item(doc, position), self._last_activity):
-            self._flush(collection)
-        if self._buffered() >= self.settings.max_buffered_records:
-            self._pause("buffer full")
+            doc, collection = self._dead_letter(msg, position, err), DEAD_LETTERS
+        self._observe(tp, bad=collection == DEAD_LETTERS)
+        self.path.add(collection, Item(doc, position, msg.key, msg.value))
+        self._backpressure()
 
-    # -- writing -------------------------------------------------------------------------------
+    def _dead_letter(self, msg, position: Position, err: BadRecord) -> dict:
+        self.metrics.inc("sentencify_consumer_dead_letters_total", topic=msg.topic, reason=err.reason)
+        log.warning("dead letter", extra=kv(topic=msg.topic, partition=msg.partition, offset=msg.offset,
+                                            reason=err.reason, error=err.detail[:300]))
+        return dead_letter_doc(position, msg.key, msg.value, err, self.settings.dead_letter_prefix_bytes, _utcnow())
 
-    def _buffered(self) -> int:
-        return self.batcher.total + self.writes.records()
+    def _observe(self, tp: tuple[str, int], bad: bool) -> None:
+        """The broken-producer alarm: raised and cleared per partition; ingestion goes on either way."""
+        changed = self.alarm.observe(tp, bad)
+        if changed is None:
+            return
+        key, labels = f"producer:{tp[0]}[{tp[1]}]", {"topic": tp[0], "partition": tp[1]}
+        self.metrics.set("sentencify_consumer_producer_alarm", int(changed), **labels)
+        self.metrics.set("sentencify_consumer_bad_ratio", self.alarm.ratio(tp), **labels)
+        if changed:
+            why = (f"producer looks broken: {self.alarm.describe(tp)}; its records are dead-lettered "
+                   "(replay them with `sentencify replay-dead-letters` after the fix)")
+            self.metrics.degraded[key] = why
+            log.error("producer looks broken", extra=kv(topic=tp[0], partition=tp[1], detail=why))
+        else:
+            self.metrics.degraded.pop(key, None)
+            log.info("producer recovered", extra=kv(topic=tp[0], partition=tp[1]))
 
-    def _flush_due(self) -> None:
-        for collection in self.batcher.due(time.monotonic()):
-            while collection in self.batcher.due(time.monotonic()):
-                if not self._flush(collection):
-                    return
-
-    def _flush(self, collection: str) -> bool:
-        """Hand the collection's next batch to a writer; False when writers are busy or MongoDB is failing."""
-        if not self.writes.has_room():
-            self._collect(timeout=0.0)
-            if not self.writes.has_room():
-                return False
-        items = self.batcher.take(collection)
-        if items:
-            self.writes.submit(collection, items)
-        return True
+    # -- writing and backpressure --------------------------------------------------------------
 
     def _collect(self, timeout: float = 0.0) -> None:
-        """Account for finished writes: offsets become committable, rejected documents become dead letters."""
-        for written in self.writes.collect(timeout):
-            self._account(written)
-        self.metrics.set("sentencify_consumer_write_errors_total", self.writes.write_errors)
-        if self.writes.failing:
+        self.path.collect(timeout)
+        self._backpressure()
+
+    def _backpressure(self) -> None:
+        """Fetching pauses while MongoDB refuses writes or the buffer is over either bound; resumes below half."""
+        path, s = self.path, self.settings
+        if path.failing:
+            self.metrics.degraded["mongodb"] = "MongoDB not taking writes; retrying with backoff, fetching paused"
             self._pause("MongoDB not taking writes")
-        elif self._paused and self._buffered() < self.settings.max_buffered_records // 2:
+            return
+        self.metrics.degraded.pop("mongodb", None)
+        if path.records() >= s.max_buffered_records or path.bytes() >= s.max_buffered_bytes:
+            self._pause("buffer full")
+        elif self._paused and path.records() < s.max_buffered_records // 2 and path.bytes() < s.max_buffered_bytes // 2:
             self._resume()
-
-    def _account(self, written: Written) -> None:
-        collection, items, outcome = written.collection, written.items, written.outcome
-        self._last_activity = time.monotonic()  # idleness counts from the last progress, not the last fetch
-        now = _utcnow()
-        for index, item in enumerate(items):
-            reason = outcome.rejected.get(index)
-            if reason is None:
-                self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
-            else:  # stays tracked until its dead letter is written
-                self._reject_after_write(item, reason, now)
-        self.metrics.inc("sentencify_consumer_batches_total", collection=collection)
-        self.metrics.inc("sentencify_consumer_batch_records_total", len(items), collection=collection)
-        if collection != DEAD_LETTERS:
-            topic = items[0].position.topic
-            self.metrics.inc("sentencify_consumer_records_total", outcome.inserted, topic=topic, outcome="stored")
-            self.metrics.inc("sentencify_consumer_records_total", outcome.duplicates, topic=topic, outcome="duplicate")
-
-    def _reject_after_write(self, item: Item, reason: str, now: datetime) -> None:
-        from bson import json_util
-
-        raw = json_util.dumps({k: v for k, v in item.doc.items() if k != "ingested_at"}).encode()
-        err = BadRecord("rejected_by_mongodb", reason)
-        doc = dead_letter_doc(item.position, None, raw, err, self.settings.dead_letter_prefix_bytes, now)
-        self.metrics.inc("sentencify_consumer_dead_letters_total", topic=item.position.topic, reason=err.reason)
-        self.batcher.add(DEAD_LETTERS, Item(doc, item.position), time.monotonic())
-
-    def _drain(self, deadline: float) -> None:
-        """Write everything buffered (retrying until `deadline`), then commit what is written."""
-        while (self.batcher.total or not self.writes.idle()) and time.monotonic() < deadline:
-            for collection in self.batcher.non_empty():
-                if not self._flush(collection):
-                    break
-            self._collect(timeout=0.1)
-            if self.writes.failing:
-                time.sleep(min(0.2, max(0.0, self.writes.retry_at - time.monotonic())))
-        if self._buffered():
-            log.warning(
-                "shutdown with unwritten records; they are not committed and will be read again",
-                extra=kv(unwritten=self._buffered()),
-            )
-        self._commit()
 
     # -- offsets -------------------------------------------------------------------------------
 
     def _commit(self, only=None) -> None:
-        offsets = self.tracker.committable(self._assigned if only is None else only)
+        offsets = self.path.tracker.committable(self._assigned if only is None else only)
         if not offsets or self._consumer is None:
             return
         try:
@@ -330,7 +309,7 @@ class IngestService:
         except KafkaError as exc:  # e.g. a rebalance in flight; the records are re-read and are no-ops
             log.warning("commit failed", extra=kv(error=str(exc)[:300]))
             return
-        self.tracker.mark_committed(offsets)
+        self.path.tracker.mark_committed(offsets)
         self.metrics.inc("sentencify_consumer_commits_total")
 
     def _on_assigned(self, assigned) -> None:
@@ -343,41 +322,45 @@ class IngestService:
 
     def _on_revoked(self, revoked) -> None:
         gone = {(tp.topic, tp.partition) for tp in revoked}
-        self._drain(time.monotonic() + self.settings.shutdown_timeout_s)
+        self.path.drain(time.monotonic() + self.settings.shutdown_timeout_s)
         self._commit(only=gone)
-        dropped = self.batcher.drop_partitions(gone) + self.writes.abandon(gone)
-        self.tracker.forget(gone)
-        self.guard.forget(gone)
+        dropped = self.path.drop(gone)
+        for tp in gone & self.alarm.alarms:
+            self.metrics.degraded.pop(f"producer:{tp[0]}[{tp[1]}]", None)
+        self.alarm.forget(gone)
         self._assigned -= gone
         self.metrics.clear("sentencify_consumer_lag")
         log.info("partitions revoked", extra=kv(count=len(gone), dropped_unwritten=dropped))
 
-    # -- backpressure, lag, idleness -----------------------------------------------------------
+    # -- pause, lag, idleness ------------------------------------------------------------------
 
     def _pause(self, why: str) -> None:
         if not self._paused and self._consumer is not None:
             self._consumer.pause(*self._consumer.assignment())
             self._paused = True
             self.metrics.set("sentencify_consumer_paused", 1)
-            log.warning("fetching paused", extra=kv(reason=why, buffered=self._buffered()))
+            log.warning("fetching paused", extra=kv(reason=why, buffered=self.path.records(), buffered_bytes=self.path.bytes()))
 
     def _resume(self) -> None:
         self._consumer.resume(*self._consumer.paused())
         self._paused = False
         self._last_activity = time.monotonic()  # a paused stretch is not idleness: records may be waiting
         self.metrics.set("sentencify_consumer_paused", 0)
-        log.info("fetching resumed", extra=kv(buffered=self._buffered()))
+        log.info("fetching resumed", extra=kv(buffered=self.path.records()))
 
     def _refresh_lag(self, final: bool = False) -> None:
         now = time.monotonic()
-        self.metrics.set("sentencify_consumer_buffered_records", self._buffered())
+        self.metrics.set("sentencify_consumer_buffered_records", self.path.records())
+        self.metrics.set("sentencify_consumer_buffered_bytes", self.path.bytes())
+        for tp in self.alarm.alarms:
+            self.metrics.set("sentencify_consumer_bad_ratio", self.alarm.ratio(tp), topic=tp[0], partition=tp[1])
         if now - self._last_lag < LAG_REFRESH_S and not final:
             return
         self._last_lag = now
         lags = {}
         for topic, partition in self._assigned:
             highwater = self._consumer.highwater(TopicPartition(topic, partition))
-            committed = self.tracker.committed((topic, partition))
+            committed = self.path.tracker.committed((topic, partition))
             if highwater is not None and committed is not None:
                 lags[f"{topic}[{partition}]"] = max(0, highwater - committed)
                 self.metrics.set("sentencify_consumer_lag", lags[f"{topic}[{partition}]"], topic=topic, partition=partition)
@@ -386,12 +369,13 @@ class IngestService:
     def lag(self) -> int:
         return int(self.metrics.total("sentencify_consumer_lag"))
 
-    def _idle_done(self, started: float) -> bool:
+    def _idle_done(self) -> bool:
         if self.until_idle_s is None or not self._assigned or self._last_activity is None or self._paused:
             return False
-        if self._buffered() or not self.writes.idle() or self.tracker.committable(self._assigned):
+        if not self.path.idle() or self.path.tracker.committable(self._assigned):
             return False
-        return time.monotonic() - self._last_activity >= self.until_idle_s
+        last = max(self._last_activity, self.path.last_progress)  # idleness counts from the last progress too
+        return time.monotonic() - last >= self.until_idle_s
 
     def _summary(self) -> dict[str, int]:
         return {

@@ -7,7 +7,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from consumer.decode import decode
 from consumer.records import BadRecord, Position
+from consumer.route import Router
+from consumer.storable import check_storable
 from sentencify.schemas import EventType
 
 
@@ -42,3 +45,21 @@ def stamp_ingested(docs: list[dict[str, Any]], now: datetime) -> None:
     """`ingested_at` is the time the consumer writes the batch (events.md, 'What the consumer adds')."""
     for doc in docs:
         doc["ingested_at"] = now
+
+
+def to_document(router: Router, validator: Validator, max_record_bytes: int, position: Position,
+                value: bytes | None) -> tuple[str, dict[str, Any]]:
+    """Delivery: pure; (collection, document MongoDB can store) or BadRecord naming what is wrong.
+
+    decode -> route -> validate -> check what MongoDB can store; anything else that goes wrong
+    because of the record's content is turned into a BadRecord too, so no record can crash the loop.
+    """
+    try:
+        event_type = router.route(position.topic)
+        doc = validator.validate(event_type, decode(value, max_record_bytes), position)
+        check_storable(doc, len(value or b""))
+        return event_type.name, doc
+    except BadRecord:
+        raise
+    except Exception as exc:  # noqa: BLE001 (a record no check foresaw: its own dead letter, never a crash)
+        raise BadRecord("unprocessable", f"{type(exc).__name__}: {exc}") from None

@@ -5,15 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import bson
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
-DUPLICATE_KEY = 11000
-# Per-document error codes that a later attempt can succeed on; any other per-document error is
-# the document's own fault (too large, invalid) and is dead-lettered instead of retried forever.
-RETRYABLE_CODES = frozenset(
-    {6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 64, 100}
-)
+DUPLICATE_KEYS = frozenset({11000, 11001})
+# Per-document errors that are the document's own fault: retrying can never store it, so it is
+# dead-lettered. Every other error (unknown codes included) is treated as transient and retried:
+# dead-lettering a valid record because of a server state (Interrupted, LockTimeout, ...) loses it.
+PERMANENT_CODES = frozenset({
+    2,  # BadValue
+    9,  # FailedToParse
+    14,  # TypeMismatch
+    15,  # Overflow (e.g. nesting too deep)
+    22,  # InvalidBSON
+    52,  # DollarPrefixedFieldName
+    53,  # InvalidIdField
+    55,  # InvalidDBRef
+    56,  # EmptyFieldName
+    57,  # DottedFieldName
+    121,  # DocumentValidationFailure (a collection validator refuses it)
+    10334,  # BSONObjectTooLarge
+    17280,  # KeyTooLong (an indexed value over the old 1 KB index key limit)
+    16755,  # cannot extract geo keys
+})
+_ENCODING_ERRORS = (bson.errors.InvalidDocument, OverflowError, ValueError)  # DocumentTooLarge is an InvalidDocument
 
 
 class TransientWriteError(Exception):
@@ -24,11 +40,12 @@ class TransientWriteError(Exception):
 class WriteOutcome:
     inserted: int = 0
     duplicates: int = 0
-    rejected: dict[int, str] = field(default_factory=dict)  # batch index -> MongoDB's reason
+    rejected: dict[int, str] = field(default_factory=dict)  # batch index -> why it can never be stored
 
 
 class MongoWriter:
-    """Delivery: at-least-once and idempotent: a document whose `_id` is already stored counts as written."""
+    """Delivery: at-least-once and idempotent: a document whose `_id` is already stored counts as written;
+    a document MongoDB refuses for its own content is reported in `rejected`, the rest of its batch is stored."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -39,8 +56,24 @@ class MongoWriter:
             return WriteOutcome(inserted=len(result.inserted_ids))
         except BulkWriteError as exc:
             return self._classify(exc)
+        except _ENCODING_ERRORS:  # the driver refused to encode one of them: find it, store the rest
+            return self._isolate(collection, docs)
         except PyMongoError as exc:
             raise TransientWriteError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _isolate(self, collection: str, docs: list[dict[str, Any]]) -> WriteOutcome:
+        rejected: dict[int, str] = {}
+        for index, doc in enumerate(docs):
+            try:
+                bson.encode(doc)
+            except _ENCODING_ERRORS as exc:
+                rejected[index] = f"cannot be encoded as BSON: {exc}"
+        if not rejected:  # not the documents after all: a driver problem, so retry
+            raise TransientWriteError("the driver could not encode the batch, though each document encodes")
+        keep = [i for i in range(len(docs)) if i not in rejected]
+        outcome = self.write(collection, [docs[i] for i in keep]) if keep else WriteOutcome()
+        outcome.rejected = {keep[i]: why for i, why in outcome.rejected.items()} | rejected
+        return outcome
 
     @staticmethod
     def _classify(exc: BulkWriteError) -> WriteOutcome:
@@ -50,10 +83,10 @@ class MongoWriter:
         outcome = WriteOutcome(inserted=details.get("nInserted", 0))
         for err in details.get("writeErrors", []):
             code = err.get("code")
-            if code == DUPLICATE_KEY:
+            if code in DUPLICATE_KEYS:
                 outcome.duplicates += 1
-            elif code in RETRYABLE_CODES:
-                raise TransientWriteError(f"code {code}: {err.get('errmsg')}") from exc
-            else:
+            elif code in PERMANENT_CODES:
                 outcome.rejected[err["index"]] = f"MongoDB rejected the document (code {code}): {err.get('errmsg')}"
+            else:
+                raise TransientWriteError(f"code {code}: {err.get('errmsg')}") from exc
         return outcome

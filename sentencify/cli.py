@@ -169,19 +169,25 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify import mongo
     from sentencify.produce import producer
     from sentencify.replay import replay_dead_letters
+    from sentencify.schemas import topics
 
+    known = set(topics(settings.topic_prefix))
+    if args.to_topic and args.to_topic not in known:
+        print(f"error: --to-topic {args.to_topic!r} is not one of the log topics under {settings.topic_prefix!r}",
+              file=sys.stderr)
+        return 2
     client = mongo.client(settings.mongo_uri)
     kafka = None if args.dry_run else producer(settings)
     try:
-        done = replay_dead_letters(client[settings.mongo_db], kafka, reason=args.reason, topic=args.topic,
-                                   to_topic=args.to_topic, dry_run=args.dry_run)
+        done = replay_dead_letters(client[settings.mongo_db], kafka, known_topics=known, reason=args.reason,
+                                   topic=args.topic, to_topic=args.to_topic, dry_run=args.dry_run)
     finally:
         if kafka is not None:
             kafka.close()
         client.close()
     verb = "would replay" if args.dry_run else "replayed"
-    print(f"{verb} {done.sent} dead letters {done.by_topic or ''}; {done.truncated} oversized ones kept only a prefix "
-          "and were left alone")
+    print(f"{verb} {done.sent} dead letters {done.by_topic or ''}; left alone: {done.truncated} oversized "
+          f"(only a prefix kept), {done.unknown_topic} of topics that are not log topics")
     if done.sent and not args.dry_run:
         print("the consumer stores them once it reads them (`sentencify consume`); any that fail again become new dead letters")
     return 0

@@ -25,14 +25,23 @@ INDEX_PLAN: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-def client(uri: str, app_name: str = "sentencify", timeout_ms: int = 5000) -> MongoClient:
+# The consumer's writes give up after this long (the server gets it as maxTimeMS), and are retried
+# with a new `ingested_at`: so a record is visible at most this long after its `ingested_at`
+# (plus the consumer's clock skew), which is how far back the chain looks (sentencify.steps.progress).
+WRITE_TIMEOUT_S = 60
+
+
+def client(uri: str, app_name: str = "sentencify", timeout_ms: int = 5000,
+           operation_timeout_s: float | None = None) -> MongoClient:
     # Fail fast when MongoDB is away: callers retry with backoff instead of hanging 30 s.
+    extra = {} if operation_timeout_s is None else {"timeoutMS": int(operation_timeout_s * 1000)}
     return MongoClient(
         uri,
         appname=app_name,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         tz_aware=True,
+        **extra,
     )
 
 

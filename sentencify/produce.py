@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from kafka import KafkaProducer
 
+from sentencify.kafka_config import kafka_security
 from sentencify.progress import Progress
 from sentencify.settings import Settings
 from sentencify.simulate import Manifest, Record
@@ -20,6 +21,7 @@ def producer(settings: Settings) -> KafkaProducer:
         # Oversized records are produced on purpose (the consumer dead-letters them).
         max_request_size=4 * 1024 * 1024,
         client_id="sentencify-simulate",
+        **kafka_security(settings),
     )
 
 

@@ -1,10 +1,11 @@
 """`sentencify replay-dead-letters`: send dead-lettered records back through Kafka, after a fix.
 
 Once a producer bug or a too-strict rule is fixed, the records it rejected can go through the
-consumer again, unchanged. Each replayed dead letter is marked (`replayed_at`, `replayed_to`),
-never deleted: a record that fails again becomes a new dead letter (its new offset), and a
-record that passes is stored once, under its event key. Oversized records kept only a prefix
-and cannot be replayed; they are counted and left alone.
+consumer again, unchanged: its original value bytes and key, whatever the reason it failed. Each
+replayed dead letter is marked (`replayed_at`, `replayed_to`), never deleted: a record that fails
+again becomes a new dead letter (its new offset), and a record that passes is stored once, under
+its event key. Oversized records kept only a prefix and cannot be replayed; records of a topic
+that is not one of the seven log topics have nowhere to go. Both are counted and left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from consumer.dead_letter import DEAD_LETTERS
 class Replayed:
     sent: int = 0
     truncated: int = 0
+    unknown_topic: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
 
 
@@ -33,9 +35,13 @@ def selection(reason: str | None = None, topic: str | None = None) -> dict:
     return query
 
 
-def replay_dead_letters(db: Database, kafka_producer, *, reason: str | None = None, topic: str | None = None,
-                        to_topic: str | None = None, dry_run: bool = False) -> Replayed:
-    """Produce each selected dead letter's raw bytes (and key) to its topic, or `to_topic`; then mark it."""
+def replay_dead_letters(db: Database, kafka_producer, *, known_topics: set[str], reason: str | None = None,
+                        topic: str | None = None, to_topic: str | None = None, dry_run: bool = False) -> Replayed:
+    """Produce each selected dead letter's raw bytes (and key) to its topic, or `to_topic`; then mark it.
+
+    Only to `known_topics` (the seven log topics of the prefix)."""
+    if to_topic is not None and to_topic not in known_topics:
+        raise ValueError(f"--to-topic {to_topic!r} is not one of the log topics: {', '.join(sorted(known_topics))}")
     out = Replayed()
     dead = db[DEAD_LETTERS]
     for doc in dead.find(selection(reason, topic)).sort("_id", 1):
@@ -43,6 +49,9 @@ def replay_dead_letters(db: Database, kafka_producer, *, reason: str | None = No
             out.truncated += 1
             continue
         target = to_topic or doc["topic"]
+        if target not in known_topics:
+            out.unknown_topic += 1
+            continue
         out.sent += 1
         out.by_topic[target] = out.by_topic.get(target, 0) + 1
         if dry_run:

@@ -52,6 +52,22 @@ def _float(lo: float, hi: float) -> Parser:
     return parse
 
 
+def _choice(*allowed: str) -> Parser:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _file(name: str, raw: str) -> str:
+    if not Path(raw).is_file():
+        raise SettingsError(f"{name} names {raw!r}, which is not a readable file")
+    return raw
+
+
 def _url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
@@ -81,6 +97,14 @@ class Settings:
 
     # interfaces.md (the contract)
     kafka_bootstrap_servers: str = _setting("KAFKA_BOOTSTRAP_SERVERS", _text, lambda s: f"127.0.0.1:{s['kafka_port']}")
+    kafka_security_protocol: str = _setting(
+        "KAFKA_SECURITY_PROTOCOL", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), "PLAINTEXT")
+    kafka_sasl_mechanism: str = _setting("KAFKA_SASL_MECHANISM", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "PLAIN")
+    kafka_sasl_username: str | None = _setting("KAFKA_SASL_USERNAME", _text, None)
+    kafka_sasl_password: str | None = _setting("KAFKA_SASL_PASSWORD", _text, None, secret=True)
+    kafka_ssl_cafile: str | None = _setting("KAFKA_SSL_CAFILE", _file, None)
+    kafka_ssl_certfile: str | None = _setting("KAFKA_SSL_CERTFILE", _file, None)
+    kafka_ssl_keyfile: str | None = _setting("KAFKA_SSL_KEYFILE", _file, None)
     topic_prefix: str = _setting("TOPIC_PREFIX", _text, "sentencify.")
     consumer_group: str = _setting("CONSUMER_GROUP", _text, "sentencify-ingest")
     batch_size: int = _setting("BATCH_SIZE", _int(1), 100)
@@ -96,6 +120,7 @@ class Settings:
     analytics_db_uri: str = _setting(
         "ANALYTICS_DB_URI", _text, lambda s: f"postgresql://sentencify@127.0.0.1:{s['postgres_port']}/analytics")
     embedding_dim: int = _setting("EMBEDDING_DIM", _int(1), 384)
+    clock_skew_s: int = _setting("CLOCK_SKEW_S", _int(0), 300)  # how far a consumer's clock may lag (pipeline.md)
 
     # chain (pipeline.md thresholds)
     etl_time_gap_s: float = _setting("ETL_TIME_GAP_S", _float(0.0, 86400.0), 5.0)
@@ -107,6 +132,7 @@ class Settings:
     dlq_max_bad_ratio: float = _setting("DLQ_MAX_BAD_RATIO", _float(0.0, 1.0), 0.5)
     dlq_window: int = _setting("DLQ_WINDOW", _int(1), 200)
     max_buffered_records: int = _setting("MAX_BUFFERED_RECORDS", _int(1), 20_000)
+    max_buffered_bytes: int = _setting("MAX_BUFFERED_BYTES", _int(1024 * 1024), 64 * 1024 * 1024)
     write_concurrency: int = _setting("WRITE_CONCURRENCY", _int(1), 2)
     metrics_port: int = _setting("METRICS_PORT", _int(-1), 9108)
     shutdown_timeout_s: int = _setting("SHUTDOWN_TIMEOUT_S", _int(1), 10)
@@ -136,6 +162,10 @@ class Settings:
         settings = cls(**values)
         if not settings.topic_prefix.strip():
             raise SettingsError("TOPIC_PREFIX must not be blank")
+        if settings.kafka_security_protocol.startswith("SASL_") and not (
+                settings.kafka_sasl_username and settings.kafka_sasl_password):
+            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+                                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         return settings
 
     def to_env(self) -> dict[str, str]:

@@ -20,7 +20,7 @@ CHAIN = {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX", "MONGO_URI", "MONGO_DB", "RE
 # service -> the variables its code needs
 NEEDS = {
     "consumer": {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX", "CONSUMER_GROUP", "BATCH_SIZE", "FLUSH_INTERVAL_MS", "MONGO_URI",
-                 "MONGO_DB", "REDIS_URL", "METRICS_PORT", "MAX_BUFFERED_RECORDS", "WRITE_CONCURRENCY", "DLQ_MAX_BAD_RATIO",
+                 "MONGO_DB", "REDIS_URL", "METRICS_PORT", "MAX_BUFFERED_RECORDS", "MAX_BUFFERED_BYTES", "WRITE_CONCURRENCY", "DLQ_MAX_BAD_RATIO",
                  "DLQ_WINDOW", "MAX_RECORD_BYTES"},
     "airflow-scheduler": CHAIN,  # LocalExecutor: the tasks run here
     "airflow-dag-processor": CHAIN,

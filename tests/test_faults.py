@@ -149,7 +149,7 @@ def test_mongodb_down_for_20_seconds_mid_stream_loses_nothing(settings, tmp_path
     wait_for(lambda: runner.service.metrics.get("sentencify_consumer_paused") == 1, 30, "fetching to pause")
     max_buffered = 0
     while time.monotonic() - outage_began < 20:
-        max_buffered = max(max_buffered, runner.service.batcher.total)
+        max_buffered = max(max_buffered, runner.service.path.batcher.total if runner.service.path else 0)
         time.sleep(0.2)
     assert runner.service.metrics.total("sentencify_consumer_write_errors_total") >= 2
     # Bounded memory: at most the limit plus one poll's worth of records.

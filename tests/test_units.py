@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from consumer.batch import Batcher
-from consumer.dead_letter import BadRatioGuard, TooManyBadRecords, dead_letter_doc
+from consumer.dead_letter import BadRatioAlarm, dead_letter_doc
 from consumer.decode import decode
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
@@ -184,20 +184,21 @@ def test_dead_letter_keeps_raw_bytes_and_truncates_only_oversized():
     assert bytes(big["raw"]) == b"yyyy" and big["truncated"] and big["raw_size"] == 100 and big["key"] is None
 
 
-def test_guard_judges_only_a_full_window():
-    g = BadRatioGuard(window=4, max_ratio=0.5)
+def test_alarm_judges_only_a_full_window_and_clears():
+    g = BadRatioAlarm(window=4, max_ratio=0.5)
     tp = ("t", 0)
-    for bad in (True, True, True):
-        g.observe(tp, bad)  # 3 of 3 bad, but the window is not full yet
-    with pytest.raises(TooManyBadRecords, match="producer looks broken"):
-        g.observe(tp, True)
+    assert [g.observe(tp, True) for _ in range(3)] == [None, None, None]  # 3 of 3 bad, window not full
+    assert g.observe(tp, True) is True and tp in g.alarms
+    assert "4 of the last 4" in g.describe(tp)
+    assert [g.observe(tp, False) for _ in range(2)] == [None, False]  # 2 of 4: at the limit, not over it
+    assert tp not in g.alarms
 
 
-def test_guard_slides():
-    g = BadRatioGuard(window=4, max_ratio=0.5)
+def test_alarm_slides_without_raising():
+    g = BadRatioAlarm(window=4, max_ratio=0.5)
     tp = ("t", 0)
     for bad in (True, False, False, True, False, True, False, True, False):
-        g.observe(tp, bad)  # never more than 2 of the last 4
+        assert g.observe(tp, bad) is None  # never more than 2 of the last 4
 
 
 # -- write classification ------------------------------------------------------------------

@@ -43,7 +43,10 @@ def to_utc_datetime(value: Any) -> datetime:
         )
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    parsed = parsed.astimezone(timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00+09:00: its UTC value is before year 1
+        raise ValueError(f"timestamp {value!r} has no UTC value between years 1 and 9999") from None
     return parsed.replace(microsecond=parsed.microsecond // _MS * _MS)
 
 

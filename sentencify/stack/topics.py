@@ -5,6 +5,7 @@ from __future__ import annotations
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from sentencify.kafka_config import kafka_security
 from sentencify.schemas import topics
 from sentencify.settings import Settings
 
@@ -12,7 +13,8 @@ from sentencify.settings import Settings
 def create_topics(settings: Settings, extra: list[str] | None = None) -> list[str]:
     """Returns the topics created now (existing ones are left as they are)."""
     names = sorted(topics(settings.topic_prefix)) + list(extra or [])
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="sentencify-admin")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="sentencify-admin",
+                             **kafka_security(settings))
     created = []
     try:
         # One request per topic: a single existing topic must not fail the others.

@@ -118,7 +118,7 @@ class IngestService:
             log.info("metrics", extra=kv(url=f"http://127.0.0.1:{self.metrics_server.port}/metrics"))
         own_mongo = self._mongo is None
         client = self._mongo or mongo.client(self.settings.mongo_uri, app_name="sentencify-consumer",
-                                             operation_timeout_s=mongo.WRITE_TIMEOUT_S)
+                                             socket_timeout_s=mongo.WRITE_TIMEOUT_S)
         writes = None
         try:
             db = client[self.settings.mongo_db]

@@ -12,7 +12,7 @@ starting at that logical date (or params `start`/`end`).
 from airflow.sdk import DAG
 
 from sentencify_airflow.assets import TRAINING_EXAMPLES, USER_PROFILES
-from sentencify_airflow.defaults import DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.defaults import ASSET_TRIGGERED_MAX_RUNS, DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
 from sentencify_airflow.operators import UserProfilesOperator
 
 with DAG(
@@ -20,7 +20,7 @@ with DAG(
     schedule=[TRAINING_EXAMPLES],
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=ASSET_TRIGGERED_MAX_RUNS,  # not 1: see defaults.py (events lost at 1)
     default_args=DEFAULT_ARGS,
     params=WINDOW_PARAMS,
     tags=TAGS,

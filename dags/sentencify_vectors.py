@@ -12,7 +12,7 @@ Run alone: `airflow dags test sentencify_vectors 2026-11-24T05:00:00+00:00`.
 from airflow.sdk import DAG
 
 from sentencify_airflow.assets import USER_PROFILES, VECTORS
-from sentencify_airflow.defaults import DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.defaults import ASSET_TRIGGERED_MAX_RUNS, DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
 from sentencify_airflow.operators import VectorMigrationOperator
 
 with DAG(
@@ -20,7 +20,7 @@ with DAG(
     schedule=[USER_PROFILES],
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=1,  # Qdrant local mode allows one process at a time
+    max_active_runs=ASSET_TRIGGERED_MAX_RUNS,  # not 1: see defaults.py (events lost at 1)
     default_args=DEFAULT_ARGS,
     params=WINDOW_PARAMS,
     tags=TAGS,

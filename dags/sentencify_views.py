@@ -11,7 +11,7 @@ Run alone: `airflow dags test sentencify_views 2026-11-24T05:00:00+00:00`.
 from airflow.sdk import DAG
 
 from sentencify_airflow.assets import VECTORS, VIEWS
-from sentencify_airflow.defaults import DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.defaults import ASSET_TRIGGERED_MAX_RUNS, DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
 from sentencify_airflow.operators import AnalyticsViewsOperator
 
 with DAG(
@@ -19,7 +19,7 @@ with DAG(
     schedule=[VECTORS],
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=ASSET_TRIGGERED_MAX_RUNS,  # not 1: see defaults.py (events lost at 1)
     default_args=DEFAULT_ARGS,
     params=WINDOW_PARAMS,
     tags=TAGS,

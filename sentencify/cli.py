@@ -226,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_consume)
 
-    p = sub.add_parser("run", help="one step of the chain for one window, outside Airflow")
-    p.add_argument("step", choices=("etl", "profile", "vectors", "views"))
+    from sentencify.steps.runner import REGISTRY
+
+    p = sub.add_parser("run", help="one step of the chain for one window, outside Airflow",
+                       epilog="; ".join(f"{s.name}: {s.help}" for s in REGISTRY.values()))
+    p.add_argument("step", choices=tuple(REGISTRY))
     p.add_argument("--start", required=True, help="window start, ISO-8601 (no offset means UTC)")
     p.add_argument("--end", required=True, help="window end (exclusive)")
     p.add_argument("--hourly", action="store_true", help="run each hour of [start, end) in turn (a backfill)")

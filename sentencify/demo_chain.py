@@ -17,10 +17,12 @@ from sentencify import mongo
 from sentencify.airflow_api import AirflowApi, AirflowApiError
 from sentencify.settings import Settings
 from sentencify.stack.airflow import ADMIN_USER, admin_password
+from sentencify.steps.runner import REGISTRY, STEPS
 from sentencify.window import floor_hour
 
-DAGS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors", "sentencify_views"]
-STEPS = ["etl", "profile", "vectors", "views"]
+
+
+DAGS = [REGISTRY[s].dag_id for s in STEPS]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,16 +25,16 @@ INDEX_PLAN: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-# The consumer's writes give up after this long (the server gets it as maxTimeMS), and are retried
-# with a new `ingested_at`: so a record is visible at most this long after its `ingested_at`
-# (plus the consumer's clock skew), which is how far back the chain looks (sentencify.steps.progress).
+# The consumer gives up on a write that has not answered after this long, and retries it with a new
+# `ingested_at`: so a record becomes visible at most this long after its `ingested_at` (plus the
+# consumer's clock skew), which is how far back the chain looks (sentencify.steps.progress).
 WRITE_TIMEOUT_S = 60
 
 
 def client(uri: str, app_name: str = "sentencify", timeout_ms: int = 5000,
-           operation_timeout_s: float | None = None) -> MongoClient:
+           socket_timeout_s: float | None = None) -> MongoClient:
     # Fail fast when MongoDB is away: callers retry with backoff instead of hanging 30 s.
-    extra = {} if operation_timeout_s is None else {"timeoutMS": int(operation_timeout_s * 1000)}
+    extra = {} if socket_timeout_s is None else {"socketTimeoutMS": int(socket_timeout_s * 1000)}
     return MongoClient(
         uri,
         appname=app_name,

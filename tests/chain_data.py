@@ -26,11 +26,13 @@ class Logs:
         self.validator = Validator(embedding_dim)
         self.offset = 0
 
-    def put(self, code: str, ingested_hour: int, **fields) -> dict:
+    def put(self, code: str, ingested_hour: int | datetime, **fields) -> dict:
+        """`ingested_hour`: an hour of DAY (stored at half past), or the exact `ingested_at`."""
         et = BY_CODE[code]
         self.offset += 1
         doc = self.validator.validate(et, fields, Position("test." + et.name, 0, self.offset))
-        doc["ingested_at"] = DAY + timedelta(hours=ingested_hour, minutes=30)
+        doc["ingested_at"] = (ingested_hour if isinstance(ingested_hour, datetime)
+                              else DAY + timedelta(hours=ingested_hour, minutes=30))
         self.db[et.name].insert_one(doc)
         return doc
 

@@ -71,3 +71,41 @@ def test_the_airflow_ui_links_to_the_dashboard(running_airflow):
     views = [v for p in api.plugins() for v in p.get("external_views", [])]
     assert {"name": "Sentencify dashboard", "href": dashboard_url(s), "category": "browse"}.items() <= next(
         v for v in views if v["name"] == "Sentencify dashboard").items()
+
+
+def test_five_quick_upstream_runs_lead_every_downstream_step_to_cover_all_five_hours(running_airflow):
+    """apache/airflow#56050: with max_active_runs=1, asset events that arrive during a run wait for
+    another event. The downstream steps must cover all five hours without one."""
+    from pymongo import MongoClient
+
+    from sentencify.steps import progress
+
+    s = running_airflow
+    client = MongoClient(s.mongo_uri, tz_aware=True)
+    db = client[s.mongo_db]
+    client.drop_database(s.mongo_db)
+    logs = Logs(db)
+    hours = range(12, 17)
+    for h in hours:
+        logs.full_session(h, f"q{h}", a={"user_id": f"user{h}"})
+    api = AirflowApi(f"http://127.0.0.1:{s.airflow_port}", ADMIN_USER, admin_password(s))
+    api.wait_for_dags(DAGS)
+    for dag in DAGS:
+        api.unpause(dag)
+    for h in hours:  # as fast as the API takes them
+        api.trigger("sentencify_etl", hour(h).start, run_id=f"quick_{h}")
+
+    last_end = hour(hours[-1]).end
+    deadline = time.monotonic() + 420
+    steps = ("etl", "profile", "vectors", "views")
+    while time.monotonic() < deadline:
+        covered = {step: progress.safe_until(db, step) for step in steps}
+        if all(v is not None and v >= last_end for v in covered.values()):
+            break
+        time.sleep(2)
+    assert all(v is not None and v >= last_end for v in covered.values()), covered
+    assert {d["_id"] for d in db.training_examples.find()} == {f"q{h}" for h in hours}
+    assert {d["_id"] for d in db.user_profile.find()} >= {f"user{h}" for h in hours}
+    vectors = db.pipeline_runs.find_one({"step": "vectors"}, sort=[("finished_at", -1)])
+    assert sum(vectors["summary"]["real_points"].values()) >= len(hours)  # and the earlier test's points
+    client.close()

@@ -1,8 +1,9 @@
 """Step 1: training examples (H) for the sessions a window touches, rebuilt from all their records.
 
 Join: one MongoDB aggregation pipeline per chunk of sessions (earliest A per session, then
-$lookup of B, C, E and a point-in-time F); the chunk's D records by one `_id $in` query. Decide: `examples.build` (pure). Publish: one
-transaction per window, so a failure leaves readers the previous state, never half a window.
+$lookup of B, C, E and a point-in-time F); the chunk's D records by one `_id $in` query. Decide:
+`examples.build` (pure). Publish: one transaction per window (up to MAX_SESSIONS_PER_TRANSACTION
+sessions), so a failure leaves readers the previous state, never half a window.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, n
         sessions = sorted(touched_sessions(db, window))
     result = EtlResult(window, touched=len(sessions))
     parts = list(chunks(sessions, MAX_SESSIONS_PER_TRANSACTION)) or [[]]
-    for n, part in enumerate(parts, 1):
+    for part in parts:
         if full:
             built, rejected = _decide([by_session[s] for s in part if s in by_session],
                                       {s: orphans[s] for s in part if s in orphans}, rules, now)
@@ -193,8 +194,7 @@ def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, n
             result.reasons.update(ex.doc["consistency_reasons"])
         for rej in rejected:
             result.rejects[rej.doc["reason"]] += 1
-        last = n == len(parts)  # the run is recorded with the last part: "done" means all of it
-        publish(db, _ops(built, rejected), step="etl", window=window, summary=result.summary(), now=now, record_run=last)
+        publish(db, _ops(built, rejected))
     log.info("etl done", extra={"fields": result.summary()})
     return result
 

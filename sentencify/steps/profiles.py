@@ -145,9 +145,9 @@ def run_profile(db: Database, redis_client, window: Window, now: datetime | None
         for user_id, rec in gather(db, part).items():
             profiles.append(build_profile(user_id, rec, now))
     summary = {"window": str(window), "users": len(profiles)}
-    publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p in profiles]},
-            step="profile", window=window, summary=summary, now=now)
-    # Redis after MongoDB: a failure here fails the run, and the retry rewrites both.
+    publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p in profiles]})
+    # Redis after MongoDB: a failure here fails the run (not recorded, progress not moved), and the
+    # retry rewrites both.
     for part in chunks(profiles, 1000):
         pipe = redis_client.pipeline(transaction=False)
         for p in part:

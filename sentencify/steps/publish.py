@@ -1,4 +1,4 @@
-"""Publish a step's output for one window atomically, and record the run in `pipeline_runs`."""
+"""Publish a step's output atomically, and record a finished run in `pipeline_runs`."""
 
 from __future__ import annotations
 
@@ -42,16 +42,15 @@ def _run_op(step: str, window: Window, summary: dict, started_at: datetime) -> R
 
 
 def record_run(db: Database, step: str, window: Window, summary: dict, started_at: datetime) -> None:
-    """For steps whose output is not in MongoDB (Qdrant, PostgreSQL): the run record alone."""
+    """The run of `step` labelled `window` succeeded (its outputs are all written)."""
     db[RUNS].bulk_write([_run_op(step, window, summary, started_at)])
 
 
-def publish(db: Database, ops_by_collection: dict[str, list], *, step: str, window: Window, summary: dict, now: datetime,
-            record_run: bool = True) -> None:
-    """All writes of one run in one transaction (readers see all of it or none of it)."""
+def publish(db: Database, ops_by_collection: dict[str, list]) -> None:
+    """All writes of one part of a run in one transaction (readers see all of it or none of it).
+
+    The run record is the runner's, written once every store of the step is written."""
     ops = {c: o for c, o in ops_by_collection.items() if o}
-    if record_run:
-        ops[RUNS] = [_run_op(step, window, summary, now)]
     if not ops:
         return
     client = db.client

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from datetime import datetime, timezone
 
 from pymongo.database import Database
 from qdrant_client import QdrantClient, models
@@ -17,7 +16,6 @@ from qdrant_client import QdrantClient, models
 from sentencify import vectorstore
 from sentencify.schemas import CATEGORIES
 from sentencify.steps.etl import EXAMPLES
-from sentencify.steps.publish import record_run
 from sentencify.steps.touched import chunks, touched_sessions
 from sentencify.window import Window
 
@@ -133,8 +131,7 @@ def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> tuple
 
 
 def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: str, dim: int, threshold: int,
-                full: bool = False, now: datetime | None = None) -> dict:
-    now = now or datetime.now(timezone.utc)
+                full: bool = False) -> dict:
     vectorstore.ensure_collection(qc, collection, dim)
     if full:
         sessions, upserted, deleted = sync_all(db, qc, collection, dim)
@@ -147,6 +144,5 @@ def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: s
         "window": str(window), "full": full, "sessions": sessions, "upserted": upserted, "deleted": deleted,
         "real_points": real, "synthetic_points": _synthetic(qc, collection),
     }
-    record_run(db, "vectors", window, summary, now)
     log.info("vectors done", extra={"fields": summary})
     return summary

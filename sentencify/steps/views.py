@@ -1,9 +1,11 @@
 """Step 4: export aggregates from MongoDB into the analytics PostgreSQL database that Superset reads.
 
-Per window, in one PostgreSQL transaction:
-- window-keyed facts (traffic, categories, latencies, dead letters) hold what the records
-  *ingested* in the window contribute, bucketed by event time; the window's old rows are
-  replaced, so a re-run changes nothing and late records add to the hour they belong to;
+Per run, in one PostgreSQL transaction:
+- hour-keyed facts (traffic, categories, latencies, dead letters) hold what the records
+  *ingested* in one whole UTC hour contribute (column `window_start` = that ingestion hour),
+  bucketed by event time. A run recomputes every whole ingestion hour its window reaches and
+  replaces those hours' rows, so any set of windows, in any order, counts each record once: in
+  the row of the hour it was ingested;
 - entity facts (examples, sessions, users) are upserted for the sessions the window touched;
 - the pipeline-run log is copied whole (it is small).
 The SQL in `sql_views/` (tables, views, grants) is applied first; it is idempotent.
@@ -22,7 +24,7 @@ from pymongo.database import Database
 from sentencify.settings import PROJECT_ROOT
 from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.profiles import PROFILES
-from sentencify.steps.publish import RUNS, record_run, run_id
+from sentencify.steps.publish import RUNS, run_id
 from sentencify.steps.touched import A, B, C, E, I, chunks, touched_sessions
 from sentencify.window import Window, floor_hour
 
@@ -42,31 +44,39 @@ def apply_sql(conn, sql_dir: Path = SQL_DIR) -> list[str]:
     return applied
 
 
-def window_facts(db: Database, window: Window) -> dict[str, list[tuple]]:
-    """What the records ingested in the window add, by event hour (no writes)."""
-    in_window = window.mongo_filter()
-    traffic: dict[datetime, Counter] = {}
-    for collection, field in ((A, "recommendations"), (E, "contexts"), (B, "paraphrase_runs"), (C, "selections")):
-        for doc in db[collection].find(in_window, {"created_at": 1, "was_accepted": 1}):
-            row = traffic.setdefault(floor_hour(doc["created_at"]), Counter())
-            row[field] += 1
+def whole_hours(window: Window) -> Window:
+    """The whole UTC hours a window reaches: [floor(start), ceil(end))."""
+    end = floor_hour(window.end)
+    return Window(floor_hour(window.start), end if end == window.end else end + timedelta(hours=1))
+
+
+def hour_facts(db: Database, hours: Window) -> dict[str, list[tuple]]:
+    """What the records ingested in these whole hours add, by (ingestion hour, event hour) (no writes)."""
+    in_hours = hours.mongo_filter()
+    fields = {"created_at": 1, "ingested_at": 1}
+    traffic: dict[tuple[datetime, datetime], Counter] = {}
+    for collection, name in ((A, "recommendations"), (E, "contexts"), (B, "paraphrase_runs"), (C, "selections")):
+        for doc in db[collection].find(in_hours, {**fields, "was_accepted": 1}):
+            row = traffic.setdefault((floor_hour(doc["ingested_at"]), floor_hour(doc["created_at"])), Counter())
+            row[name] += 1
             if collection == C and doc.get("was_accepted") is True:
                 row["accepted"] += 1
     categories = Counter(
-        (floor_hour(d["created_at"]), d.get("reco_category_input") or "(none)")
-        for d in db[A].find(in_window, {"created_at": 1, "reco_category_input": 1})
+        (floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), d.get("reco_category_input") or "(none)")
+        for d in db[A].find(in_hours, {**fields, "reco_category_input": 1})
     )
-    latency = [(floor_hour(d["created_at"]), float(d["latency_ms"])) for d in db[I].find(in_window, {"created_at": 1, "latency_ms": 1})]
+    latency = [(floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), float(d["latency_ms"]))
+               for d in db[I].find(in_hours, {**fields, "latency_ms": 1})]
     dead = Counter(
-        (d["failed_at"].astimezone(timezone.utc).date(), d["topic"], d["reason"])
-        for d in db[DEAD_LETTERS].find(in_window, {"failed_at": 1, "topic": 1, "reason": 1})
+        (floor_hour(d["ingested_at"]), d["failed_at"].astimezone(timezone.utc).date(), d["topic"], d["reason"])
+        for d in db[DEAD_LETTERS].find(in_hours, {"ingested_at": 1, "failed_at": 1, "topic": 1, "reason": 1})
     )
-    fields = ("recommendations", "contexts", "paraphrase_runs", "selections", "accepted")
+    names = ("recommendations", "contexts", "paraphrase_runs", "selections", "accepted")
     return {
-        "traffic": [(window.start, h, *(c[f] for f in fields)) for h, c in sorted(traffic.items())],
-        "categories": [(window.start, h, cat, n) for (h, cat), n in sorted(categories.items())],
-        "latency": [(window.start, h, ms) for h, ms in latency],
-        "dead_letters": [(window.start, day, topic, reason, n) for (day, topic, reason), n in sorted(dead.items())],
+        "traffic": [(w, h, *(c[n] for n in names)) for (w, h), c in sorted(traffic.items())],
+        "categories": [(w, h, cat, n) for (w, h, cat), n in sorted(categories.items())],
+        "latency": latency,
+        "dead_letters": [(w, day, topic, reason, n) for (w, day, topic, reason), n in sorted(dead.items())],
     }
 
 
@@ -134,25 +144,28 @@ def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
     return out
 
 
-def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
-    """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it)."""
+def run_views(db: Database, conn, window: Window, redis_client=None, label: Window | None = None) -> dict:
+    """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it); `window`: what
+    to read; `label`: the hour the run stands for, in the pipeline-state table (default: `window`)."""
+    label = label or window
     from psycopg2.extras import execute_values
 
-    started_at = datetime.now(timezone.utc)
-    facts = window_facts(db, window)
+    hours = whole_hours(window)
+    facts = hour_facts(db, hours)
     sessions = sorted(touched_sessions(db, window))
     entities = entity_facts(db, sessions)
     runs = [(r["step"], r["window_start"], r["window_end"], r["finished_at"], json.dumps(r.get("summary") or {}, default=str))
-            for r in db[RUNS].find({"_id": {"$ne": run_id("views", window)}})]
+            for r in db[RUNS].find({"_id": {"$ne": run_id("views", label)}})]
     # This run too, so the dashboard's pipeline state includes the step that wrote it.
-    runs.append(("views", window.start, window.end, datetime.now(timezone.utc), json.dumps({"sessions": len(sessions)})))
+    runs.append(("views", label.start, label.end, datetime.now(timezone.utc), json.dumps({"sessions": len(sessions)})))
     consumers = consumer_state(redis_client)
     lags = consumer_lag(redis_client)
     with conn:  # one transaction: readers see the old window's rows or the new ones
         applied = apply_sql(conn)
         with conn.cursor() as cur:
             for table in ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_letters"):
-                cur.execute(f"delete from sentencify.{table} where window_start = %s", (window.start,))
+                cur.execute(f"delete from sentencify.{table} where window_start >= %s and window_start < %s",
+                            (hours.start, hours.end))
             execute_values(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
             execute_values(cur, "insert into sentencify.fact_categories values %s", facts["categories"])
             execute_values(cur, "insert into sentencify.fact_latency values %s", facts["latency"])
@@ -173,8 +186,7 @@ def run_views(db: Database, conn, window: Window, redis_client=None) -> dict:
             execute_values(cur, "insert into sentencify.consumer_state values %s", consumers)
             cur.execute("delete from sentencify.consumer_partition_lag")
             execute_values(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
-    summary = {"window": str(window), "sql": applied, "sessions": len(sessions), "traffic_hours": len(facts["traffic"]),
+    summary = {"window": str(window), "hours": str(hours), "sql": applied, "sessions": len(sessions), "traffic_hours": len(facts["traffic"]),
                "latencies": len(facts["latency"]), "examples": len(entities["examples"]), "users": len(entities["users"])}
-    record_run(db, "views", window, summary, started_at)
     log.info("views done", extra={"fields": summary})
     return summary

@@ -8,8 +8,10 @@ Each variant runs in its own process with a fresh consumer group and a fresh dat
 the same indexes (the ones the pipeline joins on), so the targets are equal and peak RSS is its own. Throughput counts from the first record received to the last record written and
 committed (the group join is not counted). The naive baseline is slow, so it runs until it has
 handled --naive-limit records and its rate is taken over those. (d) is a reference: the same
-documents inserted from memory, sequentially, no Kafka. Last line:
-`ratios a/b=X a/c=Y` (targets: a/b >= 0.8, a/c >= 10).
+documents inserted from memory, sequentially, no Kafka. Then the consumer alone drains
+--large records of about 500 KB each (a big extra field, or an embedding of another version as
+a long list of floats) and prints `large records: N events/s peak_rss_mb=X` (target: <= 300 MB,
+which MAX_BUFFERED_BYTES bounds). Last line: `ratios a/b=X a/c=Y` (targets: a/b >= 0.8, a/c >= 10).
 """
 
 from __future__ import annotations
@@ -156,6 +158,41 @@ def run_reference(settings: Settings, total: int, group: str, limit: int) -> dic
     return {"records": done, "seconds": time.perf_counter() - first}
 
 
+def large_records(count: int) -> list[tuple[str, bytes]]:
+    """(collection, value) of about 500 KB each: half a big extra text field, half 25,000 floats."""
+    from tests.factories import record
+
+    out = []
+    for i in range(count):
+        if i % 2:
+            out.append(("recommend_log", orjson.dumps({**record("I"), "debug_dump": "x" * 500_000})))
+        else:
+            floats = [((i * 7919 + k) % 1000) / 997.0 for k in range(25_000)]
+            out.append(("context_block", orjson.dumps({**record("E"), "embedding_v2": floats, "embedding_version": "v2"})))
+    return out
+
+
+def _large_records_run(settings: Settings, count: int) -> dict:
+    from sentencify.produce import producer
+    from sentencify.stack.topics import create_topics
+
+    s = dataclasses.replace(settings, topic_prefix="large.")
+    create_topics(s)
+    values = large_records(count)
+    kafka = producer(s)
+    try:
+        for collection, value in values:
+            kafka.send(s.topic_prefix + collection, value=value)
+        kafka.flush(300)
+    finally:
+        kafka.close()
+    mb = sum(len(v) for _, v in values) / 1e6
+    print(f"running consumer on {count} large records ({mb:.0f} MB) ...", flush=True)
+    result = _run_variant(s, "consumer", count, 0)
+    result["mb"] = mb
+    return result
+
+
 VARIANTS = {"consumer": run_consumer, "raw": run_raw, "naive": run_naive, "reference": run_reference}
 
 
@@ -205,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=100_000, help="size of the topic set (default 100k)")
     parser.add_argument("--naive-limit", type=int, default=15_000, help="records the naive baseline handles")
     parser.add_argument("--write-concurrency", type=int, default=None, help="WRITE_CONCURRENCY of the consumer")
+    parser.add_argument("--large", type=int, default=2000, help="records of ~500 KB for the memory run (0: skip)")
     parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
@@ -239,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             results[variant] = r = _run_variant(settings, variant, len(records), args.naive_limit)
             print(f"  {variant:<9} {r['records']:>7} records in {r['seconds']:6.1f}s = {r['rate']:8.0f} events/s   "
                   f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+        large = _large_records_run(settings, args.large) if args.large else None
     finally:
         stack.down(settings, only=["kafka", "mongodb"], echo=lambda _: None)
     a, b, c, d = (results[v]["rate"] for v in ("consumer", "raw", "naive", "reference"))
@@ -246,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(d) reference: sequential insert_many({settings.batch_size}) from memory, no Kafka {d:.0f} events/s "
           f"(a/d={a / d:.2f}; d/c={d / c:.1f}: how far batching alone gets on this server)")
     print(f"consumer peak RSS {results['consumer']['peak_rss_mb']:.0f} MB")
+    if large:
+        print(f"large records: {large['rate']:.0f} events/s peak_rss_mb={large['peak_rss_mb']:.0f} "
+              f"({large['records']} records, {large['mb']:.0f} MB)")
     print(f"ratios a/b={a / b:.2f} a/c={a / c:.1f}")
     return 0
 

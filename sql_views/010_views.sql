@@ -46,9 +46,10 @@ select consistency_flag, coalesce(reason, 'none') as reason, count(*)::bigint as
 from sentencify.fact_examples left join lateral unnest(reasons) as reason on true
 group by consistency_flag, coalesce(reason, 'none');
 
+-- By topic too: a broken producer (the consumer's alarm) shows as one topic's bar.
 create or replace view sentencify.v_dead_letters_daily as
-select day, reason, sum(dead_letters)::bigint as dead_letters
-from sentencify.fact_dead_letters group by day, reason;
+select day, reason, sum(dead_letters)::bigint as dead_letters, topic
+from sentencify.fact_dead_letters group by day, reason, topic;
 
 create or replace view sentencify.v_pipeline_state as
 select distinct on (step) step, window_start as last_window_start, window_end as last_window_end, finished_at

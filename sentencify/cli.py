@@ -45,18 +45,21 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{r.name:<23}{r.port:>7}  {r.pid or '-':>8}  {health:<9} {r.log_file}")
     print()
     print(f"KAFKA_BOOTSTRAP_SERVERS={settings.kafka_bootstrap_servers}")
-    print(f"MONGO_URI={settings.mongo_uri}  MONGO_DB={settings.mongo_db}")
-    print(f"REDIS_URL={settings.redis_url}")
-    print(f"ANALYTICS_DB_URI={settings.analytics_db_uri}")
+    print(f"MONGO_URI={settings.shown('mongo_uri')}  MONGO_DB={settings.mongo_db}")
+    print(f"REDIS_URL={settings.shown('redis_url')}")
+    print(f"ANALYTICS_DB_URI={settings.shown('analytics_db_uri')}")
     if any(r.name.startswith("airflow") and r.running for r in rows):
-        from sentencify.stack.airflow import ADMIN_USER, admin_password
+        from sentencify.stack.airflow import ADMIN_USER, admin_password, admin_password_file
 
-        print(f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login {ADMIN_USER} / {admin_password(settings)}")
+        admin_password(settings)  # created on first use
+        print(f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login {ADMIN_USER}, "
+              f"password in {admin_password_file(settings)}")
     if any(r.name == "superset" and r.running for r in rows):
         from sentencify.stack import superset
 
-        print(f"Superset:   http://127.0.0.1:{settings.superset_port}  login {settings.superset_username} / "
-              f"{superset.admin_password(settings)}")
+        where = ("SUPERSET_PASSWORD" if settings.superset_password
+                 else f"password in {superset.admin_password_file(settings)}")
+        print(f"Superset:   http://127.0.0.1:{settings.superset_port}  login {settings.superset_username}, {where}")
     return 0 if all(r.healthy for r in rows) else 1
 
 

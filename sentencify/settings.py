@@ -69,20 +69,54 @@ def _file(name: str, raw: str) -> str:
 
 
 def _url(name: str, raw: str) -> str:
-    return raw.rstrip("/")
+    return _uri("http", "https")(name, raw).rstrip("/")
+
+
+def _uri(*schemes: str) -> Parser:
+    """A connection URI with one of `schemes` and a host; the message never shows its password."""
+    def parse(name: str, raw: str) -> str:
+        from urllib.parse import urlsplit
+
+        from sentencify.redact import redact_uri
+
+        shown = redact_uri(raw)
+        try:
+            parts = urlsplit(raw.strip())
+            host = parts.hostname
+        except ValueError as exc:
+            raise SettingsError(f"{name} is not a URI ({exc}): {shown!r}") from None
+        if parts.scheme not in schemes:
+            raise SettingsError(f"{name} must start with {' or '.join(s + '://' for s in schemes)}, got {shown!r}")
+        if not host and parts.scheme not in ("unix",):
+            raise SettingsError(f"{name} has no host: {shown!r}")
+        return raw.strip()
+
+    return parse
+
+
+def _brokers(name: str, raw: str) -> str:
+    for broker in raw.split(","):
+        host, _, port = broker.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise SettingsError(f"{name} must be host:port[,host:port], got {raw!r}")
+    return raw.strip()
 
 
 def _path(name: str, raw: str) -> Path:
     return Path(raw).resolve()
 
 
-def _setting(var: str, parse: Parser, default: Any | Callable[[dict], Any], *, secret: bool = False):
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg2")
+
+
+def _setting(var: str, parse: Parser, default: Any | Callable[[dict], Any], *, secret: bool | str = False):
     """A dataclass field read from `var`. `default` is a value, or a function of the settings
-    declared above it (the local stack's ports come first, so URIs can follow them)."""
+    declared above it (the local stack's ports come first, so URIs can follow them).
+    `secret`: True for a secret (never shown), "uri" for a URI whose password is never shown."""
     return field(metadata={"var": var, "parse": parse, "default": default, "secret": secret})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     # local stack: its directory and ports (127.0.0.1); the defaults below follow them
     stack_dir: Path = _setting("STACK_DIR", _path, PROJECT_ROOT / ".stack")
@@ -96,7 +130,7 @@ class Settings:
     superset_metadata_db: str = _setting("SUPERSET_METADATA_DB", _text, "superset")
 
     # interfaces.md (the contract)
-    kafka_bootstrap_servers: str = _setting("KAFKA_BOOTSTRAP_SERVERS", _text, lambda s: f"127.0.0.1:{s['kafka_port']}")
+    kafka_bootstrap_servers: str = _setting("KAFKA_BOOTSTRAP_SERVERS", _brokers, lambda s: f"127.0.0.1:{s['kafka_port']}")
     kafka_security_protocol: str = _setting(
         "KAFKA_SECURITY_PROTOCOL", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), "PLAINTEXT")
     kafka_sasl_mechanism: str = _setting("KAFKA_SASL_MECHANISM", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "PLAIN")
@@ -109,16 +143,19 @@ class Settings:
     consumer_group: str = _setting("CONSUMER_GROUP", _text, "sentencify-ingest")
     batch_size: int = _setting("BATCH_SIZE", _int(1), 100)
     flush_interval_ms: int = _setting("FLUSH_INTERVAL_MS", _int(1), 1000)
-    mongo_uri: str = _setting("MONGO_URI", _text, lambda s: f"mongodb://127.0.0.1:{s['mongo_port']}")
+    mongo_uri: str = _setting("MONGO_URI", _uri("mongodb", "mongodb+srv"), lambda s: f"mongodb://127.0.0.1:{s['mongo_port']}",
+                              secret="uri")
     mongo_db: str = _setting("MONGO_DB", _text, "sentencify")
-    redis_url: str = _setting("REDIS_URL", _text, lambda s: f"redis://127.0.0.1:{s['redis_port']}/0")
-    qdrant_url: str | None = _setting("QDRANT_URL", _text, None)
+    redis_url: str = _setting("REDIS_URL", _uri("redis", "rediss", "unix"), lambda s: f"redis://127.0.0.1:{s['redis_port']}/0",
+                              secret="uri")
+    qdrant_url: str | None = _setting("QDRANT_URL", _uri("http", "https"), None, secret="uri")
     # Local mode only when no server URL is given.
     qdrant_path: str | None = _setting("QDRANT_PATH", _text, lambda s: None if s["qdrant_url"] else str(s["stack_dir"] / "qdrant"))
     qdrant_collection: str = _setting("QDRANT_COLLECTION", _text, "context_block_v1")
     qdrant_api_key: str | None = _setting("QDRANT_API_KEY", _text, None, secret=True)  # a Qdrant server's key
     analytics_db_uri: str = _setting(
-        "ANALYTICS_DB_URI", _text, lambda s: f"postgresql://sentencify@127.0.0.1:{s['postgres_port']}/analytics")
+        "ANALYTICS_DB_URI", _uri(*POSTGRES_SCHEMES), lambda s: f"postgresql://sentencify@127.0.0.1:{s['postgres_port']}/analytics",
+        secret="uri")
     embedding_dim: int = _setting("EMBEDDING_DIM", _int(1), 384)
     clock_skew_s: int = _setting("CLOCK_SKEW_S", _int(0), 300)  # how far a consumer's clock may lag (pipeline.md)
 
@@ -140,7 +177,8 @@ class Settings:
 
     # dashboard (Superset) and the links between the UIs
     analytics_reader_uri: str = _setting(
-        "ANALYTICS_READER_URI", _text, lambda s: f"postgresql://sentencify_reader@127.0.0.1:{s['postgres_port']}/analytics")
+        "ANALYTICS_READER_URI", _uri(*POSTGRES_SCHEMES),
+        lambda s: f"postgresql://sentencify_reader@127.0.0.1:{s['postgres_port']}/analytics", secret="uri")
     airflow_url: str = _setting("AIRFLOW_URL", _url, lambda s: f"http://127.0.0.1:{s['airflow_port']}")
     superset_url: str = _setting("SUPERSET_URL", _url, lambda s: f"http://127.0.0.1:{s['superset_port']}")
     superset_username: str = _setting("SUPERSET_USERNAME", _text, "admin")
@@ -167,6 +205,19 @@ class Settings:
             raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
                                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
         return settings
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(f'{f.name}={self.shown(f.name)!r}' for f in fields(self))})"
+
+    def shown(self, name: str) -> Any:
+        """A setting as it may be printed or logged: secrets masked, URIs without their password."""
+        from sentencify.redact import redact_uri
+
+        value = getattr(self, name)
+        kind = next(f.metadata["secret"] for f in fields(self) if f.name == name)
+        if value is None or not kind:
+            return value
+        return redact_uri(str(value)) if kind == "uri" else "***"
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that reproduce these settings in a child process (unset ones are left out)."""

@@ -21,6 +21,12 @@ if _redis:
     CACHE_CONFIG = {**_cache, "CACHE_KEY_PREFIX": "superset_meta_"}
     DATA_CACHE_CONFIG = {**_cache, "CACHE_KEY_PREFIX": "superset_data_", "CACHE_DEFAULT_TIMEOUT": 60}
 
+# The session cookie: never readable by scripts; sent over HTTPS only when Superset is served behind
+# TLS (production: SUPERSET_SESSION_COOKIE_SECURE=true; the local stack is plain HTTP on 127.0.0.1).
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = os.environ.get("SUPERSET_SESSION_COOKIE_SECURE", "false").lower() == "true"
+
 # Behind a reverse proxy in production (X-Forwarded-* headers); off for the local stack.
 ENABLE_PROXY_FIX = os.environ.get("SUPERSET_ENABLE_PROXY_FIX", "false").lower() == "true"
 # Login attempts are rate limited in production only (the tests log in many times).

@@ -15,17 +15,21 @@ from tests.helpers import ROOT
 SUPERSET_CONFIG = ROOT / "superset" / "superset_config.py"
 ENVIRON = re.compile(r'os\.environ(?:\.get\(|\[)"([A-Z0-9_]+)"')
 
-CHAIN = {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX", "MONGO_URI", "MONGO_DB", "REDIS_URL", "QDRANT_URL", "QDRANT_API_KEY",
-         "QDRANT_COLLECTION", "ANALYTICS_DB_URI", "EMBEDDING_DIM", "ETL_TIME_GAP_S", "VECTOR_REAL_THRESHOLD", "SUPERSET_URL"}
+KAFKA = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM"}
+# Present in every Kafka client's environment, empty unless the managed Kafka needs them.
+KAFKA_OPTIONAL = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"}
+CHAIN = {"TOPIC_PREFIX", "MONGO_URI", "MONGO_DB", "REDIS_URL", "QDRANT_URL", "QDRANT_API_KEY", "CLOCK_SKEW_S",
+         "QDRANT_COLLECTION", "ANALYTICS_DB_URI", "EMBEDDING_DIM", "ETL_TIME_GAP_S", "VECTOR_REAL_THRESHOLD",
+         "SUPERSET_URL"} | KAFKA
 # service -> the variables its code needs
 NEEDS = {
-    "consumer": {"KAFKA_BOOTSTRAP_SERVERS", "TOPIC_PREFIX", "CONSUMER_GROUP", "BATCH_SIZE", "FLUSH_INTERVAL_MS", "MONGO_URI",
+    "consumer": KAFKA | {"TOPIC_PREFIX", "CONSUMER_GROUP", "BATCH_SIZE", "FLUSH_INTERVAL_MS", "MONGO_URI",
                  "MONGO_DB", "REDIS_URL", "METRICS_PORT", "MAX_BUFFERED_RECORDS", "MAX_BUFFERED_BYTES", "WRITE_CONCURRENCY", "DLQ_MAX_BAD_RATIO",
                  "DLQ_WINDOW", "MAX_RECORD_BYTES"},
     "airflow-scheduler": CHAIN,  # LocalExecutor: the tasks run here
     "airflow-dag-processor": CHAIN,
     "airflow-api": CHAIN,  # the dashboard link plugin
-    "superset": {"SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI", "SUPERSET_CACHE_REDIS_URL"},
+    "superset": {"SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI", "SUPERSET_CACHE_REDIS_URL", "SUPERSET_SESSION_COOKIE_SECURE"},
     "superset-init": {"SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI"},
     "dashboard-deploy": {"SUPERSET_URL", "SUPERSET_USERNAME", "SUPERSET_PASSWORD", "ANALYTICS_READER_URI", "AIRFLOW_URL"},
 }
@@ -87,13 +91,33 @@ def test_services_are_complete_healthy_and_only_the_uis_are_published(resolved):
 
 def test_every_setting_the_code_reads_reaches_the_services_that_need_it(resolved):
     reads = code_reads()
-    needed = set().union(*NEEDS.values())
+    needed = set().union(*NEEDS.values()) | KAFKA_OPTIONAL
     assert reads - needed - LOCAL_OR_DEFAULT == set(), "a new setting: add it to the compose services that need it (and here)"
     for service, names in NEEDS.items():
         env = resolved["services"][service].get("environment") or {}
         missing = names - set(env)
         assert not missing, f"{service} lacks {sorted(missing)}"
         assert all(str(env[n]).strip() for n in names), f"{service}: empty values"
+        if "KAFKA_BOOTSTRAP_SERVERS" in names:
+            assert KAFKA_OPTIONAL <= set(env), f"{service} lacks the optional Kafka security settings"
     # no secret is written in the file itself
     text = (ROOT / "docker-compose.yaml").read_text()
     assert not re.search(r"[A-Z_]*(PASSWORD|SECRET|KEY): (?!\$\{)[^\s#]+", text)
+
+
+def test_production_airflow_and_superset_are_secured(resolved):
+    """Airflow on the FAB auth manager with an admin from .env, a connection per store; Superset's
+    session cookie secure behind TLS."""
+    services = resolved["services"]
+    for name in ("airflow-init", "airflow-api", "airflow-scheduler", "airflow-dag-processor"):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager"), name
+        assert not any("SIMPLE_AUTH_MANAGER" in k for k in env), f"{name} still configures the simple auth manager"
+        for conn in ("MONGO_DEFAULT", "REDIS_DEFAULT", "QDRANT_DEFAULT", "SENTENCIFY_ANALYTICS"):
+            assert env.get(f"AIRFLOW_CONN_{conn}"), f"{name} lacks the {conn.lower()} connection"
+    init = " ".join(services["airflow-init"]["command"])
+    assert "airflow users create --role Admin" in init and "AIRFLOW_ADMIN_PASSWORD" in init
+    assert "apache-airflow-providers-fab" in (ROOT / "deploy" / "airflow" / "Dockerfile").read_text()
+    assert services["superset"]["environment"]["SUPERSET_SESSION_COOKIE_SECURE"] == "true"
+    config = (ROOT / "superset" / "superset_config.py").read_text()
+    assert "SESSION_COOKIE_SECURE = os.environ.get(\"SUPERSET_SESSION_COOKIE_SECURE\"" in config

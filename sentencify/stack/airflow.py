@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from sentencify.settings import PROJECT_ROOT, Settings
-from sentencify.stack.process import stored_secret
+from sentencify.stack.process import stored_secret, write_private
 
 ADMIN_USER = "admin"
 
@@ -18,11 +18,14 @@ def airflow_home(settings: Settings) -> Path:
     return settings.stack_dir / "airflow"
 
 
+def admin_password_file(settings: Settings) -> Path:
+    return airflow_home(settings) / "admin_password"
+
+
 def admin_password(settings: Settings) -> str:
     home = airflow_home(settings)
-    passwords = home / "simple_auth_manager_passwords.json"
-    pw = stored_secret(home / "admin_password", lambda: secrets.token_urlsafe(12))
-    passwords.write_text(json.dumps({ADMIN_USER: pw}))
+    pw = stored_secret(admin_password_file(settings), lambda: secrets.token_urlsafe(12))
+    write_private(home / "simple_auth_manager_passwords.json", json.dumps({ADMIN_USER: pw}))
     return pw
 
 

@@ -118,12 +118,20 @@ def _reap(pid: int) -> None:
         pass
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (mode 600 from the start, not after)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    path.chmod(0o600)  # an older file keeps its mode through O_CREAT
+
+
 def stored_secret(path: Path, make: Callable[[], str]) -> str:
     """A per-stack secret, created once and kept (mode 600) in the git-ignored stack dir."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(make())
-        path.chmod(0o600)
+        write_private(path, make())
+    path.chmod(0o600)
     return path.read_text().strip()
 
 

@@ -93,7 +93,10 @@ def server_argv(settings: Settings) -> list[str]:
     # Threads serve a dashboard's parallel chart requests; two workers keep one slow query from blocking the UI.
     return [superset_bin("gunicorn"), "--workers", "2", "--worker-class", "gthread", "--threads", "4",
             "--timeout", "120", "--bind", f"127.0.0.1:{settings.superset_port}",
-            "--limit-request-line", "0", "--limit-request-field_size", "0", "superset.app:create_app()"]
+            # gunicorn's own bounds (its maximum request line; headers up to 16 KB): Superset 6 sends
+            # chart state by key, not in the URL, so nothing legitimate comes near them.
+            "--limit-request-line", "8190", "--limit-request-fields", "100", "--limit-request-field_size", "16384",
+            "superset.app:create_app()"]
 
 
 def healthy(settings: Settings) -> bool:

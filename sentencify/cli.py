@@ -110,7 +110,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.steps.runner import run_step
     from sentencify.window import Window
 
-    window = Window.parse(args.start, args.end)
+    try:
+        window = Window.parse(args.start, args.end)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     hours = window.hours() if args.hourly else [window]
     for n, hour in enumerate(hours, 1):
         summary = run_step(args.step, hour, settings, full=args.full)
@@ -165,7 +169,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         return 0 if shot.drawn == shot.charts and not shot.errors else 1
     except (BundleError, DeployError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
@@ -204,9 +208,17 @@ def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (`sentencify run: error: ...`), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sentencify", description="Sentencify Phase 2 data platform.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="sentencify", description="Sentencify Phase 2 data platform.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("stack", help="the local services: up, down, status")
     p.add_argument("action", choices=("up", "down", "status"))
@@ -234,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="one step of the chain for one window, outside Airflow",
                        epilog="; ".join(f"{s.name}: {s.help}" for s in REGISTRY.values()))
     p.add_argument("step", choices=tuple(REGISTRY))
-    p.add_argument("--start", required=True, help="window start, ISO-8601 (no offset means UTC)")
-    p.add_argument("--end", required=True, help="window end (exclusive)")
+    p.add_argument("--start", required=True, type=_iso, help="window start, ISO-8601 (no offset means UTC)")
+    p.add_argument("--end", required=True, type=_iso, help="window end (exclusive)")
     p.add_argument("--hourly", action="store_true", help="run each hour of [start, end) in turn (a backfill)")
     p.add_argument("--full", action="store_true",
                    help="rebuild everything, not just the window: etl rebuilds every session, vectors reconciles every example")
@@ -268,23 +280,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def explain(exc: BaseException, settings: Settings | None) -> str:
+    """One line in words for an error: what failed, and what to do."""
+    from sentencify.redact import redact_text
+
+    name = type(exc).__name__
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    module = type(exc).__module__.split(".")[0]
+    if isinstance(exc, SettingsError):
+        return str(exc)
+    if isinstance(exc, NoBrokersAvailable):
+        where = settings.kafka_bootstrap_servers if settings else "KAFKA_BOOTSTRAP_SERVERS"
+        return f"no Kafka broker at {where}: start it with `sentencify stack up` or fix KAFKA_BOOTSTRAP_SERVERS"
+    if module == "pymongo":
+        first = first.split(" (configured timeouts")[0].split(", Timeout:")[0]
+        return f"MongoDB ({settings.shown('mongo_uri') if settings else 'MONGO_URI'}): {name}: {first}; is it up (`sentencify stack status`)?"
+    if module == "redis":
+        return f"Redis ({settings.shown('redis_url') if settings else 'REDIS_URL'}): {first}; is it up (`sentencify stack status`)?"
+    if module == "psycopg2":
+        return f"PostgreSQL ({settings.shown('analytics_db_uri') if settings else 'ANALYTICS_DB_URI'}): {first}"
+    if isinstance(exc, (StackError, ValueError, OSError)) or module in ("sentencify", "qdrant_client"):
+        return redact_text(first or name)
+    return redact_text(f"{name}: {first}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every error ends as one line in words and exit 2; `-v` shows the traceback too."""
+    from sentencify import logs
+    from sentencify.redact import redact_text
+
     args = build_parser().parse_args(argv)
+    if args.command != "consume":  # the service sets up its own JSON logs
+        logs.setup("DEBUG" if args.verbose else "INFO", human=True)
+    settings = None
     try:
         settings = Settings.from_env()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
         return args.func(args, settings)
     except KeyboardInterrupt:
         return 130
-    except NoBrokersAvailable:
-        print(f"error: no Kafka broker at {settings.kafka_bootstrap_servers}: start it with `sentencify stack up`", file=sys.stderr)
-        return 1
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # noqa: BLE001 (the CLI's one place that turns errors into a sentence)
+        if args.verbose:
+            import traceback
+
+            print(redact_text("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+        print(f"error: {explain(exc, settings)}" + ("" if args.verbose else "  (-v for details)"), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Structured logging: one JSON object per line on stderr."""
+"""Logging: one JSON object per line on stderr for services, a short line per event for the CLI.
+
+Both formats pass every line through `redact_text`: a password inside a URI never reaches a log.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+
+from sentencify.redact import redact_text
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,12 +24,25 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", None) or {})
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return redact_text(json.dumps(out, default=str))
 
 
-def setup(level: str = "INFO") -> None:
+class HumanFormatter(logging.Formatter):
+    """`12:00:01 info  sentencify.etl: etl done touched_sessions=3 ...` for people at a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%H:%M:%S")
+        fields = " ".join(f"{k}={json.dumps(v, default=str) if not isinstance(v, str) else v}"
+                          for k, v in (getattr(record, "fields", None) or {}).items())
+        line = f"{when} {record.levelname.lower():<5} {record.name}: {record.getMessage()}" + (f" {fields}" if fields else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return redact_text(line)
+
+
+def setup(level: str = "INFO", human: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(HumanFormatter() if human else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

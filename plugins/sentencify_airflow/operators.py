@@ -1,7 +1,11 @@
-"""Custom operators over MongoHook: each runs one core step for the window(s) its run covers.
+"""Custom operators over the stores' provider hooks: each runs one core step for the window(s) its run covers.
 
-Thin by design: keyword-only arguments, templated window, no I/O in __init__, the hook as a cached
-property, and all the work in `sentencify.steps`, which knows nothing of Airflow.
+Thin by design: keyword-only arguments, templated window, no I/O in __init__, the hooks as cached
+properties, and all the work in `sentencify.steps`, which knows nothing of Airflow. Every store
+is reached through an Airflow connection (MongoHook, RedisHook, QdrantHook, PostgresHook), so a
+secrets backend can hold them and task logs mask their passwords; a connection that is not
+defined falls back to the environment (the local stack keeps Qdrant in local mode, which no
+connection can describe).
 """
 
 from __future__ import annotations
@@ -11,12 +15,16 @@ from datetime import timezone
 from functools import cached_property
 from typing import Any
 
+from airflow.exceptions import AirflowNotFoundException
 from airflow.providers.mongo.hooks.mongo import MongoHook
-from airflow.sdk import BaseOperator
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.providers.qdrant.hooks.qdrant import QdrantHook
+from airflow.providers.redis.hooks.redis import RedisHook
+from airflow.sdk import BaseHook, BaseOperator
 from bson.codec_options import CodecOptions
 
 from sentencify.settings import Settings
-from sentencify.steps.runner import run_step
+from sentencify.steps.runner import Stores, run_step
 from sentencify.window import as_extra, windows_for_run
 
 
@@ -31,6 +39,9 @@ class MongoWindowStepOperator(BaseOperator):
         self,
         *,
         mongo_conn_id: str = "mongo_default",
+        redis_conn_id: str = "redis_default",
+        qdrant_conn_id: str = "qdrant_default",
+        postgres_conn_id: str = "sentencify_analytics",
         mongo_db: str | None = None,
         start: str | None = None,
         end: str | None = None,
@@ -39,6 +50,9 @@ class MongoWindowStepOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.mongo_conn_id = mongo_conn_id
+        self.redis_conn_id = redis_conn_id
+        self.qdrant_conn_id = qdrant_conn_id
+        self.postgres_conn_id = postgres_conn_id
         self.mongo_db = mongo_db
         self.start = start
         self.end = end
@@ -47,6 +61,36 @@ class MongoWindowStepOperator(BaseOperator):
     @cached_property
     def hook(self) -> MongoHook:
         return MongoHook(mongo_conn_id=self.mongo_conn_id)
+
+    @cached_property
+    def redis_hook(self) -> RedisHook:
+        return RedisHook(redis_conn_id=self.redis_conn_id)
+
+    @cached_property
+    def qdrant_hook(self) -> QdrantHook:
+        return QdrantHook(conn_id=self.qdrant_conn_id)
+
+    @cached_property
+    def postgres_hook(self) -> PostgresHook:
+        return PostgresHook(postgres_conn_id=self.postgres_conn_id)
+
+    def stores(self, settings: Settings) -> Stores:
+        """The hooks' clients where the connection is defined, else the environment's."""
+        env = Stores.from_settings(settings)
+
+        def pick(conn_id: str, from_hook, fallback):
+            try:
+                BaseHook.get_connection(conn_id)
+            except AirflowNotFoundException:
+                self.log.info("connection %s is not defined: using the environment's settings", conn_id)
+                return fallback
+            return from_hook
+
+        return Stores(
+            redis=pick(self.redis_conn_id, lambda: self.redis_hook.get_conn(), env.redis),
+            qdrant=pick(self.qdrant_conn_id, lambda: self.qdrant_hook.get_conn(), env.qdrant),
+            analytics=pick(self.postgres_conn_id, lambda: self.postgres_hook.get_conn(), env.analytics),
+        )
 
     def _event_windows(self, context) -> list[list[str]]:
         windows: list[list[str]] = []
@@ -65,10 +109,11 @@ class MongoWindowStepOperator(BaseOperator):
         db = self.hook.get_conn().get_database(
             self.mongo_db or settings.mongo_db, codec_options=CodecOptions(tz_aware=True, tzinfo=timezone.utc)
         )
+        stores = self.stores(settings)
         summaries = []
         for window in windows:
             self.log.info("%s for window %s", self.step, window)
-            summary = run_step(self.step, window, settings, db=db, full=self.full)
+            summary = run_step(self.step, window, settings, db=db, full=self.full, stores=stores)
             self.log.info("%s", summary)
             summaries.append(summary)
         for outlet in self.outlets:  # the next step covers the same windows

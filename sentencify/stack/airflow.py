@@ -55,11 +55,41 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        # The chain's steps read MongoDB through this Airflow connection (MongoHook).
-        "AIRFLOW_CONN_MONGO_DEFAULT": "mongo://" + settings.mongo_uri.split("://", 1)[1].split("/")[0].split("?")[0] + "/" + settings.mongo_db,
         "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
     })
+    env.update(connections(settings))
     return env
+
+
+def connections(settings: Settings) -> dict[str, str]:
+    """The Airflow connections the operators' hooks read, from the settings (JSON form).
+
+    Qdrant only when it is a server: local mode (QDRANT_PATH) has no connection form, and the
+    operators fall back to the settings for it."""
+    from urllib.parse import parse_qs, urlsplit
+
+    def conn(conn_type: str, uri: str, **extra) -> str:
+        u = urlsplit(uri)
+        return json.dumps({"conn_type": conn_type, "host": u.hostname, "port": u.port, "login": u.username or None,
+                           "password": u.password or None, "schema": u.path.lstrip("/") or None,
+                           "extra": {k: v for k, v in extra.items() if v is not None}})
+
+    mongo = urlsplit(settings.mongo_uri)
+    mongo_extra = {k: v[-1] for k, v in parse_qs(mongo.query).items()}
+    if mongo.scheme == "mongodb+srv":
+        mongo_extra["srv"] = True
+    out = {
+        "AIRFLOW_CONN_MONGO_DEFAULT": conn("mongo", f"{mongo.scheme}://{mongo.netloc}/{settings.mongo_db}", **mongo_extra),
+        "AIRFLOW_CONN_REDIS_DEFAULT": conn("redis", settings.redis_url,
+                                           db=int(urlsplit(settings.redis_url).path.lstrip("/") or 0)),
+        "AIRFLOW_CONN_SENTENCIFY_ANALYTICS": conn("postgres", settings.analytics_db_uri),
+    }
+    if settings.qdrant_url:
+        u = urlsplit(settings.qdrant_url)
+        out["AIRFLOW_CONN_QDRANT_DEFAULT"] = json.dumps({
+            "conn_type": "qdrant", "host": u.hostname, "port": u.port or (443 if u.scheme == "https" else 6333),
+            "password": settings.qdrant_api_key, "extra": {"https": u.scheme == "https"}})
+    return out
 
 
 def metadata_uri(settings: Settings) -> str:

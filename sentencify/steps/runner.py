@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pymongo.database import Database
 
@@ -24,56 +25,85 @@ from sentencify.window import Window
 log = logging.getLogger("sentencify.runner")
 
 
-def _etl(db: Database, plan: progress.Plan, settings: Settings, full: bool) -> dict:
+@dataclass(frozen=True)
+class Stores:
+    """Where a run gets its Redis, Qdrant and analytics PostgreSQL clients: made from the settings
+    (`sentencify run`), or from Airflow connections through the provider hooks (the operators).
+    The runner closes each client it got once the step is done."""
+
+    redis: Callable[[], Any]
+    qdrant: Callable[[], Any]
+    analytics: Callable[[], Any]  # a psycopg2 connection
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Stores":
+        def redis_client():
+            import redis
+
+            return redis.Redis.from_url(settings.redis_url)
+
+        def qdrant_client():
+            from sentencify import vectorstore
+
+            return vectorstore.client(settings)
+
+        def analytics_conn():
+            import psycopg2
+
+            return psycopg2.connect(settings.analytics_db_uri)
+
+        return cls(redis_client, qdrant_client, analytics_conn)
+
+
+class _Opened:
+    """The clients one run opened, closed when it ends."""
+
+    def __init__(self, stores: Stores) -> None:
+        self.stores, self.opened = stores, []
+
+    def __call__(self, kind: str):
+        client = getattr(self.stores, kind)()
+        self.opened.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.opened:
+            try:
+                client.close()
+            except Exception as exc:  # noqa: BLE001 (closing must not hide the step's own error)
+                log.debug("closing a client failed", extra={"fields": {"error": str(exc)[:200]}})
+
+
+def _etl(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
     from sentencify.steps.etl import run_etl
     from sentencify.steps.examples import Rules
 
     return run_etl(db, plan.scan, Rules(time_gap=timedelta(seconds=settings.etl_time_gap_s)), full=full).summary()
 
 
-def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool) -> dict:
-    import redis
-
+def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
     from sentencify.steps.profiles import run_profile
 
-    r = redis.Redis.from_url(settings.redis_url)
-    try:
-        return run_profile(db, r, plan.scan)
-    finally:
-        r.close()
+    return run_profile(db, open_("redis"), plan.scan)
 
 
-def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool) -> dict:
-    from sentencify import vectorstore
+def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
     from sentencify.steps.vectors import run_vectors
 
-    qc = vectorstore.client(settings)
-    try:
-        return run_vectors(db, qc, plan.scan, collection=settings.qdrant_collection, dim=settings.embedding_dim,
-                           threshold=settings.vector_real_threshold, full=full)
-    finally:
-        qc.close()
+    return run_vectors(db, open_("qdrant"), plan.scan, collection=settings.qdrant_collection,
+                       dim=settings.embedding_dim, threshold=settings.vector_real_threshold, full=full)
 
 
-def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool) -> dict:
-    import psycopg2
-    import redis
-
+def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
     from sentencify.steps.views import run_views
 
-    conn = psycopg2.connect(settings.analytics_db_uri)
-    r = redis.Redis.from_url(settings.redis_url)
-    try:
-        return run_views(db, conn, plan.scan, redis_client=r, label=plan.window)
-    finally:
-        conn.close()
-        r.close()
+    return run_views(db, open_("analytics"), plan.scan, redis_client=open_("redis"), label=plan.window)
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
-    run: Callable[[Database, progress.Plan, Settings, bool], dict]
+    run: Callable[[Database, progress.Plan, Settings, bool, _Opened], dict]
     help: str
 
     @property
@@ -91,8 +121,10 @@ REGISTRY: dict[str, Step] = {s.name: s for s in (
 STEPS = tuple(REGISTRY)
 
 
-def run_step(step: str, window: Window, settings: Settings, *, full: bool = False, db=None) -> dict:
-    """`db` lets a caller (an Airflow hook) pass its own MongoDB handle; by default one is made from settings."""
+def run_step(step: str, window: Window, settings: Settings, *, full: bool = False, db=None,
+             stores: Stores | None = None) -> dict:
+    """`db` and `stores` let a caller (the Airflow operators, with their hooks) pass its own clients;
+    by default they are made from the settings."""
     if step not in REGISTRY:
         raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
     own = db is None
@@ -105,7 +137,11 @@ def run_step(step: str, window: Window, settings: Settings, *, full: bool = Fals
             if plan.scan != window:
                 log.info("also reading what earlier runs could not see",
                          extra={"fields": {"step": step, "window": str(window), "reads": str(plan.scan)}})
-            summary = REGISTRY[step].run(db, plan, settings, full)
+            opened = _Opened(stores or Stores.from_settings(settings))
+            try:
+                summary = REGISTRY[step].run(db, plan, settings, full, opened)
+            finally:
+                opened.close()
             summary.update(window=str(window), read=str(plan.scan), safe_until=plan.safe_until.isoformat())
             lease.check()  # a run that lost its lease must not claim success
             record_run(db, step, window, summary, started_at)

@@ -34,6 +34,19 @@ SQL_DIR = PROJECT_ROOT / "sql_views"
 DEAD_LETTERS = "dead_letters"
 
 
+def insert_rows(cur, statement: str, rows: list[tuple]) -> None:
+    """`statement` holds one `%s` for its VALUES list. psycopg2 (the CLI) gets `execute_values`;
+    psycopg 3 (Airflow's PostgresHook with SQLAlchemy 2) gets `executemany`, which it pipelines."""
+    if not rows:
+        return
+    if type(cur).__module__.startswith("psycopg2"):
+        from psycopg2.extras import execute_values
+
+        execute_values(cur, statement, rows, page_size=1000)
+    else:
+        cur.executemany(statement.replace("%s", "(" + ", ".join(["%s"] * len(rows[0])) + ")", 1), rows)
+
+
 def apply_sql(conn, sql_dir: Path = SQL_DIR) -> list[str]:
     """Every `sql_views/*.sql`, in name order, in the caller's transaction."""
     applied = []
@@ -148,8 +161,6 @@ def run_views(db: Database, conn, window: Window, redis_client=None, label: Wind
     """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it); `window`: what
     to read; `label`: the hour the run stands for, in the pipeline-state table (default: `window`)."""
     label = label or window
-    from psycopg2.extras import execute_values
-
     hours = whole_hours(window)
     facts = hour_facts(db, hours)
     sessions = sorted(touched_sessions(db, window))
@@ -166,26 +177,26 @@ def run_views(db: Database, conn, window: Window, redis_client=None, label: Wind
             for table in ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_letters"):
                 cur.execute(f"delete from sentencify.{table} where window_start >= %s and window_start < %s",
                             (hours.start, hours.end))
-            execute_values(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
-            execute_values(cur, "insert into sentencify.fact_categories values %s", facts["categories"])
-            execute_values(cur, "insert into sentencify.fact_latency values %s", facts["latency"])
-            execute_values(cur, "insert into sentencify.fact_dead_letters values %s", facts["dead_letters"])
-            execute_values(cur, """insert into sentencify.fact_examples values %s on conflict (example_id) do update set
+            insert_rows(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
+            insert_rows(cur, "insert into sentencify.fact_categories values %s", facts["categories"])
+            insert_rows(cur, "insert into sentencify.fact_latency values %s", facts["latency"])
+            insert_rows(cur, "insert into sentencify.fact_dead_letters values %s", facts["dead_letters"])
+            insert_rows(cur, """insert into sentencify.fact_examples values %s on conflict (example_id) do update set
                 created_hour = excluded.created_hour, consistency_flag = excluded.consistency_flag, reasons = excluded.reasons""",
                            entities["examples"])
             if entities["gone"]:
                 cur.execute("delete from sentencify.fact_examples where example_id = any(%s)", (entities["gone"],))
-            execute_values(cur, """insert into sentencify.fact_sessions values %s on conflict (session_id) do update set
+            insert_rows(cur, """insert into sentencify.fact_sessions values %s on conflict (session_id) do update set
                 has_a = excluded.has_a, has_b = excluded.has_b, has_c = excluded.has_c, accepted = excluded.accepted""",
                            entities["sessions"])
-            execute_values(cur, """insert into sentencify.fact_users values %s on conflict (user_id) do update set
+            insert_rows(cur, """insert into sentencify.fact_users values %s on conflict (user_id) do update set
                 has_a = excluded.has_a, has_profile = excluded.has_profile""", entities["users"])
             cur.execute("delete from sentencify.pipeline_runs")
-            execute_values(cur, "insert into sentencify.pipeline_runs values %s", runs)
+            insert_rows(cur, "insert into sentencify.pipeline_runs values %s", runs)
             cur.execute("delete from sentencify.consumer_state")
-            execute_values(cur, "insert into sentencify.consumer_state values %s", consumers)
+            insert_rows(cur, "insert into sentencify.consumer_state values %s", consumers)
             cur.execute("delete from sentencify.consumer_partition_lag")
-            execute_values(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
+            insert_rows(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
     summary = {"window": str(window), "hours": str(hours), "sql": applied, "sessions": len(sessions), "traffic_hours": len(facts["traffic"]),
                "latencies": len(facts["latency"]), "examples": len(entities["examples"]), "users": len(entities["users"])}
     log.info("views done", extra={"fields": summary})

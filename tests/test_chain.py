@@ -353,9 +353,9 @@ def test_etl_failing_half_way_leaves_no_partial_output_and_the_retry_completes(s
         logs.full_session(10, f"s{i}")
     logs.b(10, "s-orphan")  # so the publish has a second write (rejects) after the examples
     admin = MongoClient(settings.mongo_uri).admin
-    # The first update (training_examples) goes through inside the transaction; the next one fails.
+    # The first insert (training_examples) goes through inside the transaction; the next one fails.
     admin.command({"configureFailPoint": "failCommand", "mode": {"skip": 1},
-                   "data": {"failCommands": ["update"], "errorCode": 91}})
+                   "data": {"failCommands": ["insert"], "errorCode": 91}})
     try:
         with pytest.raises(Exception, match="failCommand"):
             run_etl(mongo, hour(10), now=NOW)

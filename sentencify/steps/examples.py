@@ -1,15 +1,30 @@
 """One joined session -> one training example (H) or one reject: the consistency rules of pipeline.md.
 
-Pure: no I/O. The ETL's aggregation pipeline gathers a session's records; this decides.
+Pure: no I/O. The ETL gathers a session's records into a `JoinedSession` (the window path and
+the full scan produce the same shape); this module decides in three steps: `pick` the records
+the example is built from, `check` the consistency rules, `document` the example.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from sentencify.schemas.derived import SCHEMA_VERSION
+
+
+class JoinedSession(TypedDict):
+    """Everything known about one session that has an A."""
+
+    _id: str  # recommend_session_id
+    a: dict[str, Any]  # the earliest A (by created_at, then insert_id)
+    a_ids: list[str]  # every distinct A insert_id of the session
+    b: list[dict[str, Any]]  # every B of the session
+    c: list[dict[str, Any]]  # every C of the session
+    d: list[dict[str, Any]]  # the D records its C's point at
+    e: list[dict[str, Any]]  # the E of A.context_hash (0 or 1)
+    f: list[dict[str, Any]]  # the F in force when A was shown (0 or 1)
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,19 @@ class Reject:
     doc: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Picked:
+    """The records an example is built from."""
+
+    a: dict[str, Any]
+    b: dict[str, Any] | None  # the latest B that answers A
+    c: dict[str, Any] | None  # the latest C that answers A
+    d: dict[str, Any] | None  # that C's ground truth
+    e: dict[str, Any] | None
+    f: dict[str, Any] | None
+    mismatched: bool  # a B or C of the session answers another A
+
+
 def latest(records: list[dict]) -> dict | None:
     """Latest by created_at, then insert_id (deterministic when two share a time)."""
     if not records:
@@ -34,54 +62,81 @@ def latest(records: list[dict]) -> dict | None:
     return max(records, key=lambda r: (r["created_at"], r.get("insert_id") or ""))
 
 
+def earliest(records: list[dict]) -> dict:
+    """The A a session's example is built from: earliest by created_at, then insert_id."""
+    return min(records, key=lambda r: (r["created_at"], r["insert_id"]))
+
+
+def in_force(analyses: list[dict], at: datetime) -> dict | None:
+    """The point-in-time F: the latest analysis with last_updated <= `at` and valid_until (if set) >= `at`."""
+    valid = [f for f in analyses if f["last_updated"] <= at and (f.get("valid_until") is None or f["valid_until"] >= at)]
+    return max(valid, key=lambda f: (f["last_updated"], f["_id"])) if valid else None
+
+
 def _ids(records: list[dict]) -> list[str]:
     return sorted(r["insert_id"] for r in records)
 
 
-def build(session: dict, rules: Rules, now: datetime) -> Example | Reject:
-    """`session` = {_id, a (earliest A), a_ids, b: [B], c: [C], e: [E], f: [F], d: [D]}."""
-    session_id = session["_id"]
+def pick(session: JoinedSession) -> Picked:
     a = session["a"]
-    reasons: list[str] = []
-
     b_all, c_all = session.get("b") or [], session.get("c") or []
     b_ok = [b for b in b_all if b.get("source_recommend_event_id") == a["insert_id"]]
     c_ok = [c for c in c_all if c.get("source_recommend_event_id") == a["insert_id"]]
-    if len(b_ok) < len(b_all) or len(c_ok) < len(c_all):
-        reasons.append("source_mismatch")
     b, c = latest(b_ok), latest(c_ok)
-
     d = None
     if c is not None and c.get("correction_history_id"):
         d = next((x for x in session.get("d") or [] if x["_id"] == c["correction_history_id"]), None)
+    return Picked(a, b, c, d, (session.get("e") or [None])[0], (session.get("f") or [None])[0],
+                  mismatched=len(b_ok) < len(b_all) or len(c_ok) < len(c_all))
 
-    if c is not None and not c["was_accepted"] and d is not None and d.get("selected_index") is not None:
-        return Reject({
-            "_id": session_id,
-            "recommend_session_id": session_id,
-            "reason": "outcome_contradiction",
-            "insert_ids": sorted([a["insert_id"], c["insert_id"]]),
-            "correction_history_id": d["_id"],
-            "source_recommend_event_id": a["insert_id"],
-            "detected_at": now,
-        })
 
-    if b is not None and abs(b["created_at"] - a["created_at"]) > rules.time_gap:
+def contradiction(session_id: str, p: Picked, now: datetime) -> Reject | None:
+    """`outcome_contradiction`: not accepted, yet its ground truth has a selection -> no example."""
+    if p.c is None or p.c["was_accepted"] or p.d is None or p.d.get("selected_index") is None:
+        return None
+    return Reject({
+        "_id": session_id,
+        "recommend_session_id": session_id,
+        "reason": "outcome_contradiction",
+        "insert_ids": sorted([p.a["insert_id"], p.c["insert_id"]]),
+        "correction_history_id": p.d["_id"],
+        "source_recommend_event_id": p.a["insert_id"],
+        "detected_at": now,
+    })
+
+
+def check(session: JoinedSession, p: Picked, rules: Rules) -> list[str]:
+    """The low-consistency reasons, in the order pipeline.md lists them (empty: high)."""
+    reasons: list[str] = []
+    if p.mismatched:
+        reasons.append("source_mismatch")
+    if p.b is not None and abs(p.b["created_at"] - p.a["created_at"]) > rules.time_gap:
         reasons.append("time_gap")
-    if c is not None and c["created_at"] < a["created_at"]:
+    if p.c is not None and p.c["created_at"] < p.a["created_at"]:
         reasons.append("time_order")
     if len(set(session.get("a_ids") or [])) > 1:
         reasons.append("multiple_a")
-    e = (session.get("e") or [None])[0]
-    embedding = (e or {}).get("embedding_v1") or []
-    if not embedding:
+    if not (p.e or {}).get("embedding_v1"):
         reasons.append("missing_context")
-    if c is not None and b is None:
+    if p.c is not None and p.b is None:
         reasons.append("missing_run")
-    if c is not None and c["was_accepted"] and d is None:
+    if p.c is not None and p.c["was_accepted"] and p.d is None:
         reasons.append("missing_ground_truth")
+    return reasons
 
-    f = (session.get("f") or [None])[0]
+
+def build(session: JoinedSession, rules: Rules, now: datetime) -> Example | Reject:
+    p = pick(session)
+    rejected = contradiction(session["_id"], p, now)
+    if rejected is not None:
+        return rejected
+    return Example(document(session["_id"], p, check(session, p, rules), now))
+
+
+def document(session_id: str, p: Picked, reasons: list[str], now: datetime) -> dict[str, Any]:
+    """The example (pipeline.md, Step 1), from the picked records and the rules' verdict."""
+    a, b, c, d, e, f = p.a, p.b, p.c, p.d, p.e, p.f
+    embedding = (e or {}).get("embedding_v1") or []
     options = a.get("reco_options") or []
     recommended_intensity = options[0].get("strength") if options else None
     executed = {k: (b or {}).get(f"target_{k}") for k in ("category", "intensity", "language")}
@@ -92,7 +147,7 @@ def build(session: dict, rules: Rules, now: datetime) -> Example | Reject:
         None if recommended_intensity is None or final_intensity is None else recommended_intensity == final_intensity
     )
 
-    return Example({
+    return {
         "_id": session_id,
         "example_id": session_id,
         "recommend_session_id": session_id,
@@ -131,7 +186,7 @@ def build(session: dict, rules: Rules, now: datetime) -> Example | Reject:
         "created_at": a["created_at"],
         "processed_at": now,
         "schema_version": SCHEMA_VERSION,
-    })
+    }
 
 
 def orphan(session_id: str, b: list[dict], c: list[dict], now: datetime) -> Reject:

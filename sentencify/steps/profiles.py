@@ -17,7 +17,8 @@ from pymongo.database import Database
 
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
-from sentencify.steps.examples import latest
+from sentencify.mongo import find_in
+from sentencify.steps.examples import earliest, latest
 from sentencify.steps.publish import publish
 from sentencify.steps.touched import A, B, C, E, chunks, touched_sessions
 from sentencify.window import Window
@@ -82,15 +83,9 @@ def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
 
 
 def touched_users(db: Database, window: Window) -> set[str]:
-    users: set[str] = set()
-    for part in chunks(sorted(touched_sessions(db, window))):
-        for collection in (A, B, C):
-            for doc in db[collection].aggregate([
-                {"$match": {"recommend_session_id": {"$in": part}, "user_id": {"$ne": None}}},
-                {"$group": {"_id": "$user_id"}},
-            ]):
-                users.add(doc["_id"])
-    return users
+    sessions = sorted(touched_sessions(db, window))
+    return {doc["user_id"] for collection in (A, B, C)
+            for doc in find_in(db[collection], "recommend_session_id", sessions, {"user_id": 1}) if doc.get("user_id")}
 
 
 def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
@@ -98,31 +93,27 @@ def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
     recs = {u: UserRecords([], [], set(), {}, {}, {}) for u in user_ids}
     b_fields = {"user_id": 1, "recommend_session_id": 1, "created_at": 1, "insert_id": 1,
                 "target_category": 1, "target_intensity": 1, "target_language": 1}
-    for b in db[B].find({"user_id": {"$in": user_ids}}, b_fields):
+    for b in find_in(db[B], "user_id", user_ids, b_fields):
         recs[b["user_id"]].b.append(b)
-    for c in db[C].find({"user_id": {"$in": user_ids}}, {"user_id": 1, "recommend_session_id": 1, "was_accepted": 1}):
+    for c in find_in(db[C], "user_id", user_ids, {"user_id": 1, "recommend_session_id": 1, "was_accepted": 1}):
         recs[c["user_id"]].c.append(c)
-    for a in db[A].aggregate([{"$match": {"user_id": {"$in": user_ids}}},
-                              {"$group": {"_id": {"u": "$user_id", "s": "$recommend_session_id"}}}]):
-        recs[a["_id"]["u"]].a_sessions.add(a["_id"]["s"])
+    for a in find_in(db[A], "user_id", user_ids, {"user_id": 1, "recommend_session_id": 1}):
+        recs[a["user_id"]].a_sessions.add(a["recommend_session_id"])
 
     accepted = sorted({c["recommend_session_id"] for r in recs.values() for c in r.c if c.get("was_accepted") is True})
     latest_b, reco, context = {}, {}, {}
-    for part in chunks(accepted):
-        runs: dict[str, list[dict]] = {}
-        for b in db[B].find({"recommend_session_id": {"$in": part}}, b_fields):
-            runs.setdefault(b["recommend_session_id"], []).append(b)
-        latest_b.update({s: latest(bs) for s, bs in runs.items()})  # the ETL's rule for "the session's latest B"
-        for a in db[A].aggregate([
-            {"$match": {"recommend_session_id": {"$in": part}}},
-            {"$sort": {"recommend_session_id": 1, "created_at": 1, "insert_id": 1}},
-            {"$group": {"_id": "$recommend_session_id", "cat": {"$first": "$reco_category_input"}, "hash": {"$first": "$context_hash"}}},
-        ]):
-            reco[a["_id"]], context[a["_id"]] = a["cat"], a["hash"]
-    embeddings = {}
-    for part in chunks(sorted(set(context.values()) - {None})):
-        for e in db[E].find({"_id": {"$in": part}}, {"embedding_v1": 1}):
-            embeddings[e["_id"]] = e.get("embedding_v1") or []
+    runs: dict[str, list[dict]] = {}
+    for b in find_in(db[B], "recommend_session_id", accepted, b_fields):
+        runs.setdefault(b["recommend_session_id"], []).append(b)
+    latest_b.update({s: latest(bs) for s, bs in runs.items()})  # the ETL's rule for "the session's latest B"
+    shown: dict[str, list[dict]] = {}
+    for a in find_in(db[A], "recommend_session_id", accepted,
+                     {"recommend_session_id": 1, "created_at": 1, "insert_id": 1, "reco_category_input": 1, "context_hash": 1}):
+        shown.setdefault(a["recommend_session_id"], []).append(a)
+    for s, a_all in shown.items():  # the ETL's rule for "the session's A": the earliest
+        first = earliest(a_all)
+        reco[s], context[s] = first.get("reco_category_input"), first.get("context_hash")
+    embeddings = {e["_id"]: e.get("embedding_v1") or [] for e in find_in(db[E], "_id", context.values(), {"embedding_v1": 1})}
     for r in recs.values():
         sessions = {c["recommend_session_id"] for c in r.c if c.get("was_accepted") is True}
         r.latest_b = {s: latest_b[s] for s in sessions if s in latest_b}

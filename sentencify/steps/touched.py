@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from pymongo.database import Database
 
+from sentencify.mongo import find_in
 from sentencify.schemas import BY_CODE
 from sentencify.window import Window
 
@@ -32,9 +33,7 @@ def touched_sessions(db: Database, window: Window) -> set[str]:
     for collection in (A, B, C, I):
         sessions |= _distinct(db, collection, "recommend_session_id", in_window)
     new_d = _distinct(db, D, "_id", in_window)
-    for part in chunks(new_d):
-        sessions |= _distinct(db, C, "recommend_session_id", {"correction_history_id": {"$in": part}})
+    sessions |= {c["recommend_session_id"] for c in find_in(db[C], "correction_history_id", new_d, {"recommend_session_id": 1})}
     new_e = _distinct(db, E, "_id", in_window)
-    for part in chunks(new_e):
-        sessions |= _distinct(db, A, "recommend_session_id", {"context_hash": {"$in": part}})
+    sessions |= {a["recommend_session_id"] for a in find_in(db[A], "context_hash", new_e, {"recommend_session_id": 1})}
     return sessions

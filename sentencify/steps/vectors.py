@@ -14,6 +14,7 @@ from pymongo.database import Database
 from qdrant_client import QdrantClient, models
 
 from sentencify import vectorstore
+from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES
 from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.touched import chunks, touched_sessions
@@ -21,7 +22,7 @@ from sentencify.window import Window
 
 log = logging.getLogger("sentencify.vectors")
 
-UPSERT_BATCH = 256
+UPSERT_BATCH = 1024  # fewer, larger upserts: most of a local-mode upsert is per call
 _FIELDS = {"context_embedding": 1, "embedding_version": 1, "consistency_flag": 1, "recommend_session_id": 1,
            "user_id": 1, "doc_id": 1, "final_category": 1, "final_intensity": 1, "executed_target_language": 1,
            "was_accepted": 1, "created_at": 1}
@@ -56,7 +57,7 @@ def sync_sessions(db: Database, qc: QdrantClient, collection: str, dim: int, ses
     """Upsert the points these sessions should have, delete the ones they should not. Returns (upserted, deleted)."""
     upserted = deleted = 0
     for part in chunks(session_ids, 2000):
-        found = {e["_id"]: e for e in db[EXAMPLES].find({"_id": {"$in": part}}, _FIELDS)}
+        found = {e["_id"]: e for e in find_in(db[EXAMPLES], "_id", part, _FIELDS)}
         keep = [point(found[s]) for s in part if s in found and wanted(found[s], dim)]
         drop = [vectorstore.point_id(s) for s in part if not (s in found and wanted(found[s], dim))]
         for i in range(0, len(keep), UPSERT_BATCH):
@@ -86,7 +87,8 @@ def _synthetic(qc: QdrantClient, collection: str) -> dict[str, int]:
 def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list[str]:
     stale, offset = [], None
     while True:
-        points, offset = qc.scroll(collection, scroll_filter=vectorstore.source_filter("real"), limit=1000,
+        # Large pages: local mode evaluates the filter over the whole collection once per page.
+        points, offset = qc.scroll(collection, scroll_filter=vectorstore.source_filter("real"), limit=10_000,
                                    offset=offset, with_payload=False, with_vectors=False)
         stale += [str(p.id) for p in points if str(p.id) not in keep]
         if offset is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pymongo.database import Database
 
+from sentencify.mongo import find_in
 from sentencify.settings import PROJECT_ROOT
 from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.profiles import PROFILES
@@ -97,7 +98,7 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
     """Examples, sessions (funnel) and users of the touched sessions, as they stand now."""
     examples, gone, funnel, users = [], [], [], {}
     for part in chunks(sessions):
-        found = {e["_id"]: e for e in db[EXAMPLES].find({"_id": {"$in": part}}, {"created_at": 1, "consistency_flag": 1, "consistency_reasons": 1})}
+        found = {e["_id"]: e for e in find_in(db[EXAMPLES], "_id", part, {"created_at": 1, "consistency_flag": 1, "consistency_reasons": 1})}
         for s in part:
             e = found.get(s)
             if e is None:
@@ -107,7 +108,7 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
         has: dict[str, dict[str, bool]] = {s: {"a": False, "b": False, "c": False, "accepted": False} for s in part}
         session_users: set[str] = set()
         for collection, key in ((A, "a"), (B, "b"), (C, "c")):
-            for d in db[collection].find({"recommend_session_id": {"$in": part}}, {"recommend_session_id": 1, "user_id": 1, "was_accepted": 1}):
+            for d in find_in(db[collection], "recommend_session_id", part, {"recommend_session_id": 1, "user_id": 1, "was_accepted": 1}):
                 flags = has[d["recommend_session_id"]]
                 flags[key] = True
                 flags["accepted"] |= key == "c" and d.get("was_accepted") is True
@@ -115,8 +116,8 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
                     session_users.add(d["user_id"])
         funnel += [(s, f["a"], f["b"], f["c"], f["accepted"]) for s, f in has.items()]
         for user_part in chunks(sorted(session_users - set(users))):
-            with_a = {d["_id"] for d in db[A].aggregate([{"$match": {"user_id": {"$in": user_part}}}, {"$group": {"_id": "$user_id"}}])}
-            with_profile = {d["_id"] for d in db[PROFILES].find({"_id": {"$in": user_part}}, {"_id": 1})}
+            with_a = {d["user_id"] for d in find_in(db[A], "user_id", user_part, {"user_id": 1})}
+            with_profile = {d["_id"] for d in find_in(db[PROFILES], "_id", user_part, {"_id": 1})}
             for u in user_part:
                 users[u] = (u, u in with_a, u in with_profile)
     return {"examples": examples, "gone": gone, "sessions": funnel, "users": list(users.values())}

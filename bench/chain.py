@@ -21,12 +21,13 @@ Small embeddings (--dim) keep loading fast; the vector part uses EMBEDDING_DIM-s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -44,7 +45,7 @@ from sentencify.steps.touched import A, B, C, D, E, I
 from sentencify.window import Window
 
 WINDOW = Window.parse("2026-11-20T10:00:00+00:00")
-HISTORY_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
+HISTORY_START = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 def load(db, sessions: int, *, seed: int, ingested: callable, dim: int, label: str) -> int:
@@ -73,10 +74,8 @@ def load(db, sessions: int, *, seed: int, ingested: callable, dim: int, label: s
 def _flush(db, collection, buf):
     from pymongo.errors import BulkWriteError
 
-    try:
+    with contextlib.suppress(BulkWriteError):  # duplicated records of the simulator: stored once, like the consumer
         db[collection].insert_many(buf, ordered=False)
-    except BulkWriteError:
-        pass  # duplicated records of the simulator: stored once, like the consumer
     buf.clear()
 
 
@@ -140,19 +139,33 @@ def bench_history(db, settings, history: int, window_sessions: int, dim: int) ->
     print(f"  ETL of one hour: {touched} touched sessions over {history * 10} sessions of history: {large:.1f}s", flush=True)
     steps = {"etl": (large, touched, "sessions")}
     for step in ("profile", "vectors", "views"):
-        out, took = timed(lambda: run_step(step, WINDOW, s))
-        count, unit = {"profile": (out.get("users", 0), "users"), "vectors": (out.get("sessions", 0), "sessions"),
-                       "views": (out.get("sessions", 0), "sessions")}[step]
+        out, took = timed(lambda step=step: run_step(step, WINDOW, s))
+        count, unit = {
+            "profile": (out.get("users", 0), "users"),
+            "vectors": (out.get("sessions", 0), "sessions"),
+            "views": (out.get("sessions", 0), "sessions"),
+        }[step]
         steps[step] = (took, count, unit)
     total = sum(t for t, _, _ in steps.values())
-    print("  the hour through the chain: " + ", ".join(
-        f"{step} {t:.1f}s ({n / t:.0f} {unit}/s)" for step, (t, n, unit) in steps.items()) + f"; total {total:.1f}s", flush=True)
-    return {"small": small, "large": large, "touched": touched, "raw": raw_took, "raw_sessions": raw_sessions,
-            "steps": steps, "total": total}
+    print(
+        "  the hour through the chain: "
+        + ", ".join(f"{step} {t:.1f}s ({n / t:.0f} {unit}/s)" for step, (t, n, unit) in steps.items())
+        + f"; total {total:.1f}s",
+        flush=True,
+    )
+    return {
+        "small": small,
+        "large": large,
+        "touched": touched,
+        "raw": raw_took,
+        "raw_sessions": raw_sessions,
+        "steps": steps,
+        "total": total,
+    }
 
 
 def bench_rebuild(db, sessions: int, dim: int) -> tuple[float, float]:
-    began = datetime(2026, 9, 1, tzinfo=timezone.utc)
+    began = datetime(2026, 9, 1, tzinfo=UTC)
     load(db, sessions, seed=4, ingested=lambda i: began + timedelta(seconds=i), dim=dim, label="rebuild set")
     everything = Window(began, began + timedelta(days=30))
     result, took = timed(lambda: run_etl(db, everything, full=True))  # `sentencify run etl --full`
@@ -163,8 +176,11 @@ def bench_rebuild(db, sessions: int, dim: int) -> tuple[float, float]:
 
     records, raw_took = timed(raw_full_read)
     raw_rate = result.touched / raw_took  # the same sessions, at the speed of reading their records once
-    print(f"  full rebuild: {result.touched} sessions in {took:.1f}s = {rate:.0f} sessions/s; "
-          f"raw full read: {records} records in {raw_took:.1f}s = {raw_rate:.0f} sessions/s", flush=True)
+    print(
+        f"  full rebuild: {result.touched} sessions in {took:.1f}s = {rate:.0f} sessions/s; "
+        f"raw full read: {records} records in {raw_took:.1f}s = {raw_rate:.0f} sessions/s",
+        flush=True,
+    )
     return rate, raw_rate
 
 
@@ -175,30 +191,46 @@ def bench_vectors(db, qc, settings, count: int) -> tuple[float, float]:
 
     rng = random.Random(5)
     dim = settings.embedding_dim
-    now = datetime(2026, 11, 20, tzinfo=timezone.utc)
-    docs = [{
-        "_id": f"vec-{i}", "recommend_session_id": f"vec-{i}", "user_id": f"u{i % 500}", "doc_id": f"d{i % 900}",
-        "context_embedding": [rng.uniform(-1, 1) for _ in range(dim)], "embedding_version": "v1",
-        "consistency_flag": "high", "final_category": "email", "final_intensity": "weak",
-        "executed_target_language": "ko", "was_accepted": True, "created_at": now,
-    } for i in range(count)]
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    docs = [
+        {
+            "_id": f"vec-{i}",
+            "recommend_session_id": f"vec-{i}",
+            "user_id": f"u{i % 500}",
+            "doc_id": f"d{i % 900}",
+            "context_embedding": [rng.uniform(-1, 1) for _ in range(dim)],
+            "embedding_version": "v1",
+            "consistency_flag": "high",
+            "final_category": "email",
+            "final_intensity": "weak",
+            "executed_target_language": "ko",
+            "was_accepted": True,
+            "created_at": now,
+        }
+        for i in range(count)
+    ]
     for i in range(0, count, 1000):
-        db.training_examples.insert_many(docs[i:i + 1000])
+        db.training_examples.insert_many(docs[i : i + 1000])
     vectorstore.ensure_collection(qc, settings.qdrant_collection, dim)
     # `sentencify run vectors --full`: every example, streamed from MongoDB into batched upserts.
-    _, took = timed(lambda: run_vectors(db, qc, WINDOW, collection=settings.qdrant_collection, dim=dim,
-                                        threshold=settings.vector_real_threshold, full=True))
+    _, took = timed(
+        lambda: run_vectors(
+            db, qc, WINDOW, collection=settings.qdrant_collection, dim=dim, threshold=settings.vector_real_threshold, full=True
+        )
+    )
     raw_points = [point(d) for d in docs]
     qc.create_collection("raw_baseline", vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
 
     def raw():
         for i in range(0, count, 256):
-            qc.upsert("raw_baseline", points=raw_points[i:i + 256], wait=True)
+            qc.upsert("raw_baseline", points=raw_points[i : i + 256], wait=True)
 
     _, raw_took = timed(raw)
     rate, raw_rate = count / took, count / raw_took
-    print(f"  vector migration: {count} points in {took:.1f}s = {rate:.0f} points/s; "
-          f"raw upsert: {raw_rate:.0f} points/s", flush=True)
+    print(
+        f"  vector migration: {count} points in {took:.1f}s = {rate:.0f} points/s; raw upsert: {raw_rate:.0f} points/s",
+        flush=True,
+    )
     return rate, raw_rate
 
 
@@ -240,12 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
         stack.down(settings, only=services, echo=lambda _: None)
     window_rate, raw_window_rate = hour["touched"] / small, hour["raw_sessions"] / hour["raw"]
-    print(f"window ETL: {small:.1f}s over {args.history} sessions, {large:.1f}s over {args.history * 10} sessions "
-          f"({window_rate:.0f} sessions/s; raw window read {raw_window_rate:.0f} sessions/s)")
+    print(
+        f"window ETL: {small:.1f}s over {args.history} sessions, {large:.1f}s over {args.history * 10} sessions "
+        f"({window_rate:.0f} sessions/s; raw window read {raw_window_rate:.0f} sessions/s)"
+    )
     print(f"the hour through the chain: {hour['total']:.1f}s")
     print(f"rebuild {rate:.0f} sessions/s vs raw {raw_rate:.0f}; vectors {vec:.0f} points/s vs raw {vec_raw:.0f}")
-    print(f"ratios history10x={large / small:.2f} window/raw={window_rate / raw_window_rate:.2f} "
-          f"rebuild/raw={rate / raw_rate:.2f} vectors/raw={vec / vec_raw:.2f}")
+    print(
+        f"ratios history10x={large / small:.2f} window/raw={window_rate / raw_window_rate:.2f} "
+        f"rebuild/raw={rate / raw_rate:.2f} vectors/raw={vec / vec_raw:.2f}"
+    )
     return 0
 
 

@@ -5,7 +5,8 @@
 (c) a naive baseline: json.loads -> insert_one -> commit, per record.
 
 Each variant runs in its own process with a fresh consumer group and a fresh database holding
-the same indexes (the ones the pipeline joins on), so the targets are equal and peak RSS is its own. Throughput counts from the first record received to the last record written and
+the same indexes (the ones the pipeline joins on), so the targets are equal and peak RSS is its
+own. Throughput counts from the first record received to the last record written and
 committed (the group join is not counted). The naive baseline is slow, so it runs until it has
 handled --naive-limit records and its rate is taken over those. (d) is a reference: the same
 documents inserted from memory, sequentially, no Kafka. Then the consumer alone drains
@@ -17,17 +18,18 @@ which MAX_BUFFERED_BYTES bounds). Last line: `ratios a/b=X a/c=Y` (targets: a/b 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import resource
-
-import orjson
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import orjson
 
 from sentencify import stack
 from sentencify.settings import Settings
@@ -65,7 +67,7 @@ def run_consumer(settings: Settings, total: int, group: str, limit: int) -> dict
         )
         if first is None and ((service.path and service.path.batcher.total) or handled):
             first = time.perf_counter()
-        committed_all = handled >= total and not service.path.tracker.committable(service._assigned)  # noqa: SLF001
+        committed_all = handled >= total and not service.path.tracker.committable(service._assigned)
         if committed_all:
             last = time.perf_counter()
             break
@@ -93,10 +95,8 @@ def run_raw(settings: Settings, total: int, group: str, limit: int) -> dict:
         for tp, messages in polled.items():
             docs = [orjson.loads(m.value) for m in messages]  # the consumer's parser: compare the rest
             for i in range(0, len(docs), 100):
-                try:
-                    db[tp.topic[prefix_len:]].insert_many(docs[i:i + 100], ordered=False)
-                except BulkWriteError:
-                    pass  # duplicate keys of redelivered records: same as the consumer's no-op
+                with contextlib.suppress(BulkWriteError):  # duplicate keys of redelivered records: the consumer's no-op
+                    db[tp.topic[prefix_len:]].insert_many(docs[i : i + 100], ordered=False)
             done += len(docs)
         consumer.commit()
     last = time.perf_counter()
@@ -123,10 +123,8 @@ def run_naive(settings: Settings, total: int, group: str, limit: int) -> dict:
         first = first or time.perf_counter()
         for tp, messages in polled.items():
             for m in messages:
-                try:
+                with contextlib.suppress(DuplicateKeyError):
                     db[tp.topic[prefix_len:]].insert_one(orjson.loads(m.value))
-                except DuplicateKeyError:
-                    pass
                 consumer.commit({TopicPartition(m.topic, m.partition): OffsetAndMetadata(m.offset + 1, "", -1)})
                 done += 1
     last = time.perf_counter()
@@ -153,8 +151,8 @@ def run_reference(settings: Settings, total: int, group: str, limit: int) -> dic
     done = 0
     for collection, docs in by_collection.items():
         for i in range(0, len(docs), settings.batch_size):
-            db[collection].insert_many(docs[i:i + settings.batch_size], ordered=False)
-            done += len(docs[i:i + settings.batch_size])
+            db[collection].insert_many(docs[i : i + settings.batch_size], ordered=False)
+            done += len(docs[i : i + settings.batch_size])
     return {"records": done, "seconds": time.perf_counter() - first}
 
 
@@ -226,9 +224,24 @@ def _run_variant(settings: Settings, variant: str, total: int, naive_limit: int)
     client.close()
     env = {**child.to_env(), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     out = subprocess.run(
-        [sys.executable, "-m", "bench.ingest", "--child", variant, "--total", str(total), "--group", child.consumer_group,
-         "--naive-limit", str(naive_limit)],
-        env=env, capture_output=True, text=True, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "bench.ingest",
+            "--child",
+            variant,
+            "--total",
+            str(total),
+            "--group",
+            child.consumer_group,
+            "--naive-limit",
+            str(naive_limit),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"variant {variant} failed:\n{out.stderr[-3000:]}")
@@ -275,19 +288,26 @@ def main(argv: list[str] | None = None) -> int:
         for variant in ("consumer", "raw", "naive", "reference"):
             print(f"running {variant} ...", flush=True)
             results[variant] = r = _run_variant(settings, variant, len(records), args.naive_limit)
-            print(f"  {variant:<9} {r['records']:>7} records in {r['seconds']:6.1f}s = {r['rate']:8.0f} events/s   "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"  {variant:<9} {r['records']:>7} records in {r['seconds']:6.1f}s = {r['rate']:8.0f} events/s   "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
         large = _large_records_run(settings, args.large) if args.large else None
     finally:
         stack.down(settings, only=["kafka", "mongodb"], echo=lambda _: None)
     a, b, c, d = (results[v]["rate"] for v in ("consumer", "raw", "naive", "reference"))
     print(f"(a) consumer {a:.0f} events/s, (b) raw baseline {b:.0f} events/s, (c) naive baseline {c:.0f} events/s")
-    print(f"(d) reference: sequential insert_many({settings.batch_size}) from memory, no Kafka {d:.0f} events/s "
-          f"(a/d={a / d:.2f}; d/c={d / c:.1f}: how far batching alone gets on this server)")
+    print(
+        f"(d) reference: sequential insert_many({settings.batch_size}) from memory, no Kafka {d:.0f} events/s "
+        f"(a/d={a / d:.2f}; d/c={d / c:.1f}: how far batching alone gets on this server)"
+    )
     print(f"consumer peak RSS {results['consumer']['peak_rss_mb']:.0f} MB")
     if large:
-        print(f"large records: {large['rate']:.0f} events/s peak_rss_mb={large['peak_rss_mb']:.0f} "
-              f"({large['records']} records, {large['mb']:.0f} MB)")
+        print(
+            f"large records: {large['rate']:.0f} events/s peak_rss_mb={large['peak_rss_mb']:.0f} "
+            f"({large['records']} records, {large['mb']:.0f} MB)"
+        )
     print(f"ratios a/b={a / b:.2f} a/c={a / c:.1f}")
     return 0
 

@@ -16,7 +16,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--until-idle", type=float, metavar="SECONDS", help="exit once nothing arrived for SECONDS and all is written and committed")
+    parser.add_argument(
+        "--until-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit once nothing arrived for SECONDS and all is written and committed",
+    )
     parser.add_argument("--group", help="consumer group id (default: CONSUMER_GROUP)")
     parser.add_argument("--log-level", default="INFO")
 

@@ -41,11 +41,7 @@ class Batcher:
 
     def due(self, now: float) -> list[str]:
         """Collections with a full batch or an item older than the flush interval."""
-        return [
-            c
-            for c, buf in self._buffers.items()
-            if buf and (self._full(c) or now - buf[0][0] >= self.flush_interval_s)
-        ]
+        return [c for c, buf in self._buffers.items() if buf and (self._full(c) or now - buf[0][0] >= self.flush_interval_s)]
 
     def next_due_in(self, now: float) -> float | None:
         """Seconds until the next age-triggered flush, None when nothing is buffered."""

@@ -76,8 +76,10 @@ class BadRatioAlarm:
         return self._bad[tp] / len(recent) if recent else 0.0
 
     def describe(self, tp: tuple[str, int]) -> str:
-        return (f"{tp[0]}[{tp[1]}]: {self._bad.get(tp, 0)} of the last {len(self._recent.get(tp) or ())} records are bad "
-                f"(limit {self.max_ratio:.0%}, DLQ_MAX_BAD_RATIO/DLQ_WINDOW)")
+        return (
+            f"{tp[0]}[{tp[1]}]: {self._bad.get(tp, 0)} of the last {len(self._recent.get(tp) or ())} records are bad "
+            f"(limit {self.max_ratio:.0%}, DLQ_MAX_BAD_RATIO/DLQ_WINDOW)"
+        )
 
     def forget(self, tps) -> None:
         for tp in tps:

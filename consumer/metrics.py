@@ -1,114 +1,161 @@
-"""Observability: counters and gauges in Prometheus text on `/metrics`, liveness on `/healthz`."""
+"""Observability: Prometheus metrics (prometheus_client) on `/metrics`, liveness and degradation on `/healthz`.
+
+Every metric is declared once in SPECS, with its type, help text and labels; the service names
+them by string (`metrics.inc("sentencify_consumer_commits_total")`). Names follow Prometheus'
+conventions: `_total` for counters, units as suffixes (`_seconds`, `_bytes`, `_records`,
+`_timestamp_seconds`). Process metrics (CPU, memory, file descriptors) and Python's GC come from
+the client's standard collectors.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-Labels = tuple[tuple[str, str], ...]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
-_HELP = {
-    "sentencify_consumer_records_total": ("counter", "Records handled, by topic and outcome (stored, duplicate, dead_letter)."),
-    "sentencify_consumer_dead_letters_total": ("counter", "Records sent to dead_letters, by topic and reason."),
-    "sentencify_consumer_batches_total": ("counter", "insert_many calls that succeeded, by collection."),
-    "sentencify_consumer_batch_records_total": ("counter", "Records in those batches, by collection (sum of batch sizes)."),
-    "sentencify_consumer_write_errors_total": ("counter", "Failed insert_many attempts (each retried)."),
-    "sentencify_consumer_commits_total": ("counter", "Offset commits."),
-    "sentencify_consumer_lag": ("gauge", "Highwater minus committed offset, by topic and partition."),
-    "sentencify_consumer_buffered_records": ("gauge", "Records buffered and not yet written."),
-    "sentencify_consumer_buffered_bytes": ("gauge", "Bytes (record values as received) buffered and not yet written."),
-    "sentencify_consumer_bad_ratio": ("gauge", "Share of bad records among a partition's last DLQ_WINDOW records."),
-    "sentencify_consumer_producer_alarm": ("gauge", "1 while a partition's share of bad records is over DLQ_MAX_BAD_RATIO."),
-    "sentencify_consumer_paused": ("gauge", "1 while fetching is paused (MongoDB not taking writes, or the buffer full)."),
-    "sentencify_consumer_assigned_partitions": ("gauge", "Partitions assigned to this consumer."),
-    "sentencify_consumer_last_poll_seconds": ("gauge", "Unix time of the last poll."),
+
+@dataclass(frozen=True)
+class Spec:
+    kind: type
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+
+_WRITE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_AGE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
+
+SPECS: dict[str, Spec] = {
+    "sentencify_consumer_records_total": Spec(
+        Counter, "Records handled, by topic and outcome (stored, duplicate).", ("topic", "outcome")
+    ),
+    "sentencify_consumer_dead_letters_total": Spec(
+        Counter, "Records sent to dead_letters, by topic and reason.", ("topic", "reason")
+    ),
+    "sentencify_consumer_batches_total": Spec(Counter, "insert_many calls that succeeded, by collection.", ("collection",)),
+    "sentencify_consumer_batch_records_total": Spec(
+        Counter, "Records in those batches, by collection (sum of batch sizes).", ("collection",)
+    ),
+    "sentencify_consumer_write_errors_total": Spec(Counter, "Failed insert_many attempts (each retried)."),
+    "sentencify_consumer_commits_total": Spec(Counter, "Offset commits."),
+    "sentencify_consumer_write_duration_seconds": Spec(
+        Histogram, "Time of one successful insert_many, by collection.", ("collection",), _WRITE_BUCKETS
+    ),
+    "sentencify_consumer_record_age_seconds": Spec(
+        Histogram,
+        "Event time (created_at, or F's last_updated) to stored, per stored record, by topic.",
+        ("topic",),
+        _AGE_BUCKETS,
+    ),
+    "sentencify_consumer_lag_records": Spec(
+        Gauge, "Highwater minus committed offset, by topic and partition.", ("topic", "partition")
+    ),
+    "sentencify_consumer_buffered_records": Spec(Gauge, "Records buffered and not yet written."),
+    "sentencify_consumer_buffered_bytes": Spec(Gauge, "Bytes (record values as received) buffered and not yet written."),
+    "sentencify_consumer_bad_ratio": Spec(
+        Gauge, "Share of bad records among a partition's last DLQ_WINDOW records.", ("topic", "partition")
+    ),
+    "sentencify_consumer_producer_alarm": Spec(
+        Gauge, "1 while a partition's share of bad records is over DLQ_MAX_BAD_RATIO.", ("topic", "partition")
+    ),
+    "sentencify_consumer_paused": Spec(Gauge, "1 while fetching is paused (MongoDB not taking writes, or the buffer full)."),
+    "sentencify_consumer_assigned_partitions": Spec(Gauge, "Partitions assigned to this consumer."),
+    "sentencify_consumer_last_poll_timestamp_seconds": Spec(Gauge, "Unix time of the last poll."),
 }
 
 
-def _labels(**labels: object) -> Labels:
-    return tuple(sorted((k, str(v)) for k, v in labels.items()))
-
-
 class Metrics:
-    """Thread-safe registry; the consumer loop writes, the HTTP thread reads."""
+    """Thread-safe (prometheus_client's metrics are); the consumer loop and writers write, the HTTP thread reads."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[str, dict[Labels, float]] = defaultdict(dict)
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self._metrics = {}
+        for name, spec in SPECS.items():
+            base = name[: -len("_total")] if spec.kind is Counter else name
+            kwargs = {"buckets": spec.buckets} if spec.buckets else {}
+            self._metrics[name] = spec.kind(base, spec.help, spec.labels, registry=self.registry, **kwargs)
         self.degraded: dict[str, str] = {}  # what is wrong but not stopping ingestion, by source
         self.stall_after_s = 60.0
 
+    def _child(self, name: str, labels: dict):
+        metric = self._metrics[name]
+        return metric.labels(**{k: str(v) for k, v in labels.items()}) if labels else metric
+
     def inc(self, name: str, amount: float = 1, **labels: object) -> None:
-        key = _labels(**labels)
-        with self._lock:
-            series = self._values[name]
-            series[key] = series.get(key, 0) + amount
+        if amount:
+            self._child(name, labels).inc(amount)
 
     def set(self, name: str, value: float, **labels: object) -> None:
-        with self._lock:
-            self._values[name][_labels(**labels)] = value
+        self._child(name, labels).set(value)
+
+    def observe(self, name: str, value: float, **labels: object) -> None:
+        self._child(name, labels).observe(value)
 
     def clear(self, name: str) -> None:
-        with self._lock:
-            self._values.pop(name, None)
+        self._metrics[name].clear()
+
+    def _samples(self, name: str):
+        for family in self._metrics[name].collect():
+            for sample in family.samples:
+                if sample.name == name:
+                    yield sample
 
     def get(self, name: str, **labels: object) -> float:
-        with self._lock:
-            return self._values.get(name, {}).get(_labels(**labels), 0)
+        wanted = {k: str(v) for k, v in labels.items()}
+        return sum(s.value for s in self._samples(name) if s.labels == wanted)
 
     def total(self, name: str) -> float:
-        with self._lock:
-            return sum(self._values.get(name, {}).values())
+        return sum(s.value for s in self._samples(name))
 
     def sum_where(self, name: str, **labels: object) -> float:
         """Sum of a metric's series that carry all the given labels."""
-        wanted = set(_labels(**labels))
-        with self._lock:
-            return sum(v for key, v in self._values.get(name, {}).items() if wanted <= set(key))
+        wanted = {k: str(v) for k, v in labels.items()}.items()
+        return sum(s.value for s in self._samples(name) if wanted <= s.labels.items())
 
-    def render(self) -> str:
-        lines: list[str] = []
-        with self._lock:
-            for name in sorted(self._values):
-                kind, text = _HELP.get(name, ("untyped", name))
-                lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
-                for labels, value in sorted(self._values[name].items()):
-                    inner = ",".join(f'{k}="{v}"' for k, v in labels)
-                    lines.append(f"{name}{{{inner}}} {value:g}" if inner else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
     def health(self) -> tuple[bool, str]:
         """(alive, text): not alive only when the loop has stalled (a restart may help); degraded
         states (a broken producer, MongoDB refusing writes) stay alive: restarting would not fix
         them, and every restart rebalances the group."""
-        last = self.get("sentencify_consumer_last_poll_seconds")
+        last = self.get("sentencify_consumer_last_poll_timestamp_seconds")
         if last and time.time() - last > self.stall_after_s:
             return False, f"stalled: no poll for {time.time() - last:.0f}s"
-        with self._lock:
-            degraded = sorted(self.degraded.values())
+        degraded = sorted(dict(self.degraded).values())
         if degraded:
             return True, "degraded: " + "; ".join(degraded)
         return True, "ok"
 
 
 class MetricsServer:
-    """`/metrics` and `/healthz` on 127.0.0.1 (or the given host) in a daemon thread."""
+    """`/metrics` and `/healthz` on 127.0.0.1 (or the given host) in a daemon thread.
+
+    Hand-written over http.server rather than prometheus_client's `start_http_server`: that one
+    serves only `/metrics`, and the health endpoint must live on the same port."""
 
     def __init__(self, metrics: Metrics, port: int, host: str = "127.0.0.1") -> None:
         registry = metrics
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
-                    code, body, ctype = 200, registry.render(), "text/plain; version=0.0.4"
+                    code, data, ctype = 200, registry.render(), CONTENT_TYPE_LATEST
                 elif self.path == "/healthz":
                     ok, why = registry.health()
-                    code, body, ctype = (200 if ok else 503), why + "\n", "text/plain"
+                    code, data, ctype = (200 if ok else 503), (why + "\n").encode(), "text/plain"
                 else:
-                    code, body, ctype = 404, "try /metrics or /healthz\n", "text/plain"
-                data = body.encode()
+                    code, data, ctype = 404, b"try /metrics or /healthz\n", "text/plain"
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
@@ -122,7 +169,7 @@ class MetricsServer:
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
 
-    def start(self) -> "MetricsServer":
+    def start(self) -> MetricsServer:
         self._thread.start()
         return self
 

@@ -9,7 +9,7 @@ TP = tuple[str, int]  # (topic, partition)
 
 
 class _PartitionState:
-    __slots__ = ("pending", "done", "next_offset", "committed")
+    __slots__ = ("committed", "done", "next_offset", "pending")
 
     def __init__(self) -> None:
         self.pending: deque[int] = deque()  # offsets handed out, in arrival order

@@ -33,8 +33,8 @@ from consumer.validate import Validator, to_document
 from consumer.write import MongoWriter
 from consumer.writepath import WritePath
 from sentencify import mongo
-from sentencify.logs import kv
 from sentencify.kafka_config import kafka_security
+from sentencify.logs import kv
 from sentencify.settings import Settings
 
 log = logging.getLogger("sentencify.consumer")
@@ -58,7 +58,7 @@ def _utcnow() -> datetime:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, service: "IngestService") -> None:
+    def __init__(self, service: IngestService) -> None:
         self.service = service
 
     def on_partitions_revoked(self, revoked):
@@ -117,8 +117,9 @@ class IngestService:
             self.metrics_server = MetricsServer(self.metrics, self._metrics_port).start()
             log.info("metrics", extra=kv(url=f"http://127.0.0.1:{self.metrics_server.port}/metrics"))
         own_mongo = self._mongo is None
-        client = self._mongo or mongo.client(self.settings.mongo_uri, app_name="sentencify-consumer",
-                                             socket_timeout_s=mongo.WRITE_TIMEOUT_S)
+        client = self._mongo or mongo.client(
+            self.settings.mongo_uri, app_name="sentencify-consumer", socket_timeout_s=mongo.WRITE_TIMEOUT_S
+        )
         writes = None
         try:
             db = client[self.settings.mongo_db]
@@ -219,7 +220,7 @@ class IngestService:
             self._stop.wait(BACKOFF_FIRST_S)
             return {}
         self.metrics.degraded.pop("fetch", None)
-        self.metrics.set("sentencify_consumer_last_poll_seconds", time.time())
+        self.metrics.set("sentencify_consumer_last_poll_timestamp_seconds", time.time())
         return records
 
     def _poll_wait(self) -> float:
@@ -258,8 +259,10 @@ class IngestService:
 
     def _dead_letter(self, msg, position: Position, err: BadRecord) -> dict:
         self.metrics.inc("sentencify_consumer_dead_letters_total", topic=msg.topic, reason=err.reason)
-        log.warning("dead letter", extra=kv(topic=msg.topic, partition=msg.partition, offset=msg.offset,
-                                            reason=err.reason, error=err.detail[:300]))
+        log.warning(
+            "dead letter",
+            extra=kv(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=err.reason, error=err.detail[:300]),
+        )
         return dead_letter_doc(position, msg.key, msg.value, err, self.settings.dead_letter_prefix_bytes, _utcnow())
 
     def _observe(self, tp: tuple[str, int], bad: bool) -> None:
@@ -271,8 +274,10 @@ class IngestService:
         self.metrics.set("sentencify_consumer_producer_alarm", int(changed), **labels)
         self.metrics.set("sentencify_consumer_bad_ratio", self.alarm.ratio(tp), **labels)
         if changed:
-            why = (f"producer looks broken: {self.alarm.describe(tp)}; its records are dead-lettered "
-                   "(replay them with `sentencify replay-dead-letters` after the fix)")
+            why = (
+                f"producer looks broken: {self.alarm.describe(tp)}; its records are dead-lettered "
+                "(replay them with `sentencify replay-dead-letters` after the fix)"
+            )
             self.metrics.degraded[key] = why
             log.error("producer looks broken", extra=kv(topic=tp[0], partition=tp[1], detail=why))
         else:
@@ -329,7 +334,7 @@ class IngestService:
             self.metrics.degraded.pop(f"producer:{tp[0]}[{tp[1]}]", None)
         self.alarm.forget(gone)
         self._assigned -= gone
-        self.metrics.clear("sentencify_consumer_lag")
+        self.metrics.clear("sentencify_consumer_lag_records")
         log.info("partitions revoked", extra=kv(count=len(gone), dropped_unwritten=dropped))
 
     # -- pause, lag, idleness ------------------------------------------------------------------
@@ -363,11 +368,13 @@ class IngestService:
             committed = self.path.tracker.committed((topic, partition))
             if highwater is not None and committed is not None:
                 lags[f"{topic}[{partition}]"] = max(0, highwater - committed)
-                self.metrics.set("sentencify_consumer_lag", lags[f"{topic}[{partition}]"], topic=topic, partition=partition)
+                self.metrics.set(
+                    "sentencify_consumer_lag_records", lags[f"{topic}[{partition}]"], topic=topic, partition=partition
+                )
         self.status.maybe_publish(lags, self._summary(), force=final)
 
     def lag(self) -> int:
-        return int(self.metrics.total("sentencify_consumer_lag"))
+        return int(self.metrics.total("sentencify_consumer_lag_records"))
 
     def _idle_done(self) -> bool:
         if self.until_idle_s is None or not self._assigned or self._last_activity is None or self._paused:

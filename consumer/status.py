@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 log = logging.getLogger("sentencify.consumer")
 
@@ -42,17 +42,19 @@ class StatusPublisher:
         if self._redis is None or (now - self._last < EVERY_S and not force):
             return
         self._last = now
-        updated_at = datetime.now(timezone.utc).isoformat()
+        updated_at = datetime.now(UTC).isoformat()
         snapshot = {
             "group": self.group,
-            "consumer": self.key[len(KEY_PREFIX):],
+            "consumer": self.key[len(KEY_PREFIX) :],
             "lag": sum(lag_by_partition.values()),
             "lag_by_partition": lag_by_partition,
             **counts,
             "updated_at": updated_at,
         }
-        per_partition = {p: json.dumps({"lag": lag, "reported_at": updated_at, "consumer": snapshot["consumer"]})
-                         for p, lag in lag_by_partition.items()}
+        per_partition = {
+            p: json.dumps({"lag": lag, "reported_at": updated_at, "consumer": snapshot["consumer"]})
+            for p, lag in lag_by_partition.items()
+        }
         try:
             pipe = self._redis.pipeline(transaction=False)
             pipe.set(self.key, json.dumps(snapshot), ex=TTL_S)
@@ -66,6 +68,6 @@ class StatusPublisher:
         if self._redis is not None:
             try:
                 self._redis.delete(self.key)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 (status is optional; the key expires by itself)
+                log.debug("status key not deleted", extra={"fields": {"error": str(exc)[:200]}})
             self._redis.close()

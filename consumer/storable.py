@@ -32,7 +32,7 @@ def _walk(value: Any, path: list[str], depth: int) -> None:
             if not isinstance(key, str):
                 raise BadRecord("unstorable", f"{_where(path)}: field name {key!r} is not a string")
             if "\x00" in key:
-                raise BadRecord("unstorable", f"{_where(path + [repr(key)])}: field name contains a NUL character")
+                raise BadRecord("unstorable", f"{_where([*path, repr(key)])}: field name contains a NUL character")
             if type(item) in (str, float, bool) or item is None:  # the common leaves, fast
                 continue
             path.append(key)

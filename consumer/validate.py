@@ -47,8 +47,9 @@ def stamp_ingested(docs: list[dict[str, Any]], now: datetime) -> None:
         doc["ingested_at"] = now
 
 
-def to_document(router: Router, validator: Validator, max_record_bytes: int, position: Position,
-                value: bytes | None) -> tuple[str, dict[str, Any]]:
+def to_document(
+    router: Router, validator: Validator, max_record_bytes: int, position: Position, value: bytes | None
+) -> tuple[str, dict[str, Any]]:
     """Delivery: pure; (collection, document MongoDB can store) or BadRecord naming what is wrong.
 
     decode -> route -> validate -> check what MongoDB can store; anything else that goes wrong

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,22 +14,24 @@ DUPLICATE_KEYS = frozenset({11000, 11001})
 # Per-document errors that are the document's own fault: retrying can never store it, so it is
 # dead-lettered. Every other error (unknown codes included) is treated as transient and retried:
 # dead-lettering a valid record because of a server state (Interrupted, LockTimeout, ...) loses it.
-PERMANENT_CODES = frozenset({
-    2,  # BadValue
-    9,  # FailedToParse
-    14,  # TypeMismatch
-    15,  # Overflow (e.g. nesting too deep)
-    22,  # InvalidBSON
-    52,  # DollarPrefixedFieldName
-    53,  # InvalidIdField
-    55,  # InvalidDBRef
-    56,  # EmptyFieldName
-    57,  # DottedFieldName
-    121,  # DocumentValidationFailure (a collection validator refuses it)
-    10334,  # BSONObjectTooLarge
-    17280,  # KeyTooLong (an indexed value over the old 1 KB index key limit)
-    16755,  # cannot extract geo keys
-})
+PERMANENT_CODES = frozenset(
+    {
+        2,  # BadValue
+        9,  # FailedToParse
+        14,  # TypeMismatch
+        15,  # Overflow (e.g. nesting too deep)
+        22,  # InvalidBSON
+        52,  # DollarPrefixedFieldName
+        53,  # InvalidIdField
+        55,  # InvalidDBRef
+        56,  # EmptyFieldName
+        57,  # DottedFieldName
+        121,  # DocumentValidationFailure (a collection validator refuses it)
+        10334,  # BSONObjectTooLarge
+        17280,  # KeyTooLong (an indexed value over the old 1 KB index key limit)
+        16755,  # cannot extract geo keys
+    }
+)
 _ENCODING_ERRORS = (bson.errors.InvalidDocument, OverflowError, ValueError)  # DocumentTooLarge is an InvalidDocument
 
 
@@ -41,6 +44,7 @@ class WriteOutcome:
     inserted: int = 0
     duplicates: int = 0
     rejected: dict[int, str] = field(default_factory=dict)  # batch index -> why it can never be stored
+    seconds: float = 0.0  # how long MongoDB took
 
 
 class MongoWriter:
@@ -51,6 +55,12 @@ class MongoWriter:
         self.db = db
 
     def write(self, collection: str, docs: list[dict[str, Any]]) -> WriteOutcome:
+        began = time.perf_counter()
+        outcome = self._write(collection, docs)
+        outcome.seconds = time.perf_counter() - began
+        return outcome
+
+    def _write(self, collection: str, docs: list[dict[str, Any]]) -> WriteOutcome:
         try:
             result = self.db[collection].insert_many(docs, ordered=False)
             return WriteOutcome(inserted=len(result.inserted_ids))
@@ -71,7 +81,7 @@ class MongoWriter:
         if not rejected:  # not the documents after all: a driver problem, so retry
             raise TransientWriteError("the driver could not encode the batch, though each document encodes")
         keep = [i for i in range(len(docs)) if i not in rejected]
-        outcome = self.write(collection, [docs[i] for i in keep]) if keep else WriteOutcome()
+        outcome = self._write(collection, [docs[i] for i in keep]) if keep else WriteOutcome()
         outcome.rejected = {keep[i]: why for i, why in outcome.rejected.items()} | rejected
         return outcome
 

@@ -22,14 +22,16 @@ class WritePath:
     """Delivery: a record's offset becomes committable only once it is stored, a duplicate, or dead-lettered;
     a document MongoDB refuses for its content becomes a dead letter with its original bytes and key."""
 
-    def __init__(self, batcher: Batcher, writes: InFlightWrites, tracker: OffsetTracker, metrics: Metrics,
-                 dead_letter_prefix_bytes: int) -> None:
+    def __init__(
+        self, batcher: Batcher, writes: InFlightWrites, tracker: OffsetTracker, metrics: Metrics, dead_letter_prefix_bytes: int
+    ) -> None:
         self.batcher = batcher
         self.writes = writes
         self.tracker = tracker
         self.metrics = metrics
         self.prefix_bytes = dead_letter_prefix_bytes
         self.last_progress = time.monotonic()
+        self._errors_counted = 0
 
     # -- what is held ----------------------------------------------------------------------------
 
@@ -75,7 +77,8 @@ class WritePath:
         """Account for finished writes: offsets become committable, refused documents become dead letters."""
         for written in self.writes.collect(timeout):
             self._account(written)
-        self.metrics.set("sentencify_consumer_write_errors_total", self.writes.write_errors)
+        self.metrics.inc("sentencify_consumer_write_errors_total", self.writes.write_errors - self._errors_counted)
+        self._errors_counted = self.writes.write_errors
 
     def drain(self, deadline: float) -> None:
         """Write everything buffered, retrying until `deadline`."""
@@ -87,8 +90,9 @@ class WritePath:
             if self.writes.failing:
                 time.sleep(min(0.2, max(0.0, self.writes.retry_at - time.monotonic())))
         if not self.idle():
-            log.warning("unwritten records left; they are not committed and will be read again",
-                        extra=kv(unwritten=self.records()))
+            log.warning(
+                "unwritten records left; they are not committed and will be read again", extra=kv(unwritten=self.records())
+            )
 
     def drop(self, partitions: Iterable[TP]) -> int:
         """Forget revoked partitions' unwritten records (uncommitted: their new owner re-reads them)."""
@@ -110,8 +114,14 @@ class WritePath:
                 self._dead_letter_after_write(collection, item, reason)
         self.metrics.inc("sentencify_consumer_batches_total", collection=collection)
         self.metrics.inc("sentencify_consumer_batch_records_total", len(items), collection=collection)
+        self.metrics.observe("sentencify_consumer_write_duration_seconds", outcome.seconds, collection=collection)
         if collection != DEAD_LETTERS:
             topic = items[0].position.topic
+            for index, item in enumerate(items):
+                event_time = item.doc.get("created_at") or item.doc.get("last_updated")
+                if index not in outcome.rejected and isinstance(event_time, datetime):
+                    age = (item.doc["ingested_at"] - event_time).total_seconds()
+                    self.metrics.observe("sentencify_consumer_record_age_seconds", max(0.0, age), topic=topic)
             self.metrics.inc("sentencify_consumer_records_total", outcome.inserted, topic=topic, outcome="stored")
             self.metrics.inc("sentencify_consumer_records_total", outcome.duplicates, topic=topic, outcome="duplicate")
 
@@ -119,8 +129,10 @@ class WritePath:
         now = datetime.now(UTC)
         if collection == DEAD_LETTERS:  # the letter itself was refused: keep a prefix, never loop
             if item.doc.get("truncated") and not item.doc.get("raw"):
-                log.error("dead letter refused even without its bytes; offset released",
-                          extra=kv(id=item.doc.get("_id"), error=reason[:300]))
+                log.error(
+                    "dead letter refused even without its bytes; offset released",
+                    extra=kv(id=item.doc.get("_id"), error=reason[:300]),
+                )
                 self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
                 return
             doc = dict(item.doc, raw=b"", truncated=True, error=f"{item.doc.get('error')}; letter refused: {reason}")
@@ -128,6 +140,14 @@ class WritePath:
             err = BadRecord("rejected_by_mongodb", reason)
             doc = dead_letter_doc(item.position, item.key, item.raw, err, self.prefix_bytes, now)
             self.metrics.inc("sentencify_consumer_dead_letters_total", topic=item.position.topic, reason=err.reason)
-            log.warning("dead letter", extra=kv(topic=item.position.topic, partition=item.position.partition,
-                                                offset=item.position.offset, reason=err.reason, error=reason[:300]))
+            log.warning(
+                "dead letter",
+                extra=kv(
+                    topic=item.position.topic,
+                    partition=item.position.partition,
+                    offset=item.position.offset,
+                    reason=err.reason,
+                    error=reason[:300],
+                ),
+            )
         self.batcher.add(DEAD_LETTERS, Item(doc, item.position, item.key, item.raw), time.monotonic())

@@ -43,8 +43,10 @@ class AirflowApi:
                     continue
                 raise AirflowApiError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
             except urllib.error.URLError as exc:
-                raise AirflowApiError(f"{method} {path}: Airflow is not reachable at {self.base} ({exc.reason}); "
-                                      "is it up? (`sentencify stack status`)") from None
+                raise AirflowApiError(
+                    f"{method} {path}: Airflow is not reachable at {self.base} ({exc.reason}); "
+                    "is it up? (`sentencify stack status`)"
+                ) from None
         return json.loads(raw) if raw else None
 
     def token(self) -> str:
@@ -93,8 +95,11 @@ class AirflowApi:
 
     def clear(self, dag_id: str, run_id: str) -> None:
         """Run an existing DAG run again (all its tasks)."""
-        self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/clear",
-                   {"dry_run": False, "only_failed": False})
+        self._call(
+            "POST",
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/clear",
+            {"dry_run": False, "only_failed": False},
+        )
 
     def trigger_or_rerun(self, dag_id: str, logical_date: datetime, run_id: str) -> str:
         """A new run for this logical date, or the existing one cleared (Airflow keeps one run per

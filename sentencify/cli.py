@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from datetime import datetime, timedelta, timezone
 
 from kafka.errors import NoBrokersAvailable
 
@@ -32,6 +32,9 @@ def _rate(text: str) -> float:
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify import stack
 
+    args.only = args.only or args.only_opt or None
+    if args.action == "logs":
+        return _stack_logs(args, settings)
     if args.action == "up":
         print(f"starting the local stack in {settings.stack_dir}")
         stack.up(settings, only=args.only)
@@ -39,6 +42,38 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         stack.down(settings, only=args.only)
         return 0
     rows = stack.status(settings, only=args.only)
+    if args.json:
+        import json
+
+        print(
+            json.dumps(
+                {
+                    "services": [
+                        {
+                            "name": r.name,
+                            "port": r.port,
+                            "pid": r.pid,
+                            "running": r.running,
+                            "healthy": r.healthy,
+                            "log": r.log_file,
+                        }
+                        for r in rows
+                    ],
+                    "settings": {
+                        var: settings.shown(name)
+                        for var, name in (
+                            ("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+                            ("MONGO_URI", "mongo_uri"),
+                            ("MONGO_DB", "mongo_db"),
+                            ("REDIS_URL", "redis_url"),
+                            ("ANALYTICS_DB_URI", "analytics_db_uri"),
+                        )
+                    },
+                },
+                indent=2,
+            )
+        )
+        return 0 if all(r.healthy for r in rows) else 1
     print(f"{'service':<23}{'port':>7}  {'pid':>8}  {'health':<9} log")
     for r in rows:
         health = "healthy" if r.healthy else ("running" if r.running else "down")
@@ -52,13 +87,14 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
         from sentencify.stack.airflow import ADMIN_USER, admin_password, admin_password_file
 
         admin_password(settings)  # created on first use
-        print(f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login {ADMIN_USER}, "
-              f"password in {admin_password_file(settings)}")
+        print(
+            f"Airflow UI: http://127.0.0.1:{settings.airflow_port}  login {ADMIN_USER}, "
+            f"password in {admin_password_file(settings)}"
+        )
     if any(r.name == "superset" and r.running for r in rows):
         from sentencify.stack import superset
 
-        where = ("SUPERSET_PASSWORD" if settings.superset_password
-                 else f"password in {superset.admin_password_file(settings)}")
+        where = "SUPERSET_PASSWORD" if settings.superset_password else f"password in {superset.admin_password_file(settings)}"
         print(f"Superset:   http://127.0.0.1:{settings.superset_port}  login {settings.superset_username}, {where}")
     return 0 if all(r.healthy for r in rows) else 1
 
@@ -68,12 +104,21 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.simulate import generate
 
     if args.once and _already_ingested(settings, args.seed, args.sessions):
-        print(f"already in MongoDB: the {args.sessions} sessions of seed {args.seed}; nothing produced "
-              "(--once; another --seed simulates other sessions)")
+        print(
+            f"already in MongoDB: the {args.sessions} sessions of seed {args.seed}; nothing produced "
+            "(--once; another --seed simulates other sessions)"
+        )
         return 0
-    start = args.start or (datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours))
+    start = args.start or (datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=args.hours))
     records = list(
-        generate(args.sessions, seed=args.seed, anomalies=args.anomalies, start=start, hours=args.hours, embedding_dim=settings.embedding_dim)
+        generate(
+            args.sessions,
+            seed=args.seed,
+            anomalies=args.anomalies,
+            start=start,
+            hours=args.hours,
+            embedding_dim=settings.embedding_dim,
+        )
     )
     manifest = produce(settings, records, total=len(records))
     print(f"produced {manifest.records} records for {args.sessions} sessions from {start.isoformat()} over {args.hours}h")
@@ -93,7 +138,9 @@ def _already_ingested(settings: Settings, seed: int, sessions: int) -> bool:
     client = mongo.client(settings.mongo_uri)
     try:
         prefix = f"^sess_{re.escape(population(seed, sessions))}_"
-        return client[settings.mongo_db].editor_recommend_options.find_one({"recommend_session_id": {"$regex": prefix}}) is not None
+        return (
+            client[settings.mongo_db].editor_recommend_options.find_one({"recommend_session_id": {"$regex": prefix}}) is not None
+        )
     finally:
         client.close()
 
@@ -135,10 +182,49 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _stack_logs(args: argparse.Namespace, settings: Settings) -> int:
+    """`stack logs SERVICE [-f] [-n N]`: the end of a service's log, like `tail`."""
+    import time
+
+    from sentencify import stack
+
+    names = [s.name for s in stack.services(settings)]
+    if not args.only or len(args.only) != 1 or args.only[0] not in names:
+        print(f"error: name one service: {' '.join(names)}  (e.g. `sentencify stack logs airflow-scheduler -f`)", file=sys.stderr)
+        return 2
+    service = next(s for s in stack.services(settings) if s.name == args.only[0])
+    path = Path(service.log_file)
+    if not path.exists():
+        print(f"error: {service.name} has no log yet ({path}); start it with `sentencify stack up`", file=sys.stderr)
+        return 2
+    from sentencify.redact import redact_text
+
+    with path.open(errors="replace") as f:
+        for line in f.readlines()[-args.lines :]:
+            print(redact_text(line), end="")
+        while args.follow:
+            line = f.readline()
+            if line:
+                print(redact_text(line), end="", flush=True)
+            else:
+                time.sleep(0.3)
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify import summary
 
-    print(summary.render(summary.collect(settings)))
+    sections = summary.collect(settings)
+    if args.json:
+        import json
+
+        print(
+            json.dumps(
+                {title: {str(label).strip(): value for label, value in rows} for title, rows in sections}, indent=2, default=str
+            )
+        )
+        return 0
+    print(summary.render(sections))
     return 0
 
 
@@ -152,8 +238,10 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
             out = args.out or Path("build/sentencify_dashboard.zip")
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(bundle.zip_bytes("dashboard"))
-            print(f"{out}: {len(bundle.charts)} charts, {len(bundle.datasets)} datasets "
-                  f"(import with `superset import-dashboards -p {out} -u admin`)")
+            print(
+                f"{out}: {len(bundle.charts)} charts, {len(bundle.datasets)} datasets "
+                f"(import with `superset import-dashboards -p {out} -u admin`)"
+            )
             return 0
         if args.action == "deploy":
             print(f"deploying the dashboard to {settings.superset_url}")
@@ -162,10 +250,17 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         from sentencify.dashboard.screenshot import screenshot
 
-        shot = screenshot(settings.superset_url, settings.superset_username, superset_password(settings),
-                          args.out or Path("build/dashboard.png"))
-        print(f"{shot.path}: {shot.drawn}/{shot.charts} charts drawn"
-              + (f", with no data: {shot.empty}" if shot.empty else "") + (f", errors: {shot.errors}" if shot.errors else ""))
+        shot = screenshot(
+            settings.superset_url,
+            settings.superset_username,
+            superset_password(settings),
+            args.out or Path("build/dashboard.png"),
+        )
+        print(
+            f"{shot.path}: {shot.drawn}/{shot.charts} charts drawn"
+            + (f", with no data: {shot.empty}" if shot.empty else "")
+            + (f", errors: {shot.errors}" if shot.errors else "")
+        )
         return 0 if shot.drawn == shot.charts and not shot.errors else 1
     except (BundleError, DeployError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -180,21 +275,31 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     known = set(topics(settings.topic_prefix))
     if args.to_topic and args.to_topic not in known:
-        print(f"error: --to-topic {args.to_topic!r} is not one of the log topics under {settings.topic_prefix!r}",
-              file=sys.stderr)
+        print(
+            f"error: --to-topic {args.to_topic!r} is not one of the log topics under {settings.topic_prefix!r}", file=sys.stderr
+        )
         return 2
     client = mongo.client(settings.mongo_uri)
     kafka = None if args.dry_run else producer(settings)
     try:
-        done = replay_dead_letters(client[settings.mongo_db], kafka, known_topics=known, reason=args.reason,
-                                   topic=args.topic, to_topic=args.to_topic, dry_run=args.dry_run)
+        done = replay_dead_letters(
+            client[settings.mongo_db],
+            kafka,
+            known_topics=known,
+            reason=args.reason,
+            topic=args.topic,
+            to_topic=args.to_topic,
+            dry_run=args.dry_run,
+        )
     finally:
         if kafka is not None:
             kafka.close()
         client.close()
     verb = "would replay" if args.dry_run else "replayed"
-    print(f"{verb} {done.sent} dead letters {done.by_topic or ''}; left alone: {done.truncated} oversized "
-          f"(only a prefix kept), {done.unknown_topic} of topics that are not log topics")
+    print(
+        f"{verb} {done.sent} dead letters {done.by_topic or ''}; left alone: {done.truncated} oversized "
+        f"(only a prefix kept), {done.unknown_topic} of topics that are not log topics"
+    )
     if done.sent and not args.dry_run:
         print("the consumer stores them once it reads them (`sentencify consume`); any that fail again become new dead letters")
     return 0
@@ -220,9 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("stack", help="the local services: up, down, status")
-    p.add_argument("action", choices=("up", "down", "status"))
-    p.add_argument("--only", nargs="+", metavar="SERVICE", help="only these services (kafka mongodb redis postgres)")
+    p = sub.add_parser("stack", help="the local services: up, down, status, logs SERVICE [-f]")
+    p.add_argument("action", choices=("up", "down", "status", "logs"))
+    p.add_argument("only", nargs="*", metavar="SERVICE", help="only these services (logs: exactly one)")
+    p.add_argument("--only", dest="only_opt", nargs="+", metavar="SERVICE", help=argparse.SUPPRESS)  # the old spelling
+    p.add_argument("-f", "--follow", action="store_true", help="logs: keep printing new lines")
+    p.add_argument("-n", "--lines", type=int, default=50, help="logs: how many lines to show first (default 50)")
+    p.add_argument("--json", action="store_true", help="status: machine-readable (passwords never shown)")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("simulate", help="produce realistic traffic to Kafka")
@@ -231,8 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anomalies", type=_rate, default=0.05, metavar="RATE", help="share of sessions with an anomaly (0..1)")
     p.add_argument("--hours", type=float, default=1.0, help="spread the sessions' timestamps over this many hours")
     p.add_argument("--start", type=_iso, help="first timestamp (ISO-8601; default: the last full --hours)")
-    p.add_argument("--once", action="store_true",
-                   help="produce nothing when these sessions (same --seed and --sessions) are already in MongoDB")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="produce nothing when these sessions (same --seed and --sessions) are already in MongoDB",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("consume", help="run the ingestion service (also `python -m consumer`)")
@@ -243,14 +355,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     from sentencify.steps.runner import REGISTRY
 
-    p = sub.add_parser("run", help="one step of the chain for one window, outside Airflow",
-                       epilog="; ".join(f"{s.name}: {s.help}" for s in REGISTRY.values()))
+    p = sub.add_parser(
+        "run",
+        help="one step of the chain for one window, outside Airflow",
+        epilog="; ".join(f"{s.name}: {s.help}" for s in REGISTRY.values()),
+    )
     p.add_argument("step", choices=tuple(REGISTRY))
     p.add_argument("--start", required=True, type=_iso, help="window start, ISO-8601 (no offset means UTC)")
     p.add_argument("--end", required=True, type=_iso, help="window end (exclusive)")
     p.add_argument("--hourly", action="store_true", help="run each hour of [start, end) in turn (a backfill)")
-    p.add_argument("--full", action="store_true",
-                   help="rebuild everything, not just the window: etl rebuilds every session, vectors reconciles every example")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="rebuild everything, not just the window: etl rebuilds every session, vectors reconciles every example",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("seed-synthetic", help="create the vector collection with synthetic points per category")
@@ -259,12 +377,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_seed)
 
     p = sub.add_parser("summary", help="what is stored: records, dead letters, examples, profiles, vectors, view rows")
+    p.add_argument("--json", action="store_true", help="machine-readable")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("dashboard", help="the Superset dashboard: deploy it, build its bundle, or screenshot it")
     p.add_argument("action", choices=("deploy", "build", "screenshot"))
-    p.add_argument("--out", type=Path, help="build: the zip (default build/sentencify_dashboard.zip); "
-                   "screenshot: the PNG (default build/dashboard.png)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="build: the zip (default build/sentencify_dashboard.zip); screenshot: the PNG (default build/dashboard.png)",
+    )
     p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("replay-dead-letters", help="send dead-lettered records through Kafka again (after a fix)")
@@ -294,9 +416,12 @@ def explain(exc: BaseException, settings: Settings | None) -> str:
         return f"no Kafka broker at {where}: start it with `sentencify stack up` or fix KAFKA_BOOTSTRAP_SERVERS"
     if module == "pymongo":
         first = first.split(" (configured timeouts")[0].split(", Timeout:")[0]
-        return f"MongoDB ({settings.shown('mongo_uri') if settings else 'MONGO_URI'}): {name}: {first}; is it up (`sentencify stack status`)?"
+        where = settings.shown("mongo_uri") if settings else "MONGO_URI"
+        return f"MongoDB ({where}): {name}: {first}; is it up (`sentencify stack status`)?"
     if module == "redis":
-        return f"Redis ({settings.shown('redis_url') if settings else 'REDIS_URL'}): {first}; is it up (`sentencify stack status`)?"
+        return (
+            f"Redis ({settings.shown('redis_url') if settings else 'REDIS_URL'}): {first}; is it up (`sentencify stack status`)?"
+        )
     if module == "psycopg2":
         return f"PostgreSQL ({settings.shown('analytics_db_uri') if settings else 'ANALYTICS_DB_URI'}): {first}"
     if isinstance(exc, (StackError, ValueError, OSError)) or module in ("sentencify", "qdrant_client"):

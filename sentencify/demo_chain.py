@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sentencify import mongo
 from sentencify.airflow_api import AirflowApi, AirflowApiError
@@ -19,8 +19,6 @@ from sentencify.settings import Settings
 from sentencify.stack.airflow import ADMIN_USER, admin_password
 from sentencify.steps.runner import REGISTRY, STEPS
 from sentencify.window import floor_hour
-
-
 
 DAGS = [REGISTRY[s].dag_id for s in STEPS]
 
@@ -35,23 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     api.wait_for_dags(DAGS)
     for dag in DAGS:
         api.unpause(dag)
-    current = floor_hour(datetime.now(timezone.utc))
+    current = floor_hour(datetime.now(UTC))
     starts = [current - timedelta(hours=h) for h in range(args.hours, -1, -1)]
     stamp = int(time.time())
-    began_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+    began_at = datetime.now(UTC) - timedelta(seconds=1)
     rerun = 0
     for start in starts:
         run_id = api.trigger_or_rerun("sentencify_etl", start, run_id=f"demo__{start:%Y%m%dT%H%M}__{stamp}")
         rerun += not run_id.startswith("demo__") or not run_id.endswith(str(stamp))
-    print(f"sentencify_etl for {len(starts)} hours: {len(starts) - rerun} new runs, {rerun} existing run(s) cleared to run again; "
-          f"{starts[0]:%Y-%m-%d %H:%M} .. {starts[-1]:%Y-%m-%d %H:%M} UTC; profile, vectors and views follow by asset")
+    print(
+        f"sentencify_etl for {len(starts)} hours: {len(starts) - rerun} new runs, {rerun} existing run(s) cleared to run again; "
+        f"{starts[0]:%Y-%m-%d %H:%M} .. {starts[-1]:%Y-%m-%d %H:%M} UTC; profile, vectors and views follow by asset"
+    )
     client = mongo.client(settings.mongo_uri)
     runs = client[settings.mongo_db].pipeline_runs
     began, last_line = time.monotonic(), ""
     try:
         while time.monotonic() - began < args.timeout:
             done = {step: set() for step in STEPS}
-            for r in runs.find({"finished_at": {"$gte": began_at}, "window_start": {"$in": starts}}, {"step": 1, "window_start": 1}):
+            for r in runs.find(
+                {"finished_at": {"$gte": began_at}, "window_start": {"$in": starts}}, {"step": 1, "window_start": 1}
+            ):
                 if r["step"] in done:
                     done[r["step"]].add(r["window_start"])
             line = "  chain: " + "  ".join(f"{step} {len(done[step]):>2}/{len(starts)}" for step in STEPS)
@@ -81,8 +83,11 @@ def _failed(api: AirflowApi, since: datetime) -> list[str]:
             recent = api.runs(dag, limit=50)
         except AirflowApiError:  # a busy api-server: look again at the next poll
             continue
-        out += [f"{dag} {r['dag_run_id']}" for r in recent
-                if r["state"] == "failed" and datetime.fromisoformat(r["run_after"]) >= since]
+        out += [
+            f"{dag} {r['dag_run_id']}"
+            for r in recent
+            if r["state"] == "failed" and datetime.fromisoformat(r["run_after"]) >= since
+        ]
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sentencify.redact import redact_text
 
@@ -16,7 +16,7 @@ from sentencify.redact import redact_text
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -31,9 +31,11 @@ class HumanFormatter(logging.Formatter):
     """`12:00:01 info  sentencify.etl: etl done touched_sessions=3 ...` for people at a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        when = datetime.fromtimestamp(record.created, tz=timezone.utc).strftime("%H:%M:%S")
-        fields = " ".join(f"{k}={json.dumps(v, default=str) if not isinstance(v, str) else v}"
-                          for k, v in (getattr(record, "fields", None) or {}).items())
+        when = datetime.fromtimestamp(record.created, tz=UTC).strftime("%H:%M:%S")
+        fields = " ".join(
+            f"{k}={json.dumps(v, default=str) if not isinstance(v, str) else v}"
+            for k, v in (getattr(record, "fields", None) or {}).items()
+        )
         line = f"{when} {record.levelname.lower():<5} {record.name}: {record.getMessage()}" + (f" {fields}" if fields else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pymongo import ASCENDING, MongoClient
 from pymongo.database import Database
 
-
 # Each index serves a named read of the later steps; every extra index costs every insert
 # (it halves the ingest rate on the local server), so a field is indexed only where it is read.
 INDEX_PLAN: dict[str, list[tuple[str, ...]]] = {
@@ -31,8 +30,7 @@ INDEX_PLAN: dict[str, list[tuple[str, ...]]] = {
 WRITE_TIMEOUT_S = 60
 
 
-def client(uri: str, app_name: str = "sentencify", timeout_ms: int = 5000,
-           socket_timeout_s: float | None = None) -> MongoClient:
+def client(uri: str, app_name: str = "sentencify", timeout_ms: int = 5000, socket_timeout_s: float | None = None) -> MongoClient:
     # Fail fast when MongoDB is away: callers retry with backoff instead of hanging 30 s.
     extra = {} if socket_timeout_s is None else {"socketTimeoutMS": int(socket_timeout_s * 1000)}
     return MongoClient(
@@ -62,4 +60,4 @@ def find_in(collection, field: str, values, projection=None, batch: int = IN_BAT
     """Documents whose `field` is one of `values` (deduplicated), `batch` values per query."""
     keys = sorted({v for v in values if v is not None})
     for i in range(0, len(keys), batch):
-        yield from collection.find({field: {"$in": keys[i:i + batch]}, **(extra or {})}, projection)
+        yield from collection.find({field: {"$in": keys[i : i + batch]}, **(extra or {})}, projection)

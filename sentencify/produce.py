@@ -25,9 +25,7 @@ def producer(settings: Settings) -> KafkaProducer:
     )
 
 
-def produce(
-    settings: Settings, records: Iterable[Record], *, total: int | None = None, progress: bool = True
-) -> Manifest:
+def produce(settings: Settings, records: Iterable[Record], *, total: int | None = None, progress: bool = True) -> Manifest:
     """Delivery: waits for every send to be acknowledged; raises on the first failed send."""
     manifest = Manifest()
     bar = Progress(total, "simulate") if progress else None

@@ -11,7 +11,7 @@ that is not one of the seven log topics have nowhere to go. Both are counted and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymongo.database import Database
 
@@ -35,8 +35,16 @@ def selection(reason: str | None = None, topic: str | None = None) -> dict:
     return query
 
 
-def replay_dead_letters(db: Database, kafka_producer, *, known_topics: set[str], reason: str | None = None,
-                        topic: str | None = None, to_topic: str | None = None, dry_run: bool = False) -> Replayed:
+def replay_dead_letters(
+    db: Database,
+    kafka_producer,
+    *,
+    known_topics: set[str],
+    reason: str | None = None,
+    topic: str | None = None,
+    to_topic: str | None = None,
+    dry_run: bool = False,
+) -> Replayed:
     """Produce each selected dead letter's raw bytes (and key) to its topic, or `to_topic`; then mark it.
 
     Only to `known_topics` (the seven log topics of the prefix)."""
@@ -58,5 +66,5 @@ def replay_dead_letters(db: Database, kafka_producer, *, known_topics: set[str],
             continue
         key = bytes(doc["key"]) if doc.get("key") is not None else None
         kafka_producer.send(target, key=key, value=bytes(doc["raw"])).get(timeout=30)  # acked before it is marked
-        dead.update_one({"_id": doc["_id"]}, {"$set": {"replayed_at": datetime.now(timezone.utc), "replayed_to": target}})
+        dead.update_one({"_id": doc["_id"]}, {"$set": {"replayed_at": datetime.now(UTC), "replayed_to": target}})
     return out

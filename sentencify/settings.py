@@ -74,6 +74,7 @@ def _url(name: str, raw: str) -> str:
 
 def _uri(*schemes: str) -> Parser:
     """A connection URI with one of `schemes` and a host; the message never shows its password."""
+
     def parse(name: str, raw: str) -> str:
         from urllib.parse import urlsplit
 
@@ -132,7 +133,8 @@ class Settings:
     # interfaces.md (the contract)
     kafka_bootstrap_servers: str = _setting("KAFKA_BOOTSTRAP_SERVERS", _brokers, lambda s: f"127.0.0.1:{s['kafka_port']}")
     kafka_security_protocol: str = _setting(
-        "KAFKA_SECURITY_PROTOCOL", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), "PLAINTEXT")
+        "KAFKA_SECURITY_PROTOCOL", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"), "PLAINTEXT"
+    )
     kafka_sasl_mechanism: str = _setting("KAFKA_SASL_MECHANISM", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "PLAIN")
     kafka_sasl_username: str | None = _setting("KAFKA_SASL_USERNAME", _text, None)
     kafka_sasl_password: str | None = _setting("KAFKA_SASL_PASSWORD", _text, None, secret=True)
@@ -143,19 +145,26 @@ class Settings:
     consumer_group: str = _setting("CONSUMER_GROUP", _text, "sentencify-ingest")
     batch_size: int = _setting("BATCH_SIZE", _int(1), 100)
     flush_interval_ms: int = _setting("FLUSH_INTERVAL_MS", _int(1), 1000)
-    mongo_uri: str = _setting("MONGO_URI", _uri("mongodb", "mongodb+srv"), lambda s: f"mongodb://127.0.0.1:{s['mongo_port']}",
-                              secret="uri")
+    mongo_uri: str = _setting(
+        "MONGO_URI", _uri("mongodb", "mongodb+srv"), lambda s: f"mongodb://127.0.0.1:{s['mongo_port']}", secret="uri"
+    )
     mongo_db: str = _setting("MONGO_DB", _text, "sentencify")
-    redis_url: str = _setting("REDIS_URL", _uri("redis", "rediss", "unix"), lambda s: f"redis://127.0.0.1:{s['redis_port']}/0",
-                              secret="uri")
+    redis_url: str = _setting(
+        "REDIS_URL", _uri("redis", "rediss", "unix"), lambda s: f"redis://127.0.0.1:{s['redis_port']}/0", secret="uri"
+    )
     qdrant_url: str | None = _setting("QDRANT_URL", _uri("http", "https"), None, secret="uri")
     # Local mode only when no server URL is given.
-    qdrant_path: str | None = _setting("QDRANT_PATH", _text, lambda s: None if s["qdrant_url"] else str(s["stack_dir"] / "qdrant"))
+    qdrant_path: str | None = _setting(
+        "QDRANT_PATH", _text, lambda s: None if s["qdrant_url"] else str(s["stack_dir"] / "qdrant")
+    )
     qdrant_collection: str = _setting("QDRANT_COLLECTION", _text, "context_block_v1")
     qdrant_api_key: str | None = _setting("QDRANT_API_KEY", _text, None, secret=True)  # a Qdrant server's key
     analytics_db_uri: str = _setting(
-        "ANALYTICS_DB_URI", _uri(*POSTGRES_SCHEMES), lambda s: f"postgresql://sentencify@127.0.0.1:{s['postgres_port']}/analytics",
-        secret="uri")
+        "ANALYTICS_DB_URI",
+        _uri(*POSTGRES_SCHEMES),
+        lambda s: f"postgresql://sentencify@127.0.0.1:{s['postgres_port']}/analytics",
+        secret="uri",
+    )
     embedding_dim: int = _setting("EMBEDDING_DIM", _int(1), 384)
     clock_skew_s: int = _setting("CLOCK_SKEW_S", _int(0), 300)  # how far a consumer's clock may lag (pipeline.md)
 
@@ -177,8 +186,11 @@ class Settings:
 
     # dashboard (Superset) and the links between the UIs
     analytics_reader_uri: str = _setting(
-        "ANALYTICS_READER_URI", _uri(*POSTGRES_SCHEMES),
-        lambda s: f"postgresql://sentencify_reader@127.0.0.1:{s['postgres_port']}/analytics", secret="uri")
+        "ANALYTICS_READER_URI",
+        _uri(*POSTGRES_SCHEMES),
+        lambda s: f"postgresql://sentencify_reader@127.0.0.1:{s['postgres_port']}/analytics",
+        secret="uri",
+    )
     airflow_url: str = _setting("AIRFLOW_URL", _url, lambda s: f"http://127.0.0.1:{s['airflow_port']}")
     superset_url: str = _setting("SUPERSET_URL", _url, lambda s: f"http://127.0.0.1:{s['superset_port']}")
     superset_username: str = _setting("SUPERSET_USERNAME", _text, "admin")
@@ -186,7 +198,7 @@ class Settings:
     superset_secret_key: str | None = _setting("SUPERSET_SECRET_KEY", _text, None, secret=True)  # None: the local stack's
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         e = dict(os.environ if env is None else env)
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -201,9 +213,11 @@ class Settings:
         if not settings.topic_prefix.strip():
             raise SettingsError("TOPIC_PREFIX must not be blank")
         if settings.kafka_security_protocol.startswith("SASL_") and not (
-                settings.kafka_sasl_username and settings.kafka_sasl_password):
-            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
-                                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+            settings.kafka_sasl_username and settings.kafka_sasl_password
+        ):
+            raise SettingsError(
+                f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
         return settings
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sentencify.schemas import BY_CODE, CATEGORIES, INTENSITIES, LANGUAGES
 
@@ -67,7 +67,7 @@ class Manifest:
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Ids:
@@ -128,7 +128,7 @@ def generate(
         raise ValueError(f"--anomalies must be between 0 and 1, got {anomalies}")
     rng = random.Random(seed)
     ids = _Ids(rng)
-    start = (start or datetime.now(timezone.utc) - timedelta(hours=hours)).astimezone(timezone.utc)
+    start = (start or datetime.now(UTC) - timedelta(hours=hours)).astimezone(UTC)
     users = _Users(rng, max(1, sessions // 8))
     centers = category_centers(seed, embedding_dim)
     span_s = hours * 3600
@@ -171,26 +171,44 @@ def _session(rng, ids, users, centers, at, kind, seen_contexts, population, n):
     if context_hash not in seen_contexts and kind != "missing_context":
         seen_contexts.add(context_hash)
         e = {
-            "context_hash": context_hash, "doc_id": doc_id, "created_at": _iso(at - timedelta(milliseconds=300)),
-            "user_id": user, "selected_text": f"selected text {n}", "context_prev": "previous sentence.",
-            "context_next": "next sentence.", "context_preview": context_full[:60], "context_full": context_full,
-            "embedding_v1": _embedding(rng, centers[reco_cat]), "embedding_version": "v1",
+            "context_hash": context_hash,
+            "doc_id": doc_id,
+            "created_at": _iso(at - timedelta(milliseconds=300)),
+            "user_id": user,
+            "selected_text": f"selected text {n}",
+            "context_prev": "previous sentence.",
+            "context_next": "next sentence.",
+            "context_preview": context_full[:60],
+            "context_full": context_full,
+            "embedding_v1": _embedding(rng, centers[reco_cat]),
+            "embedding_version": "v1",
             "source": rng.choice(("drag", "auto")),
         }
         yield _rec("E", doc_id, e)
     elif kind == "missing_context" and rng.random() < 0.5 and context_hash not in seen_contexts:
         seen_contexts.add(context_hash)
-        e = {"context_hash": context_hash, "doc_id": doc_id, "created_at": _iso(at), "embedding_v1": [], "embedding_version": "v1"}
+        e = {
+            "context_hash": context_hash,
+            "doc_id": doc_id,
+            "created_at": _iso(at),
+            "embedding_v1": [],
+            "embedding_version": "v1",
+        }
         yield _rec("E", doc_id, e)
 
     # F: a macro analysis of the document, sometimes
     if rng.random() < 0.3:
         f_at = at - timedelta(minutes=rng.randint(1, 120))
         f = {
-            "insert_id": ids.uuid(), "doc_id": doc_id, "last_updated": _iso(f_at),
-            "macro_topic": f"topic of {doc_id}", "macro_category_hint": rng.choice(CATEGORIES),
+            "insert_id": ids.uuid(),
+            "doc_id": doc_id,
+            "last_updated": _iso(f_at),
+            "macro_topic": f"topic of {doc_id}",
+            "macro_category_hint": rng.choice(CATEGORIES),
             "valid_until": _iso(f_at + timedelta(hours=rng.choice((1, 6, 24)))),
-            "diff_ratio": round(rng.random() * 0.5, 3), "invalidated_by_diff": False, "macro_llm_version": "macro-v1",
+            "diff_ratio": round(rng.random() * 0.5, 3),
+            "invalidated_by_diff": False,
+            "macro_llm_version": "macro-v1",
         }
         yield _rec("F", doc_id, f)
 
@@ -199,17 +217,32 @@ def _session(rng, ids, users, centers, at, kind, seen_contexts, population, n):
     weights = {"weight_vec": 0.35, "weight_rule": 0.2, "weight_doc": 0.15, "weight_user": 0.2, "weight_cluster": 0.1}
     maturity = round(rng.random(), 3)
     a = {
-        "insert_id": a_id, "recommend_session_id": session_id, "doc_id": doc_id, "context_hash": context_hash,
-        "created_at": _iso(at), "user_id": user, "reco_category_input": reco_cat,
+        "insert_id": a_id,
+        "recommend_session_id": session_id,
+        "doc_id": doc_id,
+        "context_hash": context_hash,
+        "created_at": _iso(at),
+        "user_id": user,
+        "reco_category_input": reco_cat,
         "reco_options": [
             {"category": reco_cat, "strength": strength, "score": scores[reco_cat]},
             {"category": rng.choice(CATEGORIES), "strength": rng.choice(INTENSITIES), "score": 0.1},
         ],
-        "P_vec": scores, "P_rule": _scores(rng, reco_cat), "P_doc": _scores(rng, rng.choice(CATEGORIES)),
-        "P_user": _scores(rng, users.favourite[user]), "P_cluster": _scores(rng, reco_cat), **weights,
-        "doc_maturity_score": maturity, "applied_weight_doc": round(0.15 * maturity, 4),
-        "cache_hit_macro": rng.random() < 0.6, "cache_hit_user": rng.random() < 0.8, "cache_hit_cluster": rng.random() < 0.5,
-        "model_version": "reco-2.1", "api_version": "v2", "embedding_version": "v1", "schema_version": "2.0",
+        "P_vec": scores,
+        "P_rule": _scores(rng, reco_cat),
+        "P_doc": _scores(rng, rng.choice(CATEGORIES)),
+        "P_user": _scores(rng, users.favourite[user]),
+        "P_cluster": _scores(rng, reco_cat),
+        **weights,
+        "doc_maturity_score": maturity,
+        "applied_weight_doc": round(0.15 * maturity, 4),
+        "cache_hit_macro": rng.random() < 0.6,
+        "cache_hit_user": rng.random() < 0.8,
+        "cache_hit_cluster": rng.random() < 0.5,
+        "model_version": "reco-2.1",
+        "api_version": "v2",
+        "embedding_version": "v1",
+        "schema_version": "2.0",
     }
     if kind != "orphan":
         yield _rec("A", session_id, a)
@@ -219,9 +252,27 @@ def _session(rng, ids, users, centers, at, kind, seen_contexts, population, n):
             yield _rec("A", session_id, {**a, "insert_id": ids.uuid(), "created_at": _iso(at + timedelta(milliseconds=700))})
         latency = round(rng.lognormvariate(4.6, 0.45), 1)  # ~100 ms median, long tail
         i = {
-            "insert_id": ids.uuid(), "recommend_session_id": session_id, "created_at": _iso(at + timedelta(milliseconds=latency)),
-            "latency_ms": latency, "user_id": user, "doc_id": doc_id,
-            **{k: a[k] for k in ("P_vec", "P_rule", "P_doc", "P_user", "P_cluster", "cache_hit_macro", "cache_hit_user", "cache_hit_cluster", "model_version", "api_version")},
+            "insert_id": ids.uuid(),
+            "recommend_session_id": session_id,
+            "created_at": _iso(at + timedelta(milliseconds=latency)),
+            "latency_ms": latency,
+            "user_id": user,
+            "doc_id": doc_id,
+            **{
+                k: a[k]
+                for k in (
+                    "P_vec",
+                    "P_rule",
+                    "P_doc",
+                    "P_user",
+                    "P_cluster",
+                    "cache_hit_macro",
+                    "cache_hit_user",
+                    "cache_hit_cluster",
+                    "model_version",
+                    "api_version",
+                )
+            },
             **weights,
         }
         yield _rec("I", session_id, i)
@@ -235,11 +286,17 @@ def _session(rng, ids, users, centers, at, kind, seen_contexts, population, n):
         b_at = at + timedelta(seconds=rng.uniform(8, 60))
     target_cat = reco_cat if rng.random() < 0.7 else users.favourite[user]
     b = {
-        "insert_id": ids.uuid(), "recommend_session_id": session_id, "source_recommend_event_id": source_id,
-        "created_at": _iso(b_at), "user_id": user, "doc_id": doc_id, "target_category": target_cat,
+        "insert_id": ids.uuid(),
+        "recommend_session_id": session_id,
+        "source_recommend_event_id": source_id,
+        "created_at": _iso(b_at),
+        "user_id": user,
+        "doc_id": doc_id,
+        "target_category": target_cat,
         "target_intensity": strength if rng.random() < 0.6 else rng.choice(INTENSITIES),
         "target_language": users.language[user] if rng.random() < 0.9 else rng.choice(LANGUAGES),
-        "response_time_ms": round(rng.lognormvariate(6.5, 0.4), 1), "llm_provider": rng.choice(_PROVIDERS),
+        "response_time_ms": round(rng.lognormvariate(6.5, 0.4), 1),
+        "llm_provider": rng.choice(_PROVIDERS),
         "paraphrase_llm_version": "para-3",
     }
     yield _rec("B", session_id, b)
@@ -255,17 +312,29 @@ def _session(rng, ids, users, centers, at, kind, seen_contexts, population, n):
     option = rng.randint(0, 2) if accepted else None
     history_id = ids.uuid() if (accepted or kind == "contradictory" or rng.random() < 0.3) else None
     c = {
-        "insert_id": ids.uuid(), "recommend_session_id": session_id, "source_recommend_event_id": source_id,
-        "was_accepted": accepted, "created_at": _iso(c_at), "user_id": user, "doc_id": doc_id,
-        "selected_option_index": option, "total_paraphrasing_sentence_count": 3,
-        "correction_history_id": history_id, "paraphrase_llm_version": "para-3",
+        "insert_id": ids.uuid(),
+        "recommend_session_id": session_id,
+        "source_recommend_event_id": source_id,
+        "was_accepted": accepted,
+        "created_at": _iso(c_at),
+        "user_id": user,
+        "doc_id": doc_id,
+        "selected_option_index": option,
+        "total_paraphrasing_sentence_count": 3,
+        "correction_history_id": history_id,
+        "paraphrase_llm_version": "para-3",
     }
     c_rec = _rec("C", session_id, c)
     yield ("late", c_rec) if kind == "late" else c_rec
     if history_id:
         d = {
-            "correction_history_id": history_id, "created_at": _iso(c_at), "user": user, "field": b["target_category"],
-            "intensity": b["target_intensity"], "user_prompt": None, "input_sentence": f"original sentence {n}",
+            "correction_history_id": history_id,
+            "created_at": _iso(c_at),
+            "user": user,
+            "field": b["target_category"],
+            "intensity": b["target_intensity"],
+            "user_prompt": None,
+            "input_sentence": f"original sentence {n}",
             "output_sentences": [f"paraphrase {k} of sentence {n}" for k in range(3)],
             "selected_index": option if kind != "contradictory" else rng.randint(0, 2),
         }

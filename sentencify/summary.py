@@ -84,7 +84,10 @@ def views_section(settings: Settings) -> list[Section]:
 
 
 READERS: list[tuple[str, Callable[[Settings], list[Section]]]] = [
-    ("MongoDB", mongo_sections), ("Redis", redis_section), ("Qdrant", qdrant_section), ("PostgreSQL views", views_section),
+    ("MongoDB", mongo_sections),
+    ("Redis", redis_section),
+    ("Qdrant", qdrant_section),
+    ("PostgreSQL views", views_section),
 ]
 
 

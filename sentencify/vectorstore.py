@@ -6,7 +6,7 @@ import random
 import time
 import uuid
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from qdrant_client import QdrantClient, models
@@ -32,8 +32,10 @@ def client(settings: Settings, wait_s: float = 300) -> QdrantClient:
             return QdrantClient(path=settings.qdrant_path)
         except RuntimeError as exc:
             if "already accessed" not in str(exc) or time.monotonic() > deadline:
-                raise RuntimeError(f"{exc} Another process holds {settings.qdrant_path} (a running vectors step?); "
-                                   "wait for it, or set QDRANT_URL to use a Qdrant server") from None
+                raise RuntimeError(
+                    f"{exc} Another process holds {settings.qdrant_path} (a running vectors step?); "
+                    "wait for it, or set QDRANT_URL to use a Qdrant server"
+                ) from None
             time.sleep(1)
 
 
@@ -50,8 +52,10 @@ def ensure_collection(qc: QdrantClient, name: str, dim: int) -> None:
         vectors = qc.get_collection(name).config.params.vectors
         size = vectors.size if hasattr(vectors, "size") else None
         if size is not None and size != dim:
-            raise ValueError(f"Qdrant collection {name!r} has vectors of {size}, not EMBEDDING_DIM={dim}: "
-                             "use another QDRANT_COLLECTION or recreate it")
+            raise ValueError(
+                f"Qdrant collection {name!r} has vectors of {size}, not EMBEDDING_DIM={dim}: "
+                "use another QDRANT_COLLECTION or recreate it"
+            )
     else:
         qc.create_collection(name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE))
     with warnings.catch_warnings():  # local mode says payload indexes have no effect there; a server uses them
@@ -87,7 +91,7 @@ def seed_synthetic(qc: QdrantClient, settings: Settings, per_category: int, thre
     ensure_collection(qc, settings.qdrant_collection, settings.embedding_dim)
     centers = category_centers(seed, settings.embedding_dim)
     rng = random.Random(f"synthetic:{seed}")
-    now = int(datetime.now(timezone.utc).timestamp())
+    now = int(datetime.now(UTC).timestamp())
     seeded = {}
     real = counts_by_category(qc, settings.qdrant_collection, "real")
     for category in CATEGORIES:
@@ -98,10 +102,13 @@ def seed_synthetic(qc: QdrantClient, settings: Settings, per_category: int, thre
         for n in range(per_category):
             center = centers[category]
             vector = [c + rng.gauss(0, 0.35 / len(center) ** 0.5) for c in center]
-            points.append(models.PointStruct(
-                id=synthetic_id(category, n), vector=vector,
-                payload={"source": "synthetic", "category": category, "example_id": None, "created_at": now},
-            ))
+            points.append(
+                models.PointStruct(
+                    id=synthetic_id(category, n),
+                    vector=vector,
+                    payload={"source": "synthetic", "category": category, "example_id": None, "created_at": now},
+                )
+            )
         qc.upsert(settings.qdrant_collection, points=points, wait=True)
         seeded[category] = len(points)
     return seeded

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sentencify.schemas import to_utc_datetime
 
 
 def floor_hour(ts: datetime) -> datetime:
     """The UTC hour a timestamp falls in."""
-    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return ts.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,18 @@ class Window:
             raise ValueError(f"window end {self.end.isoformat()} must be after its start {self.start.isoformat()}")
 
     @classmethod
-    def parse(cls, start: str | datetime, end: str | datetime | None = None) -> "Window":
+    def parse(cls, start: str | datetime, end: str | datetime | None = None) -> Window:
         """ISO strings or datetimes (no offset means UTC); without `end`, the hour that starts at `start`."""
         s = to_utc_datetime(start)
         e = to_utc_datetime(end) if end is not None else s + timedelta(hours=1)
         return cls(s, e)
 
     @classmethod
-    def hour_containing(cls, ts: datetime) -> "Window":
+    def hour_containing(cls, ts: datetime) -> Window:
         start = floor_hour(ts)
         return cls(start, start + timedelta(hours=1))
 
-    def hours(self) -> list["Window"]:
+    def hours(self) -> list[Window]:
         """The whole hours this window spans (for backfills)."""
         out, cursor = [], self.start
         while cursor < self.end:

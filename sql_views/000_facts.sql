@@ -47,6 +47,9 @@ create table if not exists sentencify.fact_examples (
     reasons          text[] not null
 );
 
+-- The example's final_category, for the dashboard's category filter (added after the first release).
+alter table sentencify.fact_examples add column if not exists category text;
+
 create table if not exists sentencify.fact_sessions (
     session_id       text primary key,
     has_a            boolean not null,
@@ -88,4 +91,13 @@ create table if not exists sentencify.consumer_partition_lag (
     lag              bigint not null,
     reported_at      timestamptz not null,
     primary key (consumer_group, partition)
+);
+
+-- How fresh each stage is: the newest data it reflects (replaced by every views run; see
+-- sentencify/steps/freshness.py for what "newest" means per stage).
+create table if not exists sentencify.freshness (
+    stage            text primary key,
+    stage_order      integer not null,
+    newest           timestamptz,
+    measured_at      timestamptz not null
 );

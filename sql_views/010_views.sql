@@ -15,9 +15,10 @@ select event_hour, sum(recommendations)::bigint as recommendations, sum(paraphra
        sum(selections)::bigint as selections, sum(accepted)::bigint as accepted
 from sentencify.fact_traffic group by event_hour;
 
+-- By event hour too, so the dashboard's time-range filter applies (the donut sums the hours).
 create or replace view sentencify.v_category_distribution as
-select category, sum(recommendations)::bigint as recommendations
-from sentencify.fact_categories group by category;
+select category, sum(recommendations)::bigint as recommendations, event_hour
+from sentencify.fact_categories group by category, event_hour;
 
 create or replace view sentencify.v_latency_hourly as
 select event_hour, count(*)::bigint as requests, avg(latency_ms) as avg_latency_ms,
@@ -35,16 +36,24 @@ select date_trunc('day', event_hour) as day, sum(accepted)::bigint as accepted,
        case when sum(recommendations) = 0 then 0.0 else sum(accepted)::double precision / sum(recommendations) end as acceptance_rate
 from sentencify.fact_traffic group by 1;
 
+-- The same per hour: a day of traffic is 24 points to read, not one.
+create or replace view sentencify.v_acceptance_hourly as
+select event_hour, sum(accepted)::bigint as accepted, sum(recommendations)::bigint as recommendations,
+       case when sum(recommendations) = 0 then 0.0 else sum(accepted)::double precision / sum(recommendations) end as acceptance_rate
+from sentencify.fact_traffic group by event_hour;
+
 create or replace view sentencify.v_funnel as
 select 1 as step_order, 'recommended (A)' as step, count(*) filter (where has_a)::bigint as sessions from sentencify.fact_sessions
 union all select 2, 'paraphrase run (B)', count(*) filter (where has_a and has_b) from sentencify.fact_sessions
 union all select 3, 'selection made (C)', count(*) filter (where has_a and has_b and has_c) from sentencify.fact_sessions
 union all select 4, 'accepted (C accepted)', count(*) filter (where has_a and has_b and has_c and accepted) from sentencify.fact_sessions;
 
+-- By category too, for the dashboard's category filter.
 create or replace view sentencify.v_quality as
-select consistency_flag, coalesce(reason, 'none') as reason, count(*)::bigint as examples
+select consistency_flag, coalesce(reason, 'none') as reason, count(*)::bigint as examples,
+       coalesce(category, '(none)') as category
 from sentencify.fact_examples left join lateral unnest(reasons) as reason on true
-group by consistency_flag, coalesce(reason, 'none');
+group by consistency_flag, coalesce(reason, 'none'), coalesce(category, '(none)');
 
 -- By topic too: a broken producer (the consumer's alarm) shows as one topic's bar.
 create or replace view sentencify.v_dead_letters_daily as
@@ -63,3 +72,20 @@ from sentencify.consumer_partition_lag l
 left join (select consumer_group, count(*) as consumers from sentencify.consumer_state group by consumer_group) c
        using (consumer_group)
 group by l.consumer_group, c.consumers;
+
+-- Freshness of each stage. Raw logs are stale after 2 h without a new log (is the consumer
+-- running?); every later stage is stale once it is over 2 h behind the raw logs (is the chain
+-- running?), so a quiet hour never looks like a stalled chain.
+create or replace view sentencify.v_freshness as
+with raw as (select newest from sentencify.freshness where stage = 'raw_logs')
+select f.stage_order, f.stage, f.newest,
+       round(extract(epoch from (f.measured_at - f.newest)) / 60.0)::bigint as age_minutes,
+       case when f.stage = 'raw_logs' then 0
+            else greatest(0, round(extract(epoch from (raw.newest - f.newest)) / 60.0))::bigint end as behind_raw_minutes,
+       case when f.newest is null and (f.stage = 'raw_logs' or raw.newest is null) then 'no data yet'
+            when f.newest is null then 'stale'
+            when f.stage = 'raw_logs' and f.measured_at - f.newest > interval '2 hours' then 'stale'
+            when f.stage <> 'raw_logs' and raw.newest - f.newest > interval '2 hours' then 'stale'
+            else 'fresh' end as status,
+       f.measured_at
+from sentencify.freshness f cross join raw;

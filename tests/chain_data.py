@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from consumer.records import Position
 from consumer.validate import Validator
 from sentencify.schemas import BY_CODE
 from sentencify.window import Window
 
-DAY = datetime(2026, 11, 1, tzinfo=timezone.utc)
+DAY = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def hour(h: int) -> Window:
@@ -31,43 +31,85 @@ class Logs:
         et = BY_CODE[code]
         self.offset += 1
         doc = self.validator.validate(et, fields, Position("test." + et.name, 0, self.offset))
-        doc["ingested_at"] = (ingested_hour if isinstance(ingested_hour, datetime)
-                              else DAY + timedelta(hours=ingested_hour, minutes=30))
+        doc["ingested_at"] = (
+            ingested_hour if isinstance(ingested_hour, datetime) else DAY + timedelta(hours=ingested_hour, minutes=30)
+        )
         self.db[et.name].insert_one(doc)
         return doc
 
     # One call per record kind, with the usual fields; tests override what matters to them.
     def a(self, h, session, insert_id=None, **kw):
-        base = dict(insert_id=insert_id or f"a-{session}", recommend_session_id=session, doc_id="doc-1",
-                    context_hash=f"h-{session}", created_at=at(h), user_id="u1", reco_category_input="email",
-                    reco_options=[{"category": "email", "strength": "weak", "score": 0.7}])
+        base = {
+            "insert_id": insert_id or f"a-{session}",
+            "recommend_session_id": session,
+            "doc_id": "doc-1",
+            "context_hash": f"h-{session}",
+            "created_at": at(h),
+            "user_id": "u1",
+            "reco_category_input": "email",
+            "reco_options": [{"category": "email", "strength": "weak", "score": 0.7}],
+        }
         return self.put("A", kw.pop("ingested", h), **{**base, **kw})
 
     def b(self, h, session, insert_id=None, **kw):
-        base = dict(insert_id=insert_id or f"b-{session}", recommend_session_id=session,
-                    source_recommend_event_id=f"a-{session}", created_at=at(h, 0, 2), user_id="u1",
-                    target_category="email", target_intensity="moderate", target_language="ko")
+        base = {
+            "insert_id": insert_id or f"b-{session}",
+            "recommend_session_id": session,
+            "source_recommend_event_id": f"a-{session}",
+            "created_at": at(h, 0, 2),
+            "user_id": "u1",
+            "target_category": "email",
+            "target_intensity": "moderate",
+            "target_language": "ko",
+        }
         return self.put("B", kw.pop("ingested", h), **{**base, **kw})
 
     def c(self, h, session, insert_id=None, **kw):
-        base = dict(insert_id=insert_id or f"c-{session}", recommend_session_id=session,
-                    source_recommend_event_id=f"a-{session}", was_accepted=True, created_at=at(h, 0, 10),
-                    user_id="u1", selected_option_index=1, correction_history_id=f"d-{session}")
+        base = {
+            "insert_id": insert_id or f"c-{session}",
+            "recommend_session_id": session,
+            "source_recommend_event_id": f"a-{session}",
+            "was_accepted": True,
+            "created_at": at(h, 0, 10),
+            "user_id": "u1",
+            "selected_option_index": 1,
+            "correction_history_id": f"d-{session}",
+        }
         return self.put("C", kw.pop("ingested", h), **{**base, **kw})
 
     def d(self, h, session, **kw):
-        base = dict(correction_history_id=f"d-{session}", created_at=at(h, 0, 10), user="u1", field="email",
-                    intensity="moderate", user_prompt="be polite", selected_index=1)
+        base = {
+            "correction_history_id": f"d-{session}",
+            "created_at": at(h, 0, 10),
+            "user": "u1",
+            "field": "email",
+            "intensity": "moderate",
+            "user_prompt": "be polite",
+            "selected_index": 1,
+        }
         return self.put("D", kw.pop("ingested", h), **{**base, **kw})
 
     def e(self, h, session, embedding=None, **kw):
-        base = dict(context_hash=f"h-{session}", doc_id="doc-1", created_at=at(h), embedding_v1=embedding or [0.5] * 384,
-                    embedding_version="v1")
+        base = {
+            "context_hash": f"h-{session}",
+            "doc_id": "doc-1",
+            "created_at": at(h),
+            "embedding_v1": embedding or [0.5] * 384,
+            "embedding_version": "v1",
+        }
         return self.put("E", kw.pop("ingested", h), **{**base, **kw})
 
     def f(self, h, insert_id, last_updated, hint, valid_until=None, **kw):
-        return self.put("F", kw.pop("ingested", h), insert_id=insert_id, doc_id=kw.pop("doc_id", "doc-1"),
-                        last_updated=last_updated, macro_category_hint=hint, valid_until=valid_until, **kw)
+        return self.put(
+            "F",
+            kw.pop("ingested", h),
+            insert_id=insert_id,
+            doc_id=kw.pop("doc_id", "doc-1"),
+            last_updated=last_updated,
+            macro_category_hint=hint,
+            valid_until=valid_until,
+            **kw,
+        )
 
     def full_session(self, h, session, **overrides):
         """A clean, high-consistency session: E, A, B, C (accepted) and its D."""

@@ -19,7 +19,6 @@ from pymongo import MongoClient
 from sentencify import stack
 from sentencify.settings import Settings
 from sentencify.stack.topics import create_topics
-
 from tests.helpers import ConsumerThread  # noqa: F401  (re-exported for tests)
 
 

@@ -34,10 +34,10 @@ class ConsumerThread:
     def _run(self) -> None:
         try:
             self.exit_code = self.service.run()
-        except BaseException as exc:  # surfaced by join()
+        except BaseException as exc:  # noqa: BLE001 (surfaced by join())
             self.error = exc
 
-    def start(self) -> "ConsumerThread":
+    def start(self) -> ConsumerThread:
         self.thread.start()
         return self
 
@@ -93,7 +93,9 @@ def committed_offsets(settings: Settings, group: str | None = None, extra: Itera
     from sentencify.schemas import topics
 
     names = list(topics(settings.topic_prefix)) + [settings.topic_prefix + e for e in extra]
-    probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group or settings.consumer_group, enable_auto_commit=False)
+    probe = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group or settings.consumer_group, enable_auto_commit=False
+    )
     try:
         out = {}
         for topic in names:
@@ -107,7 +109,7 @@ def committed_offsets(settings: Settings, group: str | None = None, extra: Itera
 def consumer_process(settings: Settings, *args: str, log_path: Path) -> subprocess.Popen:
     """`python -m consumer` as a child process, logging JSON lines to `log_path`."""
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
-    log = open(log_path, "ab")
+    log = open(log_path, "ab")  # noqa: SIM115 (the child writes to it after this returns)
     return subprocess.Popen([sys.executable, "-m", "consumer", *args], cwd=ROOT, env=env, stdout=log, stderr=log)
 
 

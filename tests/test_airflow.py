@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 
 import pytest
@@ -17,16 +18,26 @@ DAG_IDS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors", "senten
 
 @pytest.fixture(scope="module")
 def airflow_settings(stack_settings, tmp_path_factory):
-    settings = dataclasses.replace(stack_settings, stack_dir=tmp_path_factory.mktemp("airflow-stack"),
-                                   airflow_metadata_db="airflow_dagtest")
+    settings = dataclasses.replace(
+        stack_settings, stack_dir=tmp_path_factory.mktemp("airflow-stack"), airflow_metadata_db="airflow_dagtest"
+    )
     migrate(settings)
     return settings
 
 
-def dags_test(settings, dag_id: str, logical_date: str, *conf: str) -> subprocess.CompletedProcess:
+def dags_test(settings, dag_id: str, logical_date: str, *conf: str, lineage_file=None) -> subprocess.CompletedProcess:
     env = airflow_env(settings)
-    out = subprocess.run([airflow_bin(), "dags", "test", dag_id, logical_date, *conf], env=env,
-                         capture_output=True, text=True, timeout=300)
+    if lineage_file is not None:  # apache-airflow-providers-openlineage's file transport
+        env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({"type": "file", "log_file_path": str(lineage_file), "append": True})
+        env["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "sentencify-test"
+    out = subprocess.run(
+        [airflow_bin(), "dags", "test", dag_id, logical_date, *conf],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "state=success" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
     return out
@@ -60,15 +71,16 @@ def test_each_dag_runs_alone_with_airflow_dags_test(airflow_settings, settings, 
         logs.full_session(10, f"s{i}")
     logs.b(10, "s-orphan")
 
-    dags_test(s, "sentencify_etl", "2026-11-01T10:00:00+00:00")
+    events = tmp_path / "lineage.jsonl"
+    dags_test(s, "sentencify_etl", "2026-11-01T10:00:00+00:00", lineage_file=events)
     assert mongo.training_examples.count_documents({"consistency_flag": "high"}) == 3
     assert mongo.etl_rejects.count_documents({"reason": "orphan"}) == 1
     assert mongo.pipeline_runs.find_one({"_id": "etl:2026-11-01T10:00:00+00:00"})
 
-    dags_test(s, "sentencify_profile", "2026-11-01T10:00:00+00:00")
+    dags_test(s, "sentencify_profile", "2026-11-01T10:00:00+00:00", lineage_file=events)
     assert mongo.user_profile.find_one({"_id": "u1"})["paraphrase_execution_count"] == 4
 
-    dags_test(s, "sentencify_vectors", "2026-11-01T10:00:00+00:00")
+    dags_test(s, "sentencify_vectors", "2026-11-01T10:00:00+00:00", lineage_file=events)
     qc = vectorstore.client(s)
     try:
         assert vectorstore.count(qc, s.qdrant_collection, "real") == 3
@@ -77,17 +89,50 @@ def test_each_dag_runs_alone_with_airflow_dags_test(airflow_settings, settings, 
 
     import psycopg2
 
-    dags_test(s, "sentencify_views", "2026-11-01T10:00:00+00:00")
+    dags_test(s, "sentencify_views", "2026-11-01T10:00:00+00:00", lineage_file=events)
     with psycopg2.connect(s.analytics_db_uri) as conn, conn.cursor() as cur:
         cur.execute("select count(*) from sentencify.fact_examples where example_id = any(%s)", (["s0", "s1", "s2"],))
         assert cur.fetchone() == (3,)
+    assert_lineage(events, s)
+
+
+def assert_lineage(events_file, s) -> None:
+    """Each step's COMPLETE event names what it read and wrote, in the configured stores."""
+    complete = {}
+    for line in events_file.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("eventType") == "COMPLETE" and event["job"]["name"].count(".") == 1:  # dag.task
+            complete[event["job"]["name"].split(".")[0]] = event
+    assert set(complete) >= set(DAG_IDS), sorted(complete)
+    mongo_ns = f"mongodb://127.0.0.1:{s.mongo_port}"
+    names = {
+        dag: ({(d["namespace"], d["name"]) for d in e["inputs"]}, {(d["namespace"], d["name"]) for d in e["outputs"]})
+        for dag, e in complete.items()
+    }
+    etl_in, etl_out = names["sentencify_etl"]
+    assert (mongo_ns, f"{s.mongo_db}.editor_recommend_options") in etl_in
+    assert etl_out == {(mongo_ns, f"{s.mongo_db}.training_examples"), (mongo_ns, f"{s.mongo_db}.etl_rejects")}
+    _, profile_out = names["sentencify_profile"]
+    assert (mongo_ns, f"{s.mongo_db}.user_profile") in profile_out
+    assert (f"redis://127.0.0.1:{s.redis_port}", "0/user_profile:*") in profile_out
+    vectors_in, vectors_out = names["sentencify_vectors"]
+    assert vectors_in == {(mongo_ns, f"{s.mongo_db}.training_examples")}
+    assert vectors_out == {(f"file://{s.qdrant_path}", s.qdrant_collection)}
+    views_in, views_out = names["sentencify_views"]
+    assert (mongo_ns, f"{s.mongo_db}.training_examples") in views_in
+    assert (f"postgres://127.0.0.1:{s.postgres_port}", "analytics.sentencify.v_freshness") in views_out
 
 
 def test_params_choose_another_window(airflow_settings, settings, mongo):
     s = dataclasses.replace(airflow_settings, mongo_db=settings.mongo_db)
     Logs(mongo).full_session(13, "s-late")
-    dags_test(s, "sentencify_etl", "2026-11-01T10:00:00+00:00", "--conf",
-              '{"start": "2026-11-01T13:00:00+00:00", "end": "2026-11-01T14:00:00+00:00"}')
+    dags_test(
+        s,
+        "sentencify_etl",
+        "2026-11-01T10:00:00+00:00",
+        "--conf",
+        '{"start": "2026-11-01T13:00:00+00:00", "end": "2026-11-01T14:00:00+00:00"}',
+    )
     assert mongo.training_examples.count_documents({}) == 1
 
 
@@ -95,9 +140,13 @@ def test_window_resolution_rules():
     logical = hour(5).start
     assert windows_for_run(start=None, end=None, event_windows=None, logical_date=logical) == [hour(5)]
     assert windows_for_run(start="2026-11-01T07:00", end="2026-11-01T09:00", event_windows=None, logical_date=logical) == [
-        Window.parse("2026-11-01T07:00", "2026-11-01T09:00")]
-    events = [[hour(6).start.isoformat(), hour(6).end.isoformat()], [hour(4).start.isoformat(), hour(4).end.isoformat()],
-              [hour(6).start.isoformat(), hour(6).end.isoformat()]]
+        Window.parse("2026-11-01T07:00", "2026-11-01T09:00")
+    ]
+    events = [
+        [hour(6).start.isoformat(), hour(6).end.isoformat()],
+        [hour(4).start.isoformat(), hour(4).end.isoformat()],
+        [hour(6).start.isoformat(), hour(6).end.isoformat()],
+    ]
     assert windows_for_run(start=None, end=None, event_windows=events, logical_date=logical) == [hour(4), hour(6)]
     with pytest.raises(ValueError):
         Window.parse("2026-11-01T07:00", "2026-11-01T06:00")

@@ -20,8 +20,14 @@ DAGS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors", "sentencif
 @pytest.fixture(scope="module")
 def running_airflow(stack_settings, tmp_path_factory):
     root = tmp_path_factory.mktemp("airflow-e2e")
-    s = dataclasses.replace(stack_settings, stack_dir=root, mongo_db="e2e_chain", qdrant_path=str(root / "qdrant"),
-                            airflow_port=free_port(), airflow_metadata_db="airflow_e2e")
+    s = dataclasses.replace(
+        stack_settings,
+        stack_dir=root,
+        mongo_db="e2e_chain",
+        qdrant_path=str(root / "qdrant"),
+        airflow_port=free_port(),
+        airflow_metadata_db="airflow_e2e",
+    )
     with services_started(s, stack.AIRFLOW_SERVICES):
         yield s
 
@@ -52,7 +58,12 @@ def test_a_triggered_chain_runs_etl_profile_vectors_views_in_order_for_the_same_
         time.sleep(2)
     runs = {r["step"]: r for r in db.pipeline_runs.find({"window_start": window.start})}
     assert set(runs) == {"etl", "profile", "vectors", "views"}, f"chain did not complete: {sorted(runs)}"
-    assert runs["etl"]["finished_at"] < runs["profile"]["finished_at"] < runs["vectors"]["finished_at"] < runs["views"]["finished_at"]
+    assert (
+        runs["etl"]["finished_at"]
+        < runs["profile"]["finished_at"]
+        < runs["vectors"]["finished_at"]
+        < runs["views"]["finished_at"]
+    )
     assert all(r["window_end"] == window.end for r in runs.values())
     assert api.run("sentencify_etl", "e2e_chain")["state"] == "success"
     for dag in ("sentencify_profile", "sentencify_vectors", "sentencify_views"):
@@ -70,7 +81,8 @@ def test_the_airflow_ui_links_to_the_dashboard(running_airflow):
     api = AirflowApi(f"http://127.0.0.1:{s.airflow_port}", ADMIN_USER, admin_password(s))
     views = [v for p in api.plugins() for v in p.get("external_views", [])]
     assert {"name": "Sentencify dashboard", "href": dashboard_url(s), "category": "browse"}.items() <= next(
-        v for v in views if v["name"] == "Sentencify dashboard").items()
+        v for v in views if v["name"] == "Sentencify dashboard"
+    ).items()
 
 
 def test_five_quick_upstream_runs_lead_every_downstream_step_to_cover_all_five_hours(running_airflow):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pymongo import MongoClient
@@ -16,14 +16,12 @@ from sentencify.steps.profiles import REDIS_KEY, run_profile
 from sentencify.steps.vectors import run_vectors
 from tests.chain_data import DAY, Logs, at, hour, snapshot
 
-NOW = datetime(2026, 11, 2, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 @pytest.fixture
 def logs(mongo):
     return Logs(mongo)
-
-
 
 
 @pytest.fixture
@@ -40,13 +38,21 @@ def example(db, session):
 
 # -- the roadmap's stand-alone test ----------------------------------------------------------
 
+
 def test_etl_builds_the_exact_training_example_from_a_b_c_d_e_f(mongo, logs):
     logs.e(10, "s1", embedding=[0.5] * 384)
     logs.f(10, "f-old", last_updated=at(9), hint="report", valid_until=at(12))
     logs.f(10, "f-expired", last_updated=at(9, 30), hint="thesis", valid_until=at(9, 45))
     logs.f(10, "f-later", last_updated=at(10, 5), hint="marketing")  # after A: must not leak in
-    logs.a(10, "s1", P_vec={"email": 0.6, "report": 0.4}, P_rule={"email": 1.0}, P_doc={"report": 1.0},
-           doc_maturity_score=0.4, applied_weight_doc=0.06)
+    logs.a(
+        10,
+        "s1",
+        P_vec={"email": 0.6, "report": 0.4},
+        P_rule={"email": 1.0},
+        P_doc={"report": 1.0},
+        doc_maturity_score=0.4,
+        applied_weight_doc=0.06,
+    )
     logs.b(10, "s1", target_category="email", target_intensity="moderate", target_language="ko")
     logs.c(10, "s1", was_accepted=True, selected_option_index=1)
     logs.d(10, "s1", field="email", intensity="moderate", user_prompt="be polite", selected_index=1)
@@ -55,19 +61,39 @@ def test_etl_builds_the_exact_training_example_from_a_b_c_d_e_f(mongo, logs):
 
     assert result.flags == {"high": 1}
     assert example(mongo, "s1") == {
-        "_id": "s1", "example_id": "s1", "recommend_session_id": "s1", "user_id": "u1", "doc_id": "doc-1",
-        "context_hash": "h-s1", "source_recommend_event_id": "a-s1", "reco_category_input": "email",
-        "reco_scores_vec": {"email": 0.6, "report": 0.4}, "reco_scores_rule": {"email": 1.0},
-        "reco_scores_doc": {"report": 1.0}, "doc_maturity_score": 0.4, "applied_weight_doc": 0.06,
-        "recommended_intensity": "weak", "context_embedding": [0.5] * 384, "embedding_version": "v1",
+        "_id": "s1",
+        "example_id": "s1",
+        "recommend_session_id": "s1",
+        "user_id": "u1",
+        "doc_id": "doc-1",
+        "context_hash": "h-s1",
+        "source_recommend_event_id": "a-s1",
+        "reco_category_input": "email",
+        "reco_scores_vec": {"email": 0.6, "report": 0.4},
+        "reco_scores_rule": {"email": 1.0},
+        "reco_scores_doc": {"report": 1.0},
+        "doc_maturity_score": 0.4,
+        "applied_weight_doc": 0.06,
+        "recommended_intensity": "weak",
+        "context_embedding": [0.5] * 384,
+        "embedding_version": "v1",
         "macro_category_hint": "report",
-        "executed_target_category": "email", "executed_target_intensity": "moderate", "executed_target_language": "ko",
-        "was_accepted": True, "selected_option_index": 1,
-        "groundtruth_field": "email", "groundtruth_intensity": "moderate", "groundtruth_user_prompt": "be polite",
-        "groundtruth_selected_index": 1, "final_category": "email", "final_intensity": "moderate",
+        "executed_target_category": "email",
+        "executed_target_intensity": "moderate",
+        "executed_target_language": "ko",
+        "was_accepted": True,
+        "selected_option_index": 1,
+        "groundtruth_field": "email",
+        "groundtruth_intensity": "moderate",
+        "groundtruth_user_prompt": "be polite",
+        "groundtruth_selected_index": 1,
+        "final_category": "email",
+        "final_intensity": "moderate",
         "match_metrics": {"is_category_match": True, "is_intensity_match": False, "match_score": 1},
-        "consistency_flag": "high", "consistency_reasons": [],
-        "created_at": DAY + timedelta(hours=10), "schema_version": "2.0",
+        "consistency_flag": "high",
+        "consistency_reasons": [],
+        "created_at": DAY + timedelta(hours=10),
+        "schema_version": "2.0",
     }
 
 
@@ -76,13 +102,19 @@ def test_a_session_without_b_c_d_takes_its_finals_from_a(mongo, logs):
     logs.a(10, "s1", reco_category_input="thesis", reco_options=[])
     run_etl(mongo, hour(10), now=NOW)
     ex = example(mongo, "s1")
-    assert (ex["was_accepted"], ex["selected_option_index"], ex["final_category"], ex["final_intensity"]) == (False, None, "thesis", None)
+    assert (ex["was_accepted"], ex["selected_option_index"], ex["final_category"], ex["final_intensity"]) == (
+        False,
+        None,
+        "thesis",
+        None,
+    )
     assert ex["macro_category_hint"] is None and ex["recommended_intensity"] is None
     assert ex["match_metrics"] == {"is_category_match": True, "is_intensity_match": None, "match_score": 1}
     assert ex["consistency_flag"] == "high"
 
 
 # -- one test per consistency rule -------------------------------------------------------------
+
 
 def _mismatch(logs):
     logs.full_session(10, "s1")
@@ -119,11 +151,19 @@ def _missing_ground_truth(logs):
     logs.e(10, "s1"), logs.a(10, "s1"), logs.b(10, "s1"), logs.c(10, "s1")
 
 
-@pytest.mark.parametrize("setup, reason", [
-    (_mismatch, "source_mismatch"), (_time_gap, "time_gap"), (_time_order, "time_order"), (_multiple_a, "multiple_a"),
-    (_missing_context, "missing_context"), (_empty_embedding, "missing_context"), (_missing_run, "missing_run"),
-    (_missing_ground_truth, "missing_ground_truth"),
-])
+@pytest.mark.parametrize(
+    "setup, reason",
+    [
+        (_mismatch, "source_mismatch"),
+        (_time_gap, "time_gap"),
+        (_time_order, "time_order"),
+        (_multiple_a, "multiple_a"),
+        (_missing_context, "missing_context"),
+        (_empty_embedding, "missing_context"),
+        (_missing_run, "missing_run"),
+        (_missing_ground_truth, "missing_ground_truth"),
+    ],
+)
 def test_each_consistency_rule_marks_the_example_low_with_its_reason(mongo, logs, setup, reason):
     setup(logs)
     run_etl(mongo, hour(10), now=NOW)
@@ -208,6 +248,7 @@ def test_a_late_d_or_e_touches_the_session_that_points_at_it(mongo, logs):
 
 # -- profiles ------------------------------------------------------------------------------------
 
+
 def test_profile_vectors_match_the_hand_computed_values(mongo, logs, redis):
     logs.e(10, "s1", embedding=[1.0] * 384)
     logs.e(10, "s4", embedding=[3.0] * 384)
@@ -216,10 +257,10 @@ def test_profile_vectors_match_the_hand_computed_values(mongo, logs, redis):
     logs.b(10, "s1", target_category="email", target_intensity="weak", target_language="ko")
     logs.b(10, "s2", target_category="report", target_intensity="strong", target_language="en")
     logs.b(10, "s3", target_category="email", target_intensity="weak", target_language="xx")  # xx: not counted
-    logs.c(10, "s1", was_accepted=True)   # +1 to s1's latest B: email, weak, ko
+    logs.c(10, "s1", was_accepted=True)  # +1 to s1's latest B: email, weak, ko
     logs.c(10, "s2", was_accepted=False)  # nothing
-    logs.c(10, "s4", was_accepted=True)   # no B: +1 to A's category (thesis) only
-    logs.b(10, "s5", user_id="u2")        # another user's record
+    logs.c(10, "s4", was_accepted=True)  # no B: +1 to A's category (thesis) only
+    logs.b(10, "s5", user_id="u2")  # another user's record
 
     run_profile(mongo, redis, hour(10), now=NOW)
 
@@ -252,6 +293,7 @@ def test_a_user_with_nothing_counted_gets_zero_vectors(mongo, logs, redis):
 
 # -- vectors -------------------------------------------------------------------------------------
 
+
 def _unit(v):
     n = math.sqrt(sum(x * x for x in v))
     return [x / n for x in v]
@@ -270,15 +312,25 @@ def test_real_points_equal_the_high_examples_and_synthetic_points_retire_per_cat
 
     high = {e["_id"]: e for e in mongo.training_examples.find({"consistency_flag": "high"})}
     assert len(high) == 3
-    points = {str(p.id): p for p in qdrant.scroll(coll, scroll_filter=vectorstore.source_filter("real"), limit=100, with_vectors=True)[0]}
+    points = {
+        str(p.id): p
+        for p in qdrant.scroll(coll, scroll_filter=vectorstore.source_filter("real"), limit=100, with_vectors=True)[0]
+    }
     assert set(points) == {vectorstore.point_id(s) for s in high}
     for s, ex in high.items():
         p = points[vectorstore.point_id(s)]
         assert p.vector == pytest.approx(_unit(ex["context_embedding"]), abs=1e-6)  # cosine stores unit vectors
         assert p.payload == {
-            "example_id": s, "recommend_session_id": s, "user_id": "u1", "doc_id": "doc-1",
-            "category": ex["final_category"], "intensity": "moderate", "language": "ko", "was_accepted": True,
-            "source": "real", "created_at": int(ex["created_at"].timestamp()),
+            "example_id": s,
+            "recommend_session_id": s,
+            "user_id": "u1",
+            "doc_id": "doc-1",
+            "category": ex["final_category"],
+            "intensity": "moderate",
+            "language": "ko",
+            "was_accepted": True,
+            "source": "real",
+            "created_at": int(ex["created_at"].timestamp()),
         }
     # email reached the threshold (2): its synthetic points are gone; report (1) keeps them.
     assert summary["synthetic_points"]["email"] == 0 and summary["synthetic_points"]["report"] == 3
@@ -308,6 +360,7 @@ def test_vectors_full_reconcile_removes_points_of_examples_that_no_longer_exist(
 
 # -- idempotency -------------------------------------------------------------------------------
 
+
 def _points(qc, coll):
     pts = qc.scroll(coll, limit=1000, with_vectors=True)[0]
     return {str(p.id): (p.payload, [round(x, 6) for x in p.vector]) for p in pts}
@@ -326,8 +379,13 @@ def test_every_step_twice_and_an_old_window_rerun_after_newer_data_change_nothin
         run_vectors(mongo, qdrant, window, collection=coll, dim=384, threshold=20)
 
     def state():
-        return (snapshot(mongo, "training_examples"), snapshot(mongo, "etl_rejects"), snapshot(mongo, "user_profile"),
-                _points(qdrant, coll), {k: redis.get(k) for k in sorted(redis.keys("user_profile:*"))})
+        return (
+            snapshot(mongo, "training_examples"),
+            snapshot(mongo, "etl_rejects"),
+            snapshot(mongo, "user_profile"),
+            _points(qdrant, coll),
+            {k: redis.get(k) for k in sorted(redis.keys("user_profile:*"))},
+        )
 
     run_all(hour(10))
     first = state()
@@ -348,14 +406,16 @@ def _mismatch_session(logs, s):
 
 # -- failure half-way ----------------------------------------------------------------------------
 
+
 def test_etl_failing_half_way_leaves_no_partial_output_and_the_retry_completes(settings, mongo, logs):
     for i in range(20):
         logs.full_session(10, f"s{i}")
     logs.b(10, "s-orphan")  # so the publish has a second write (rejects) after the examples
     admin = MongoClient(settings.mongo_uri).admin
     # The first insert (training_examples) goes through inside the transaction; the next one fails.
-    admin.command({"configureFailPoint": "failCommand", "mode": {"skip": 1},
-                   "data": {"failCommands": ["insert"], "errorCode": 91}})
+    admin.command(
+        {"configureFailPoint": "failCommand", "mode": {"skip": 1}, "data": {"failCommands": ["insert"], "errorCode": 91}}
+    )
     try:
         with pytest.raises(Exception, match="failCommand"):
             run_etl(mongo, hour(10), now=NOW)

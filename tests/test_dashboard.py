@@ -8,7 +8,7 @@ import io
 import math
 import uuid
 import zipfile
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,20 +31,28 @@ ARTIFACTS = ROOT / "artifacts"
 
 # --- the bundle, no Superset needed ------------------------------------------------------------
 
+
 def test_the_bundle_is_consistent_and_templated_from_settings(stack_settings):
-    s = dataclasses.replace(stack_settings, analytics_reader_uri="postgresql://reader:s%40cret@db.internal:5432/analytics",
-                            airflow_url="https://airflow.example.org")
+    s = dataclasses.replace(
+        stack_settings,
+        analytics_reader_uri="postgresql://reader:s%40cret@db.internal:5432/analytics",
+        airflow_url="https://airflow.example.org",
+    )
     bundle = build(s)
-    assert len(bundle.charts) == 13 and len(bundle.datasets) == 11
+    assert len(bundle.charts) == 14 and len(bundle.datasets) == 13
     assert bundle.dashboard["slug"] == DASHBOARD_SLUG
     (db,) = bundle.databases.values()
     # the password travels apart, never inside the bundle
     assert db["sqlalchemy_uri"] == "postgresql://reader:XXXXXXXXXX@db.internal:5432/analytics"
     assert bundle.passwords == {"sentencify_analytics": "s@cret"}
-    markdown = [n["meta"]["code"] for n in bundle.dashboard["position"].values() if isinstance(n, dict) and n.get("type") == "MARKDOWN"]
+    markdown = [
+        n["meta"]["code"] for n in bundle.dashboard["position"].values() if isinstance(n, dict) and n.get("type") == "MARKDOWN"
+    ]
     assert "https://airflow.example.org" in markdown[0]
     # every chart on the grid once, by its fixed UUID
-    placed = sorted(n["meta"]["uuid"] for n in bundle.dashboard["position"].values() if isinstance(n, dict) and n.get("type") == "CHART")
+    placed = sorted(
+        n["meta"]["uuid"] for n in bundle.dashboard["position"].values() if isinstance(n, dict) and n.get("type") == "CHART"
+    )
     assert placed == sorted(c["uuid"] for c in bundle.charts.values())
     for kind, type_ in (("database", "Database"), ("dataset", "SqlaTable"), ("dashboard", "Dashboard")):
         with zipfile.ZipFile(io.BytesIO(bundle.zip_bytes(kind))) as zf:
@@ -65,7 +73,7 @@ def test_a_broken_template_names_its_file(stack_settings, tmp_path):
     with pytest.raises(BundleError, match=r"funnel.yaml: \['no_such_metric'\]"):
         build(stack_settings, tmp_path / "t")
     chart.write_text(chart.read_text().replace("no_such_metric", "sessions").replace("Correction funnel", "${NOPE}"))
-    with pytest.raises(BundleError, match="funnel.yaml: unknown"):
+    with pytest.raises(BundleError, match=r"funnel\.yaml: unknown"):
         build(stack_settings, tmp_path / "t")
 
 
@@ -74,16 +82,21 @@ def test_dataset_columns_match_the_views_in_postgresql(analytics_db, stack_setti
     owner_uri, _ = analytics_db
     run_views_empty(stack_settings, owner_uri)
     with psycopg2.connect(owner_uri) as conn, conn.cursor() as cur:
-        cur.execute("select table_name, column_name, upper(data_type) from information_schema.columns "
-                    "where table_schema = 'sentencify' and table_name like 'v\\_%' order by table_name, ordinal_position")
+        cur.execute(
+            "select table_name, column_name, upper(data_type) from information_schema.columns "
+            "where table_schema = 'sentencify' and table_name like 'v\\_%' order by table_name, ordinal_position"
+        )
         actual: dict[str, list] = {}
         for table, column, type_ in cur.fetchall():
             actual.setdefault(table, []).append((column, type_))
-    declared = {d["table_name"]: [(c["column_name"], c["type"]) for c in d["columns"]] for d in build(stack_settings).datasets.values()}
+    declared = {
+        d["table_name"]: [(c["column_name"], c["type"]) for c in d["columns"]] for d in build(stack_settings).datasets.values()
+    }
     assert declared == actual
 
 
 # --- the real thing -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def analytics_db(stack_settings):
@@ -97,8 +110,10 @@ def analytics_db(stack_settings):
 
 
 def run_views_empty(settings, owner_uri):
-    now = datetime.now(timezone.utc)
-    run_step("views", Window.hour_containing(now), dataclasses.replace(settings, analytics_db_uri=owner_uri, mongo_db="empty_views"))
+    now = datetime.now(UTC)
+    run_step(
+        "views", Window.hour_containing(now), dataclasses.replace(settings, analytics_db_uri=owner_uri, mongo_db="empty_views")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +121,13 @@ def running_superset(stack_settings, tmp_path_factory):
     root = tmp_path_factory.mktemp("superset")
     root.chmod(0o755)
     port = free_port()
-    s = dataclasses.replace(stack_settings, stack_dir=root, superset_port=port, superset_url=f"http://127.0.0.1:{port}",
-                            superset_metadata_db=f"superset_{uuid.uuid4().hex[:6]}")
+    s = dataclasses.replace(
+        stack_settings,
+        stack_dir=root,
+        superset_port=port,
+        superset_url=f"http://127.0.0.1:{port}",
+        superset_metadata_db=f"superset_{uuid.uuid4().hex[:6]}",
+    )
     with services_started(s, stack.SUPERSET_SERVICES):
         yield s
 
@@ -117,7 +137,7 @@ def _ms(value):
     if isinstance(value, datetime):
         return value.timestamp() * 1000
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp() * 1000
+        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp() * 1000
     if isinstance(value, Decimal):
         return float(value)
     return value
@@ -125,11 +145,13 @@ def _ms(value):
 
 def _same(got: list[tuple], want: list[tuple]) -> bool:
     """Equal row by row; numbers to within float noise (times carry microseconds as fractional ms)."""
+
     def eq(a, b):
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
             return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-6)
         return a == b
-    return len(got) == len(want) and all(len(g) == len(w) and all(map(eq, g, w)) for g, w in zip(got, want))
+
+    return len(got) == len(want) and all(len(g) == len(w) and all(map(eq, g, w)) for g, w in zip(got, want, strict=False))
 
 
 # chart (file name in superset/dashboard/charts) -> the same numbers asked of its view directly
@@ -140,13 +162,14 @@ EXPECTED_SQL = {
     "golden_examples": "select sum(golden_examples) from sentencify.v_golden_data",
     "latency": "select event_hour, avg_latency_ms, p95_latency_ms from sentencify.v_latency_hourly",
     "golden_data": "select created_hour, golden_examples_total from sentencify.v_golden_data",
-    "acceptance_rate": "select day, acceptance_rate from sentencify.v_acceptance_daily",
-    "categories": "select category, recommendations from sentencify.v_category_distribution",
+    "acceptance_rate": "select event_hour, acceptance_rate from sentencify.v_acceptance_hourly",
+    "categories": "select category, sum(recommendations) from sentencify.v_category_distribution group by category",
     "funnel": "select step, sessions from sentencify.v_funnel",
-    "quality": "select reason, consistency_flag, examples from sentencify.v_quality",
+    "quality": "select reason, consistency_flag, sum(examples) from sentencify.v_quality group by reason, consistency_flag",
     "dead_letters": "select day, reason, dead_letters from sentencify.v_dead_letters_daily",
     "pipeline_state": "select step, last_window_start, last_window_end, finished_at from sentencify.v_pipeline_state",
     "consumer_lag": "select consumer_group, consumers, lag, reported_at from sentencify.v_consumer_lag",
+    "freshness": "select stage, status, newest, behind_raw_minutes, age_minutes from sentencify.v_freshness",
 }
 
 
@@ -160,7 +183,8 @@ def _objects(api) -> dict[str, int]:
 
 
 def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws(
-        running_superset, settings, mongo, redis, analytics_db, tmp_path):
+    running_superset, settings, mongo, redis, analytics_db, tmp_path
+):
     from PIL import Image
 
     from sentencify.dashboard.deploy import client, deploy, superset_password
@@ -169,15 +193,21 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     owner_uri, reader_uri = analytics_db
     # With a password (the local PostgreSQL trusts 127.0.0.1, so any will do): it must travel apart and arrive.
     reader_with_password = reader_uri.replace("sentencify_reader@", "sentencify_reader:s3cret%21@")
-    s = dataclasses.replace(settings, superset_port=running_superset.superset_port, superset_url=running_superset.superset_url,
-                            stack_dir=running_superset.stack_dir, analytics_db_uri=owner_uri,
-                            analytics_reader_uri=reader_with_password, qdrant_path=str(tmp_path / "qdrant"))
+    s = dataclasses.replace(
+        settings,
+        superset_port=running_superset.superset_port,
+        superset_url=running_superset.superset_url,
+        stack_dir=running_superset.stack_dir,
+        analytics_db_uri=owner_uri,
+        analytics_reader_uri=reader_with_password,
+        qdrant_path=str(tmp_path / "qdrant"),
+    )
     # A day of simulated traffic with anomalies, through Kafka, the consumer and the whole chain.
-    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     send(s, generate(300, seed=7, anomalies=0.2, start=start.replace(hour=0), hours=24, embedding_dim=s.embedding_dim))
     consume_until_idle(s)
     # from the hour ingestion began to the end of this one: an hour boundary may pass meanwhile
-    window = Window(start, floor_hour(datetime.now(timezone.utc)) + timedelta(hours=1))
+    window = Window(start, floor_hour(datetime.now(UTC)) + timedelta(hours=1))
     for step in ("etl", "profile", "vectors", "views"):
         run_step(step, window, s)
 
@@ -186,7 +216,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     api = client(s)
     before = _objects(api)
     deployed = deploy(s, echo=print)
-    assert _objects(api) == before == {"database": 1, "dataset": 11, "chart": 13, "dashboard": 1}
+    assert _objects(api) == before == {"database": 1, "dataset": 13, "chart": 14, "dashboard": 1}
     assert deployed.url == dashboard_url(s)
     databases = api.get(api.join_urls(api.base_url, "database", "/")).json()["result"]
     (database,) = databases
@@ -220,12 +250,12 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     from tests.conftest import ARTIFACTS_WRITTEN
 
     ARTIFACTS_WRITTEN.append(f"dashboard screenshot: {out}")
-    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (13, 13, [], [])
+    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (14, 14, [], [])
     image = Image.open(out).convert("RGB")
     assert image.width >= 1600 and image.height >= 1500, image.size
     small = image.resize((200, 200 * image.height // image.width))
     raw = small.tobytes()
-    pixels = [raw[i:i + 3] for i in range(0, len(raw), 3)]
+    pixels = [raw[i : i + 3] for i in range(0, len(raw), 3)]
     non_white = sum(1 for p in pixels if min(p) < 235) / len(pixels)
     assert non_white > 0.05, f"the screenshot is almost blank ({non_white:.1%} drawn)"
     assert len(set(pixels)) > 200, "the screenshot has too few colours to hold charts"
@@ -236,5 +266,5 @@ def test_deploy_errors_say_what_to_check(running_superset):
 
     with pytest.raises(DeployError, match="SUPERSET_USERNAME / SUPERSET_PASSWORD"):
         deploy(dataclasses.replace(running_superset, superset_password="wrong"), echo=print)
-    with pytest.raises(DeployError, match="not reachable at http://127.0.0.1:1: is it up"):
+    with pytest.raises(DeployError, match=r"not reachable at http://127\.0\.0\.1:1: is it up"):
         deploy(dataclasses.replace(running_superset, superset_url="http://127.0.0.1:1"), echo=print)

@@ -49,7 +49,7 @@ def test_kill_9_repeatedly_while_producing_loses_nothing_and_stores_nothing_twic
 
         total = Manifest()
         for start in range(0, len(records), chunk):
-            part = send(settings, records[start:start + chunk])
+            part = send(settings, records[start : start + chunk])
             for c, ids in part.expected_ids.items():
                 total.expected_ids.setdefault(c, set()).update(ids)
             total.dead_letters.update(part.dead_letters)
@@ -65,7 +65,9 @@ def test_kill_9_repeatedly_while_producing_loses_nothing_and_stores_nothing_twic
         proc = consumer_process(settings, log_path=log)
         before = _total_stored(mongo)
         # Kill only once this incarnation has written something: a kill before the group join proves nothing.
-        wait_for(lambda: _total_stored(mongo) > before or proc.poll() is not None, 90, "the consumer to write")
+        wait_for(
+            lambda before=before, proc=proc: _total_stored(mongo) > before or proc.poll() is not None, 90, "the consumer to write"
+        )
         time.sleep(rng.uniform(0.0, 1.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -123,13 +125,27 @@ def test_mongodb_down_for_20_seconds_mid_stream_loses_nothing(settings, tmp_path
     # A private MongoDB this test may stop and restart (same port, same on-disk storage).
     port = free_port()
     storage = tmp_path / "mongo"
-    argv = [str(venv_script("secantusd-py")), "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(storage), "--log-level", "WARNING"]
+    argv = [
+        str(venv_script("secantusd-py")),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--storage-path",
+        str(storage),
+        "--log-level",
+        "WARNING",
+    ]
     pid_file, log_file = tmp_path / "mongo.pid", tmp_path / "mongo.log"
 
     def start_mongo() -> int:
         pid = spawn(argv, pid_file=pid_file, log_file=log_file)
-        wait_until(lambda: MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=500).admin.command("ping"),
-                   timeout=60, what="test mongodb", log_file=log_file)
+        wait_until(
+            lambda: MongoClient(f"mongodb://127.0.0.1:{port}", serverSelectionTimeoutMS=500).admin.command("ping"),
+            timeout=60,
+            what="test mongodb",
+            log_file=log_file,
+        )
         return pid
 
     pid = start_mongo()

@@ -103,8 +103,7 @@ def read_all(settings, topic_names: list[str], skip: dict) -> list[tuple[bytes |
     """Every record after `skip`'s offsets, as (key, value) bytes."""
     from kafka import TopicPartition
 
-    reader = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                           consumer_timeout_ms=3000)
+    reader = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, consumer_timeout_ms=3000)
     parts = [TopicPartition(t, p) for t in topic_names for p in range(settings.topic_partitions)]
     reader.assign(parts)
     for tp in parts:
@@ -117,8 +116,9 @@ def read_all(settings, topic_names: list[str], skip: dict) -> list[tuple[bytes |
 
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 def test_compressed_batches_are_consumed(settings, mongo, codec):
-    kafka = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, compression_type=codec, linger_ms=50,
-                          batch_size=512 * 1024)
+    kafka = KafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, compression_type=codec, linger_ms=50, batch_size=512 * 1024
+    )
     expected: dict[str, set[str]] = {}
     try:
         for code in "ABCDEFI":
@@ -158,7 +158,7 @@ def test_a_broken_producer_raises_the_alarm_and_nothing_stops(settings, mongo):
             assert resp.status == 200  # alive: a restart would not fix the producer, and would rebalance
         assert health.startswith("degraded") and tp in health and "producer looks broken" in health
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-        assert f'sentencify_consumer_producer_alarm{{partition="{letter["partition"]}",topic="{letter["topic"]}"}} 1' in metrics
+        assert f'sentencify_consumer_producer_alarm{{topic="{letter["topic"]}",partition="{letter["partition"]}"}} 1.0' in metrics
         assert "sentencify_consumer_bad_ratio{" in metrics
     finally:
         assert runner.stop() == 0

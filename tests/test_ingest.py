@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import urllib.request
 
@@ -97,8 +96,14 @@ def test_every_bad_input_class_is_dead_lettered_and_good_records_around_it_are_s
         big: "too_large",
     }
     key = b"one-partition"  # one key: good and bad interleave on one partition, in this order
-    values = [json.dumps(good[0]).encode(), *list(bad)[:4], json.dumps(good[1]).encode(), *list(bad)[4:],
-              json.dumps(good[2]).encode(), json.dumps(good[2]).encode()]  # the last one: a redelivery
+    values = [
+        json.dumps(good[0]).encode(),
+        *list(bad)[:4],
+        json.dumps(good[1]).encode(),
+        *list(bad)[4:],
+        json.dumps(good[2]).encode(),
+        json.dumps(good[2]).encode(),
+    ]  # the last one: a redelivery
     send_raw(settings, "recommend_log", values, key=key)
     kafka = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024)
     kafka.send(settings.topic_prefix + "recommend_log", key=key, value=None).get(30)  # tombstone
@@ -161,11 +166,14 @@ def test_metrics_and_health_endpoints(settings, mongo):
     def scrape() -> str:
         return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
-    text = wait_for(lambda: (t := scrape()) and "sentencify_consumer_lag{" in t and t, 30, "lag gauge")
+    text = wait_for(lambda: (t := scrape()) and "sentencify_consumer_lag_records{" in t and t, 30, "lag gauge")
     topic = settings.topic_prefix + "recommend_log"
-    assert f'sentencify_consumer_records_total{{outcome="stored",topic="{topic}"}} 30' in text
-    assert f'sentencify_consumer_dead_letters_total{{reason="not_json",topic="{topic}"}} 1' in text
+    assert f'sentencify_consumer_records_total{{outcome="stored",topic="{topic}"}} 30.0' in text
+    assert f'sentencify_consumer_dead_letters_total{{reason="not_json",topic="{topic}"}} 1.0' in text
     assert "sentencify_consumer_batches_total" in text
+    assert f'sentencify_consumer_record_age_seconds_count{{topic="{topic}"}} 30.0' in text
+    assert 'sentencify_consumer_write_duration_seconds_count{collection="recommend_log"}' in text
+    assert "process_resident_memory_bytes" in text and "sentencify_consumer_last_poll_timestamp_seconds" in text
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
     assert health.status == 200
     runner.service.stop()
@@ -181,12 +189,32 @@ def test_replayed_dead_letters_are_stored_once_and_marked(settings, mongo):
 
     topic = settings.topic_prefix + "editor_recommend_options"
     good_now = encoded("A", insert_id="a-replayed")  # as if the rule that rejected it had since been fixed
-    mongo.dead_letters.insert_many([
-        {"_id": f"{topic}:0:5", "topic": topic, "partition": 0, "offset": 5, "key": Binary(b"s-1"),
-         "raw": Binary(good_now), "truncated": False, "reason": "schema", "error": "x"},
-        {"_id": f"{topic}:0:6", "topic": topic, "partition": 0, "offset": 6, "key": None,
-         "raw": Binary(b"{\"insert_id\": \"a-big\", \"cont"), "truncated": True, "reason": "too_large", "error": "x"},
-    ])
+    mongo.dead_letters.insert_many(
+        [
+            {
+                "_id": f"{topic}:0:5",
+                "topic": topic,
+                "partition": 0,
+                "offset": 5,
+                "key": Binary(b"s-1"),
+                "raw": Binary(good_now),
+                "truncated": False,
+                "reason": "schema",
+                "error": "x",
+            },
+            {
+                "_id": f"{topic}:0:6",
+                "topic": topic,
+                "partition": 0,
+                "offset": 6,
+                "key": None,
+                "raw": Binary(b'{"insert_id": "a-big", "cont'),
+                "truncated": True,
+                "reason": "too_large",
+                "error": "x",
+            },
+        ]
+    )
     kafka = producer(settings)
     try:
         done = replay_dead_letters(mongo, kafka, known_topics={topic})

@@ -23,8 +23,11 @@ VALIDATOR = Validator(embedding_dim=4)
 TOPICS = [PREFIX + et.name for et in BY_CODE.values()] + [PREFIX + "mystery"]
 
 json_leaves = st.one_of(
-    st.none(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
-    st.integers(min_value=-(2**70), max_value=2**70), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=20),
 )
 json_values = st.recursive(
     json_leaves,
@@ -65,7 +68,7 @@ def assert_storable_or_dead_letter(topic: str, value: bytes | None) -> None:
     assert len(bson.encode(stored)) <= MAX_BSON_BYTES  # raises on NUL keys, big ints, bad strings
     assert depth(stored) <= MAX_DEPTH
     assert doc["_kafka"] == {"topic": topic, "partition": 0, "offset": 1}
-    assert collection == topic[len(PREFIX):]
+    assert collection == topic[len(PREFIX) :]
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -81,8 +84,13 @@ def test_arbitrary_json_is_stored_or_dead_lettered(topic, value):
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(code=st.sampled_from(list("ABCDEFI")), extra=st.dictionaries(st.text(max_size=6), json_values, max_size=3),
-       field_value=json_values, ts=timestamps, nest=st.integers(min_value=0, max_value=140))
+@given(
+    code=st.sampled_from(list("ABCDEFI")),
+    extra=st.dictionaries(st.text(max_size=6), json_values, max_size=3),
+    field_value=json_values,
+    ts=timestamps,
+    nest=st.integers(min_value=0, max_value=140),
+)
 def test_valid_records_with_hostile_fields_are_stored_or_dead_lettered(code, extra, field_value, ts, nest):
     rec = record(code, **extra)
     rec["created_at" if "created_at" in rec else "last_updated"] = ts
@@ -92,17 +100,20 @@ def test_valid_records_with_hostile_fields_are_stored_or_dead_lettered(code, ext
     assert_storable_or_dead_letter(PREFIX + BY_CODE[code].name, json.dumps(rec).encode())
 
 
-@pytest.mark.parametrize("value, field", [
-    ({"big": 2**64 - 1}, "big"),
-    ({"small": INT64_MIN - 1}, None),  # JSON parsers read it as a float: storable
-    ({"ok": INT64_MAX}, None),
-    ({"bad\u0000key": 1}, "bad"),
-    ({"P_vec": {"em\u0000ail": 0.5}}, "P_vec"),
-    ({"nested": deep(98)}, None),  # document 1 + 98 + the empty leaf object = 100 levels
-    ({"nested": deep(99)}, "nested"),
-    ({"nested": deep(259)}, "nesting deeper than 100"),
-    ({"list": [[[[1]]]]}, None),
-])
+@pytest.mark.parametrize(
+    "value, field",
+    [
+        ({"big": 2**64 - 1}, "big"),
+        ({"small": INT64_MIN - 1}, None),  # JSON parsers read it as a float: storable
+        ({"ok": INT64_MAX}, None),
+        ({"bad\u0000key": 1}, "bad"),
+        ({"P_vec": {"em\u0000ail": 0.5}}, "P_vec"),
+        ({"nested": deep(98)}, None),  # document 1 + 98 + the empty leaf object = 100 levels
+        ({"nested": deep(99)}, "nested"),
+        ({"nested": deep(259)}, "nesting deeper than 100"),
+        ({"list": [[[[1]]]]}, None),
+    ],
+)
 def test_mongodb_limits_are_checked_and_name_the_field(value, field):
     rec = {**record("A"), **value}
     raw = json.dumps(rec).encode()

@@ -41,7 +41,12 @@ def test_cli_simulate_then_consume_until_idle(settings, mongo):
     env = {**os.environ, **settings.to_env(), "METRICS_PORT": "-1"}
     sim = subprocess.run(
         [sys.executable, "-m", "sentencify.cli", "simulate", "--sessions", "60", "--seed", "4", "--anomalies", "0.3"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert sim.returncode == 0, sim.stderr
     assert "simulate: " in sim.stderr  # the progress bar's closing line
@@ -54,7 +59,12 @@ def test_cli_simulate_then_consume_until_idle(settings, mongo):
 
     con = subprocess.run(
         [sys.executable, "-m", "sentencify.cli", "consume", "--until-idle", "2"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert con.returncode == 0, con.stderr[-2000:]
     got = {c: mongo[c].count_documents({}) for c in expected}
@@ -63,6 +73,64 @@ def test_cli_simulate_then_consume_until_idle(settings, mongo):
 
 def test_cli_rejects_bad_settings_with_the_variable_name():
     env = {**os.environ, "BATCH_SIZE": "zero"}
-    out = subprocess.run([sys.executable, "-m", "sentencify.cli", "stack", "status"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "sentencify.cli", "stack", "status"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 2 and "BATCH_SIZE must be an integer" in out.stderr
+
+
+def cli(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, **settings.to_env(), "METRICS_PORT": "-1"}
+    return subprocess.run(
+        [sys.executable, "-m", "sentencify.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_stack_status_json_and_logs(stack_settings):
+    import json
+
+    out = cli(stack_settings, "stack", "status", "--json", "kafka", "mongodb", "redis", "postgres")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert [s["name"] for s in status["services"]] == ["kafka", "mongodb", "redis", "postgres"]
+    assert all(s["healthy"] and s["pid"] for s in status["services"])
+    assert status["settings"]["MONGO_DB"] == stack_settings.mongo_db
+    logs = cli(stack_settings, "stack", "logs", "postgres", "-n", "5")
+    assert logs.returncode == 0 and 0 < len(logs.stdout.splitlines()) <= 5, logs.stderr
+    bad = cli(stack_settings, "stack", "logs", "nosuch")
+    assert bad.returncode == 2 and "name one service" in bad.stderr
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "sentencify.cli", "stack", "logs", "mongodb", "-f", "-n", "1"],
+        cwd=ROOT,
+        env={**os.environ, **stack_settings.to_env()},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout.readline()  # the last line, then it keeps following
+        assert follow.poll() is None
+    finally:
+        follow.terminate()
+        follow.wait(10)
+
+
+def test_summary_json(settings, mongo):
+    import json
+
+    mongo.recommend_log.insert_one({"_id": "i1"})
+    out = cli(settings, "summary", "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["records per collection"]["I recommend_log"] == 1

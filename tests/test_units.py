@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pymongo.errors import BulkWriteError
 
 from consumer.batch import Batcher
 from consumer.dead_letter import BadRatioAlarm, dead_letter_doc
@@ -17,7 +18,6 @@ from consumer.records import BadRecord, Item, Position
 from consumer.route import Router
 from consumer.validate import Validator
 from consumer.write import MongoWriter, TransientWriteError
-from pymongo.errors import BulkWriteError
 from sentencify.redact import redact_uri
 from sentencify.schemas import BY_CODE, EVENT_TYPES, LogA, LogE, to_utc_datetime
 from sentencify.settings import Settings, SettingsError
@@ -29,10 +29,17 @@ POS = Position("p.recommend_log", 0, 7)
 
 # -- decode / route / validate ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "value, reason",
-    [(None, "empty"), (b"{x", "not_json"), (b"\xff\xfe", "not_json"), (b"[1]", "not_object"), (b'"s"', "not_object"),
-     (b"x" * 11, "too_large")],
+    [
+        (None, "empty"),
+        (b"{x", "not_json"),
+        (b"\xff\xfe", "not_json"),
+        (b"[1]", "not_object"),
+        (b'"s"', "not_object"),
+        (b"x" * 11, "too_large"),
+    ],
 )
 def test_decode_rejects_with_a_reason(value, reason):
     with pytest.raises(BadRecord) as err:
@@ -59,7 +66,7 @@ def test_validator_keeps_extra_fields_sets_id_and_lineage_and_keeps_absent_field
     assert doc["new_field"] == {"x": 1}
     assert doc["_kafka"] == {"topic": "p.recommend_log", "partition": 0, "offset": 7}
     assert "P_vec" not in doc  # not sent -> not stored as null
-    assert doc["created_at"] == datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
+    assert doc["created_at"] == datetime(2026, 11, 1, 10, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -99,10 +106,10 @@ def test_embedding_of_another_version_or_empty_is_accepted():
 @pytest.mark.parametrize(
     "raw, expected",
     [
-        ("2026-11-01T10:00:00", datetime(2026, 11, 1, 10, tzinfo=timezone.utc)),  # no offset means UTC
-        ("2026-11-01T19:00:00+09:00", datetime(2026, 11, 1, 10, tzinfo=timezone.utc)),
-        ("2026-11-01T10:00:00.123456Z", datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)),
-        (1761991200000, datetime(2025, 11, 1, 10, tzinfo=timezone.utc)),
+        ("2026-11-01T10:00:00", datetime(2026, 11, 1, 10, tzinfo=UTC)),  # no offset means UTC
+        ("2026-11-01T19:00:00+09:00", datetime(2026, 11, 1, 10, tzinfo=UTC)),
+        ("2026-11-01T10:00:00.123456Z", datetime(2026, 11, 1, 10, 0, 0, 123000, tzinfo=UTC)),
+        (1761991200000, datetime(2025, 11, 1, 10, tzinfo=UTC)),
     ],
 )
 def test_timestamps_become_utc_with_bson_precision(raw, expected):
@@ -120,6 +127,7 @@ def test_every_event_type_has_its_key_field_required():
 
 
 # -- batch -----------------------------------------------------------------------------------
+
 
 def _item(offset: int, partition: int = 0) -> Item:
     return Item({"_id": offset}, Position("t", partition, offset))
@@ -149,6 +157,7 @@ def test_batch_drop_partitions_forgets_only_those():
 
 # -- offsets ---------------------------------------------------------------------------------
 
+
 def test_offsets_never_pass_an_unwritten_record():
     t = OffsetTracker()
     tp = ("t", 0)
@@ -176,8 +185,9 @@ def test_offsets_of_a_forgotten_partition_are_ignored():
 
 # -- dead letters ----------------------------------------------------------------------------
 
+
 def test_dead_letter_keeps_raw_bytes_and_truncates_only_oversized():
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     small = dead_letter_doc(POS, b"k", b"{bad", BadRecord("not_json", "x"), 4, now)
     assert bytes(small["raw"]) == b"{bad" and not small["truncated"] and small["_id"] == "p.recommend_log:0:7"
     big = dead_letter_doc(POS, None, b"y" * 100, BadRecord("too_large", "x"), 4, now)
@@ -203,11 +213,17 @@ def test_alarm_slides_without_raising():
 
 # -- write classification ------------------------------------------------------------------
 
+
 def test_duplicate_keys_are_success_and_other_document_errors_are_rejections():
-    err = BulkWriteError({"nInserted": 1, "writeErrors": [
-        {"index": 1, "code": 11000, "errmsg": "dup"},
-        {"index": 2, "code": 10334, "errmsg": "too large"},
-    ]})
+    err = BulkWriteError(
+        {
+            "nInserted": 1,
+            "writeErrors": [
+                {"index": 1, "code": 11000, "errmsg": "dup"},
+                {"index": 2, "code": 10334, "errmsg": "too large"},
+            ],
+        }
+    )
     outcome = MongoWriter._classify(err)
     assert outcome.inserted == 1 and outcome.duplicates == 1 and 2 in outcome.rejected
 
@@ -221,10 +237,16 @@ def test_retryable_document_errors_and_write_concern_errors_are_transient():
 
 # -- settings, metrics, redaction, simulator ---------------------------------------------------
 
+
 def test_settings_defaults_and_errors_name_the_variable():
     s = Settings.from_env({})
     assert (s.batch_size, s.flush_interval_ms, s.topic_prefix, s.consumer_group, s.mongo_db) == (
-        100, 1000, "sentencify.", "sentencify-ingest", "sentencify")
+        100,
+        1000,
+        "sentencify.",
+        "sentencify-ingest",
+        "sentencify",
+    )
     assert s.embedding_dim == 384 and s.qdrant_collection == "context_block_v1"
     with pytest.raises(SettingsError, match="BATCH_SIZE"):
         Settings.from_env({"BATCH_SIZE": "lots"})
@@ -236,8 +258,12 @@ def test_settings_defaults_and_errors_name_the_variable():
 def test_settings_survive_a_child_process_and_each_is_documented():
     import dataclasses
 
-    custom = dataclasses.replace(Settings.from_env({"QDRANT_URL": "http://q:6333", "SUPERSET_PASSWORD": "pw"}),
-                                 batch_size=7, etl_time_gap_s=2.5, superset_port=9999)
+    custom = dataclasses.replace(
+        Settings.from_env({"QDRANT_URL": "http://q:6333", "SUPERSET_PASSWORD": "pw"}),
+        batch_size=7,
+        etl_time_gap_s=2.5,
+        superset_port=9999,
+    )
     assert Settings.from_env(custom.to_env()) == custom
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     undocumented = [v for v in Settings.variables() if f"`{v}`" not in readme]
@@ -249,18 +275,33 @@ def test_redaction_hides_passwords_only():
     assert redact_uri("redis://h:6379/0") == "redis://h:6379/0"
 
 
-def test_metrics_render_prometheus_text():
+def test_metrics_render_prometheus_text_with_histograms_and_process_metrics():
+    from prometheus_client.parser import text_string_to_metric_families
+
     m = Metrics()
     m.inc("sentencify_consumer_records_total", 3, topic="t", outcome="stored")
-    m.set("sentencify_consumer_lag", 5, topic="t", partition=0)
-    text = m.render()
-    assert '# TYPE sentencify_consumer_records_total counter' in text
-    assert 'sentencify_consumer_records_total{outcome="stored",topic="t"} 3' in text
-    assert 'sentencify_consumer_lag{partition="0",topic="t"} 5' in text
+    m.set("sentencify_consumer_lag_records", 5, topic="t", partition=0)
+    m.observe("sentencify_consumer_write_duration_seconds", 0.02, collection="c")
+    m.observe("sentencify_consumer_record_age_seconds", 3.0, topic="t")
+    families = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    assert families["sentencify_consumer_records"].type == "counter"
+    assert families["sentencify_consumer_write_duration_seconds"].type == "histogram"
+    assert families["sentencify_consumer_record_age_seconds"].type == "histogram"
+    assert {"process_resident_memory_bytes", "process_cpu_seconds", "python_info"} <= set(families)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert samples[("sentencify_consumer_records_total", (("outcome", "stored"), ("topic", "t")))] == 3
+    assert samples[("sentencify_consumer_lag_records", (("partition", "0"), ("topic", "t")))] == 5.0
+    assert samples[("sentencify_consumer_record_age_seconds_bucket", (("le", "5.0"), ("topic", "t")))] == 1
+    assert (
+        m.sum_where("sentencify_consumer_records_total", outcome="stored") == 3
+        and m.total("sentencify_consumer_lag_records") == 5
+    )
+    for name in __import__("consumer.metrics", fromlist=["SPECS"]).SPECS:
+        assert name.endswith(("_total", "_seconds", "_bytes", "_records", "_ratio", "_alarm", "_paused", "_partitions")), name
 
 
 def test_simulator_is_deterministic_and_covers_every_anomaly():
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
     a = [(r.topic_suffix, r.value) for r in generate(300, seed=9, anomalies=0.5, start=start, embedding_dim=16)]
     b = [(r.topic_suffix, r.value) for r in generate(300, seed=9, anomalies=0.5, start=start, embedding_dim=16)]
     assert a == b

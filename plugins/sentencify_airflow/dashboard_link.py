@@ -1,5 +1,7 @@
 """A link in the Airflow UI's Browse menu to the Superset dashboard (the dashboard links back)."""
 
+from typing import ClassVar
+
 from airflow.plugins_manager import AirflowPlugin
 
 from sentencify.dashboard import dashboard_url
@@ -8,7 +10,7 @@ from sentencify.settings import Settings
 
 class SentencifyDashboardLink(AirflowPlugin):
     name = "sentencify_dashboard_link"
-    external_views = [
+    external_views: ClassVar[list[dict]] = [
         {
             "name": "Sentencify dashboard",
             "href": dashboard_url(Settings.from_env()),

@@ -11,7 +11,7 @@ connection can describe).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timezone
+from datetime import UTC
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +26,7 @@ from bson.codec_options import CodecOptions
 from sentencify.settings import Settings
 from sentencify.steps.runner import Stores, run_step
 from sentencify.window import as_extra, windows_for_run
+from sentencify_airflow.lineage import step_datasets
 
 
 class MongoWindowStepOperator(BaseOperator):
@@ -102,12 +103,14 @@ class MongoWindowStepOperator(BaseOperator):
     def execute(self, context) -> list[dict]:
         settings = Settings.from_env()
         windows = windows_for_run(
-            start=self.start or None, end=self.end or None,
-            event_windows=self._event_windows(context), logical_date=context.get("logical_date"),
+            start=self.start or None,
+            end=self.end or None,
+            event_windows=self._event_windows(context),
+            logical_date=context.get("logical_date"),
         )
         # MongoHook's client is not tz-aware; the steps compare and convert UTC datetimes.
         db = self.hook.get_conn().get_database(
-            self.mongo_db or settings.mongo_db, codec_options=CodecOptions(tz_aware=True, tzinfo=timezone.utc)
+            self.mongo_db or settings.mongo_db, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC)
         )
         stores = self.stores(settings)
         summaries = []
@@ -119,6 +122,17 @@ class MongoWindowStepOperator(BaseOperator):
         for outlet in self.outlets:  # the next step covers the same windows
             context["outlet_events"][outlet].extra = as_extra(windows)
         return summaries
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        """What the step read and wrote, for apache-airflow-providers-openlineage (names: lineage.py)."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        inputs, outputs = step_datasets(self.step, Settings.from_env(), self.mongo_db)
+        return OperatorLineage(
+            inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
+            outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
+        )
 
 
 class TrainingExamplesOperator(MongoWindowStepOperator):

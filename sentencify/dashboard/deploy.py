@@ -39,8 +39,10 @@ def superset_password(settings: Settings) -> str:
 
     path = admin_password_file(settings)
     if not path.exists():
-        raise DeployError(f"no password for Superset at {settings.superset_url}: set SUPERSET_PASSWORD "
-                          "(or start the local stack, which generates one: `sentencify stack up`)")
+        raise DeployError(
+            f"no password for Superset at {settings.superset_url}: set SUPERSET_PASSWORD "
+            "(or start the local stack, which generates one: `sentencify stack up`)"
+        )
     return path.read_text().strip()
 
 
@@ -64,8 +66,10 @@ def deploy(settings: Settings, bundle: Bundle | None = None, echo=print) -> Depl
             try:
                 resource.import_file(str(path), overwrite=True, passwords=bundle.passwords)
             except requests.ConnectionError:
-                raise DeployError(f"Superset is not reachable at {settings.superset_url}: is it up "
-                                  "(`sentencify stack status`), or is SUPERSET_URL wrong?") from None
+                raise DeployError(
+                    f"Superset is not reachable at {settings.superset_url}: is it up "
+                    "(`sentencify stack status`), or is SUPERSET_URL wrong?"
+                ) from None
             except requests.HTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else "?"
                 hint = " (check SUPERSET_USERNAME / SUPERSET_PASSWORD)" if status == 401 else ""

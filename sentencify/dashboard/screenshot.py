@@ -14,8 +14,15 @@ from pathlib import Path
 from sentencify.dashboard import DASHBOARD_PATH
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 CHART = "[data-test='chart-grid-component']"
 BODY = "[data-test='slice-container']"
 # What a drawn chart holds: ECharts canvas/svg, the big-number text, or a table.
@@ -89,8 +96,17 @@ def _wait_drawn(page, timeout_s: float) -> dict:
         page.wait_for_timeout(500)
 
 
-def airflow_screenshot(url: str, username: str, password: str, out: Path, *, path: str = "/dags/sentencify_etl/runs",
-                       width: int = 1600, height: int = 1250, settle_ms: int = 4000) -> Path:
+def airflow_screenshot(
+    url: str,
+    username: str,
+    password: str,
+    out: Path,
+    *,
+    path: str = "/dags/sentencify_etl/runs",
+    width: int = 1600,
+    height: int = 1250,
+    settle_ms: int = 4000,
+) -> Path:
     """The Airflow UI (simple auth manager login) at `path`, e.g. a DAG's grid, for the docs."""
     from playwright.sync_api import sync_playwright
 
@@ -122,7 +138,9 @@ def main() -> int:
     out = PROJECT_ROOT / "docs" / "img"
     shot = screenshot(settings.superset_url, settings.superset_username, superset_password(settings), out / "dashboard.png")
     print(f"{shot.path}: {shot.drawn}/{shot.charts} charts drawn")
-    grid = airflow_screenshot(settings.airflow_url, airflow.ADMIN_USER, airflow.admin_password(settings), out / "airflow_grid.png")
+    grid = airflow_screenshot(
+        settings.airflow_url, airflow.ADMIN_USER, airflow.admin_password(settings), out / "airflow_grid.png"
+    )
     print(f"{grid}: sentencify_etl's runs")
     return 0 if shot.drawn == shot.charts and not shot.errors else 1
 

@@ -18,7 +18,24 @@ from sentencify.schemas.events import (
 )
 
 __all__ = [
-    "BY_CODE", "BY_NAME", "CATEGORIES", "EVENT_TYPES", "EtlReject", "EventType", "INTENSITIES",
-    "LANGUAGES", "LogA", "LogB", "LogC", "LogD", "LogE", "LogF", "LogI", "Timestamp",
-    "TrainingExample", "UserProfile", "to_utc_datetime", "topics",
+    "BY_CODE",
+    "BY_NAME",
+    "CATEGORIES",
+    "EVENT_TYPES",
+    "INTENSITIES",
+    "LANGUAGES",
+    "EtlReject",
+    "EventType",
+    "LogA",
+    "LogB",
+    "LogC",
+    "LogD",
+    "LogE",
+    "LogF",
+    "LogI",
+    "Timestamp",
+    "TrainingExample",
+    "UserProfile",
+    "to_utc_datetime",
+    "topics",
 ]

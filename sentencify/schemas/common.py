@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 # Fixed order: it is the order of the profile vectors (events.md, "Vocabularies").
 CATEGORIES: tuple[str, ...] = (
-    "thesis", "report", "article", "email", "marketing", "customer_service", "general",
+    "thesis",
+    "report",
+    "article",
+    "email",
+    "marketing",
+    "customer_service",
+    "general",
 )
 INTENSITIES: tuple[str, ...] = ("weak", "moderate", "strong")
 LANGUAGES: tuple[str, ...] = ("ko", "en", "ja", "zh", "es")
@@ -26,7 +32,7 @@ def to_utc_datetime(value: Any) -> datetime:
         raise ValueError("timestamp must be an ISO-8601 string or integer epoch milliseconds, got a boolean")
     elif isinstance(value, int):
         try:
-            parsed = datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+            parsed = datetime.fromtimestamp(value / 1000, tz=UTC)
         except (OverflowError, OSError, ValueError):
             raise ValueError(f"epoch milliseconds out of range: {value}") from None
     elif isinstance(value, str):
@@ -38,13 +44,11 @@ def to_utc_datetime(value: Any) -> datetime:
         except ValueError:
             raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from None
     else:
-        raise ValueError(
-            f"timestamp must be an ISO-8601 string or integer epoch milliseconds, got {type(value).__name__}"
-        )
+        raise ValueError(f"timestamp must be an ISO-8601 string or integer epoch milliseconds, got {type(value).__name__}")
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     try:
-        parsed = parsed.astimezone(timezone.utc)
+        parsed = parsed.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00+09:00: its UTC value is before year 1
         raise ValueError(f"timestamp {value!r} has no UTC value between years 1 and 9999") from None
     return parsed.replace(microsecond=parsed.microsecond // _MS * _MS)

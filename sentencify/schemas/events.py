@@ -124,14 +124,12 @@ class LogE(EventModel):
     source: str | None = None
 
     @model_validator(mode="after")
-    def _embedding_length(self, info: ValidationInfo) -> "LogE":
+    def _embedding_length(self, info: ValidationInfo) -> LogE:
         # Only v1 has a known length; an empty embedding is allowed (the ETL flags it).
         if self.embedding_v1 and (self.embedding_version or "v1") == "v1":
             expected = (info.context or {}).get("embedding_dim", DEFAULT_EMBEDDING_DIM)
             if len(self.embedding_v1) != expected:
-                raise ValueError(
-                    f"embedding_v1 must have {expected} values (EMBEDDING_DIM), got {len(self.embedding_v1)}"
-                )
+                raise ValueError(f"embedding_v1 must have {expected} values (EMBEDDING_DIM), got {len(self.embedding_v1)}")
         return self
 
 

@@ -15,7 +15,18 @@ CORE_SERVICES = ["kafka", "mongodb", "redis", "postgres"]
 AIRFLOW_SERVICES = ["airflow-api", "airflow-scheduler", "airflow-dag-processor"]
 SUPERSET_SERVICES = ["superset"]
 
-__all__ = ["AIRFLOW_SERVICES", "CORE_SERVICES", "SUPERSET_SERVICES", "StackError", "ServiceStatus", "private_settings", "up", "down", "status", "services"]
+__all__ = [
+    "AIRFLOW_SERVICES",
+    "CORE_SERVICES",
+    "SUPERSET_SERVICES",
+    "ServiceStatus",
+    "StackError",
+    "down",
+    "private_settings",
+    "services",
+    "status",
+    "up",
+]
 
 
 @dataclass
@@ -32,7 +43,10 @@ def private_settings(stack_dir: Path, env: dict[str, str] | None = None) -> Sett
     """Settings for a throwaway stack in `stack_dir` on free ports (tests, benchmarks)."""
     from sentencify.stack.process import free_port
 
-    ports = {name: str(free_port()) for name in ("KAFKA_PORT", "MONGO_PORT", "REDIS_PORT", "POSTGRES_PORT", "AIRFLOW_PORT", "SUPERSET_PORT")}
+    ports = {
+        name: str(free_port())
+        for name in ("KAFKA_PORT", "MONGO_PORT", "REDIS_PORT", "POSTGRES_PORT", "AIRFLOW_PORT", "SUPERSET_PORT")
+    }
     # from_env derives every URI from the ports, as for the default stack.
     return Settings.from_env({**(env or {}), **ports, "STACK_DIR": str(stack_dir), "METRICS_PORT": "0"})
 
@@ -49,10 +63,9 @@ def _select(settings: Settings, only: list[str] | None) -> list[Service]:
 
 def _start(service: Service, echo) -> None:
     pid = read_pid(service.pid_file)
-    if is_running(pid, service.expect_in_cmdline):
-        if service.healthy():
-            echo(f"  {service.name:<22} already up  port {service.port}  pid {pid}")
-            return
+    if is_running(pid, service.expect_in_cmdline) and service.healthy():
+        echo(f"  {service.name:<22} already up  port {service.port}  pid {pid}")
+        return
     if service.listens and port_open(service.port):
         raise StackError(
             f"port {service.port} for {service.name} is taken by another program; "

@@ -35,28 +35,30 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
     api = f"http://127.0.0.1:{settings.airflow_port}"
     env = dict(base or {})
     env.update(settings.to_env())
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # the local chain runs by itself
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or metadata_uri(settings),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(settings.airflow_port),
-        "AIRFLOW__API__BASE_URL": api,
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": stored_secret(home / "jwt_secret", lambda: secrets.token_urlsafe(32)),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
-        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",  # the local chain runs by itself
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or metadata_uri(settings),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            "AIRFLOW__API__BASE_URL": api,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": stored_secret(home / "jwt_secret", lambda: secrets.token_urlsafe(32)),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        }
+    )
     env.update(connections(settings))
     return env
 
@@ -70,9 +72,17 @@ def connections(settings: Settings) -> dict[str, str]:
 
     def conn(conn_type: str, uri: str, **extra) -> str:
         u = urlsplit(uri)
-        return json.dumps({"conn_type": conn_type, "host": u.hostname, "port": u.port, "login": u.username or None,
-                           "password": u.password or None, "schema": u.path.lstrip("/") or None,
-                           "extra": {k: v for k, v in extra.items() if v is not None}})
+        return json.dumps(
+            {
+                "conn_type": conn_type,
+                "host": u.hostname,
+                "port": u.port,
+                "login": u.username or None,
+                "password": u.password or None,
+                "schema": u.path.lstrip("/") or None,
+                "extra": {k: v for k, v in extra.items() if v is not None},
+            }
+        )
 
     mongo = urlsplit(settings.mongo_uri)
     mongo_extra = {k: v[-1] for k, v in parse_qs(mongo.query).items()}
@@ -80,15 +90,22 @@ def connections(settings: Settings) -> dict[str, str]:
         mongo_extra["srv"] = True
     out = {
         "AIRFLOW_CONN_MONGO_DEFAULT": conn("mongo", f"{mongo.scheme}://{mongo.netloc}/{settings.mongo_db}", **mongo_extra),
-        "AIRFLOW_CONN_REDIS_DEFAULT": conn("redis", settings.redis_url,
-                                           db=int(urlsplit(settings.redis_url).path.lstrip("/") or 0)),
+        "AIRFLOW_CONN_REDIS_DEFAULT": conn(
+            "redis", settings.redis_url, db=int(urlsplit(settings.redis_url).path.lstrip("/") or 0)
+        ),
         "AIRFLOW_CONN_SENTENCIFY_ANALYTICS": conn("postgres", settings.analytics_db_uri),
     }
     if settings.qdrant_url:
         u = urlsplit(settings.qdrant_url)
-        out["AIRFLOW_CONN_QDRANT_DEFAULT"] = json.dumps({
-            "conn_type": "qdrant", "host": u.hostname, "port": u.port or (443 if u.scheme == "https" else 6333),
-            "password": settings.qdrant_api_key, "extra": {"https": u.scheme == "https"}})
+        out["AIRFLOW_CONN_QDRANT_DEFAULT"] = json.dumps(
+            {
+                "conn_type": "qdrant",
+                "host": u.hostname,
+                "port": u.port or (443 if u.scheme == "https" else 6333),
+                "password": settings.qdrant_api_key,
+                "extra": {"https": u.scheme == "https"},
+            }
+        )
     return out
 
 
@@ -110,7 +127,9 @@ def migrate(settings: Settings) -> None:
     admin_password(settings)
     if metadata_uri(settings) == airflow_env(settings)["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]:
         ensure_stack_database(settings, settings.airflow_metadata_db, needed_by="Airflow")
-    out = subprocess.run([airflow_bin(), "db", "migrate"], env=airflow_env(settings), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [airflow_bin(), "db", "migrate"], env=airflow_env(settings), capture_output=True, text=True, timeout=600, check=False
+    )
     if out.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{out.stderr[-3000:]}")
 

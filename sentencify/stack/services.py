@@ -116,7 +116,10 @@ class PostgresService(Service):
         # Local development stack on 127.0.0.1 only: trust auth; production uses real credentials.
         subprocess.run(
             [initdb, "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale"],
-            check=True, capture_output=True, user=self.user, group=self.user,
+            check=True,
+            capture_output=True,
+            user=self.user,
+            group=self.user,
         )
 
     def healthy(self) -> bool:
@@ -126,9 +129,26 @@ class PostgresService(Service):
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
-            [str(PG_BIN_DIR / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
-            capture_output=True, text=True, timeout=30,
+            [
+                str(PG_BIN_DIR / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         if out.returncode != 0:
             raise StackError(f"psql failed: {out.stderr.strip()}")
@@ -210,7 +230,7 @@ def superset_service(settings: Settings) -> Service:
     return svc
 
 
-def postgres_service(settings: Settings) -> "PostgresService":
+def postgres_service(settings: Settings) -> PostgresService:
     return next(s for s in services(settings) if isinstance(s, PostgresService))
 
 
@@ -218,8 +238,10 @@ def ensure_stack_database(settings: Settings, name: str, *, needed_by: str) -> N
     """A database of the stack's PostgreSQL for a service's metadata (Airflow, Superset); made if missing."""
     pg = postgres_service(settings)
     if not pg.healthy():
-        raise StackError(f"{needed_by} keeps its metadata in the stack's PostgreSQL on port {settings.postgres_port}, "
-                         "which is not up: `sentencify stack up` starts it first")
+        raise StackError(
+            f"{needed_by} keeps its metadata in the stack's PostgreSQL on port {settings.postgres_port}, "
+            "which is not up: `sentencify stack up` starts it first"
+        )
     pg.create_database(name)
 
 
@@ -259,10 +281,14 @@ def services(settings: Settings) -> list[Service]:
             name="kafka",
             port=settings.kafka_port,
             argv=[
-                tansu_binary(), "broker",
-                "--listener-url", f"tcp://127.0.0.1:{settings.kafka_port}",
-                "--advertised-listener-url", f"tcp://127.0.0.1:{settings.kafka_port}",
-                "--storage-engine", "memory://tansu/",
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{settings.kafka_port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{settings.kafka_port}",
+                "--storage-engine",
+                "memory://tansu/",
             ],
             data_dir=root / "kafka",
             expect_in_cmdline="tansu",
@@ -271,8 +297,15 @@ def services(settings: Settings) -> list[Service]:
             name="mongodb",
             port=settings.mongo_port,
             argv=[
-                _venv_script("secantusd-py"), "--host", "127.0.0.1", "--port", str(settings.mongo_port),
-                "--storage-path", str(root / "mongodb"), "--log-level", "WARNING",
+                _venv_script("secantusd-py"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.mongo_port),
+                "--storage-path",
+                str(root / "mongodb"),
+                "--log-level",
+                "WARNING",
                 # Test-only commands (configureFailPoint) let the failure tests inject faults.
                 "--enable-test-commands",
             ],
@@ -284,8 +317,21 @@ def services(settings: Settings) -> list[Service]:
             port=settings.redis_port,
             argv=[
                 _need(redis_bin, "redis-server", "run `make install` (apt-get install redis-server)"),
-                "--port", str(settings.redis_port), "--bind", "127.0.0.1", "--dir", str(root / "redis"),
-                "--save", "60", "1", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
+                "--port",
+                str(settings.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(root / "redis"),
+                "--save",
+                "60",
+                "1",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
             ],
             data_dir=root / "redis",
             expect_in_cmdline="redis-server",
@@ -294,10 +340,18 @@ def services(settings: Settings) -> list[Service]:
             name="postgres",
             port=settings.postgres_port,
             argv=[
-                str(PG_BIN_DIR / "postgres"), "-D", str(root / "postgres"), "-p", str(settings.postgres_port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={root / 'pg_socket'}",
+                str(PG_BIN_DIR / "postgres"),
+                "-D",
+                str(root / "postgres"),
+                "-p",
+                str(settings.postgres_port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={root / 'pg_socket'}",
                 # Day buckets (Superset's time grains, date_trunc) are UTC days, whatever the machine's zone.
-                "-c", "timezone=UTC",
+                "-c",
+                "timezone=UTC",
             ],
             data_dir=root / "postgres",
             expect_in_cmdline="postgres",

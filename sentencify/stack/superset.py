@@ -27,8 +27,10 @@ def superset_home(settings: Settings) -> Path:
 def superset_bin(name: str = "superset") -> str:
     path = SUPERSET_VENV / "bin" / name
     if not path.exists():
-        raise StackError(f"Superset is not installed ({path} missing): run `make install` "
-                         "(it creates .venv-superset with apache-superset 6.1.0)")
+        raise StackError(
+            f"Superset is not installed ({path} missing): run `make install` "
+            "(it creates .venv-superset with apache-superset 6.1.0)"
+        )
     return str(path)
 
 
@@ -43,7 +45,9 @@ def admin_password(settings: Settings) -> str:
 
 
 def secret_key(settings: Settings) -> str:
-    return settings.superset_secret_key or stored_secret(superset_home(settings) / "secret_key", lambda: secrets.token_urlsafe(42))
+    return settings.superset_secret_key or stored_secret(
+        superset_home(settings) / "secret_key", lambda: secrets.token_urlsafe(42)
+    )
 
 
 def metadata_uri(settings: Settings) -> str:
@@ -75,15 +79,29 @@ def setup(settings: Settings) -> None:
         return
     ensure_stack_database(settings, settings.superset_metadata_db, needed_by="Superset")
     env = superset_env(settings)
-    admin = ["fab", "create-admin", "--username", settings.superset_username, "--firstname", "Sentencify",
-             "--lastname", "Admin", "--email", "admin@localhost", "--password", admin_password(settings)]
+    admin = [
+        "fab",
+        "create-admin",
+        "--username",
+        settings.superset_username,
+        "--firstname",
+        "Sentencify",
+        "--lastname",
+        "Admin",
+        "--email",
+        "admin@localhost",
+        "--password",
+        admin_password(settings),
+    ]
     # create-admin leaves an existing user alone: reset-password makes the login the one printed.
     reset = ["fab", "reset-password", "--username", settings.superset_username, "--password", admin_password(settings)]
     log = home.parent / "logs" / "superset-setup.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     for argv in (["db", "upgrade"], admin, reset, ["init"]):
         with open(log, "ab") as out:
-            done = subprocess.run([superset_bin(), *argv], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900)
+            done = subprocess.run(
+                [superset_bin(), *argv], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=900, check=False
+            )
         if done.returncode != 0:
             raise StackError(f"`superset {argv[0]} {argv[1] if len(argv) > 1 else ''}` failed; see {log}")
     stamp.touch()
@@ -91,12 +109,28 @@ def setup(settings: Settings) -> None:
 
 def server_argv(settings: Settings) -> list[str]:
     # Threads serve a dashboard's parallel chart requests; two workers keep one slow query from blocking the UI.
-    return [superset_bin("gunicorn"), "--workers", "2", "--worker-class", "gthread", "--threads", "4",
-            "--timeout", "120", "--bind", f"127.0.0.1:{settings.superset_port}",
-            # gunicorn's own bounds (its maximum request line; headers up to 16 KB): Superset 6 sends
-            # chart state by key, not in the URL, so nothing legitimate comes near them.
-            "--limit-request-line", "8190", "--limit-request-fields", "100", "--limit-request-field_size", "16384",
-            "superset.app:create_app()"]
+    return [
+        superset_bin("gunicorn"),
+        "--workers",
+        "2",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "4",
+        "--timeout",
+        "120",
+        "--bind",
+        f"127.0.0.1:{settings.superset_port}",
+        # gunicorn's own bounds (its maximum request line; headers up to 16 KB): Superset 6 sends
+        # chart state by key, not in the URL, so nothing legitimate comes near them.
+        "--limit-request-line",
+        "8190",
+        "--limit-request-fields",
+        "100",
+        "--limit-request-field_size",
+        "16384",
+        "superset.app:create_app()",
+    ]
 
 
 def healthy(settings: Settings) -> bool:

@@ -13,8 +13,9 @@ from sentencify.settings import Settings
 def create_topics(settings: Settings, extra: list[str] | None = None) -> list[str]:
     """Returns the topics created now (existing ones are left as they are)."""
     names = sorted(topics(settings.topic_prefix)) + list(extra or [])
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="sentencify-admin",
-                             **kafka_security(settings))
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="sentencify-admin", **kafka_security(settings)
+    )
     created = []
     try:
         # One request per topic: a single existing topic must not fail the others.

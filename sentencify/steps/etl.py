@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymongo import DeleteMany, InsertOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
@@ -33,12 +33,39 @@ EXAMPLES = "training_examples"
 REJECTS = "etl_rejects"
 F = "document_context_cache"
 
-_A_FIELDS = ["insert_id", "recommend_session_id", "created_at", "user_id", "doc_id", "context_hash", "reco_category_input",
-             "reco_options", "P_vec", "P_rule", "P_doc", "doc_maturity_score", "applied_weight_doc"]
-_B_FIELDS = ["insert_id", "recommend_session_id", "source_recommend_event_id", "created_at", "target_category",
-             "target_intensity", "target_language"]
-_C_FIELDS = ["insert_id", "recommend_session_id", "source_recommend_event_id", "created_at", "was_accepted",
-             "selected_option_index", "correction_history_id"]
+_A_FIELDS = [
+    "insert_id",
+    "recommend_session_id",
+    "created_at",
+    "user_id",
+    "doc_id",
+    "context_hash",
+    "reco_category_input",
+    "reco_options",
+    "P_vec",
+    "P_rule",
+    "P_doc",
+    "doc_maturity_score",
+    "applied_weight_doc",
+]
+_B_FIELDS = [
+    "insert_id",
+    "recommend_session_id",
+    "source_recommend_event_id",
+    "created_at",
+    "target_category",
+    "target_intensity",
+    "target_language",
+]
+_C_FIELDS = [
+    "insert_id",
+    "recommend_session_id",
+    "source_recommend_event_id",
+    "created_at",
+    "was_accepted",
+    "selected_option_index",
+    "correction_history_id",
+]
 _D_FIELDS = ["field", "intensity", "user_prompt", "selected_index"]
 _E_FIELDS = ["embedding_v1", "embedding_version"]
 _F_FIELDS = ["doc_id", "last_updated", "valid_until", "macro_category_hint"]
@@ -56,8 +83,14 @@ class EtlResult:
     written: int = 0  # examples and rejects that changed (the rest were already as computed)
 
     def summary(self) -> dict:
-        return {"window": str(self.window), "touched_sessions": self.touched, "examples": dict(self.flags),
-                "low_reasons": dict(self.reasons), "rejects": dict(self.rejects), "written": self.written}
+        return {
+            "window": str(self.window),
+            "touched_sessions": self.touched,
+            "examples": dict(self.flags),
+            "low_reasons": dict(self.reasons),
+            "rejects": dict(self.rejects),
+            "written": self.written,
+        }
 
 
 def _group(docs: Iterable[dict], key: str = "recommend_session_id") -> dict[str, list[dict]]:
@@ -67,9 +100,15 @@ def _group(docs: Iterable[dict], key: str = "recommend_session_id") -> dict[str,
     return out
 
 
-def join(a_by: dict[str, list[dict]], b_by: dict[str, list[dict]], c_by: dict[str, list[dict]],
-         e_by_hash: dict[str, dict], d_by_id: dict[str, dict], f_by_doc: dict[str, list[dict]],
-         sessions: Iterable[str]) -> tuple[list[JoinedSession], Orphans]:
+def join(
+    a_by: dict[str, list[dict]],
+    b_by: dict[str, list[dict]],
+    c_by: dict[str, list[dict]],
+    e_by_hash: dict[str, dict],
+    d_by_id: dict[str, dict],
+    f_by_doc: dict[str, list[dict]],
+    sessions: Iterable[str],
+) -> tuple[list[JoinedSession], Orphans]:
     """Pure: the records of `sessions`, grouped -> one JoinedSession per session with an A, and the orphans."""
     joined: list[JoinedSession] = []
     orphans: Orphans = {}
@@ -83,9 +122,18 @@ def join(a_by: dict[str, list[dict]], b_by: dict[str, list[dict]], c_by: dict[st
         e = e_by_hash.get(a["context_hash"])
         f = examples.in_force(f_by_doc.get(a["doc_id"], []), a["created_at"])
         d = [d_by_id[x["correction_history_id"]] for x in c if x.get("correction_history_id") in d_by_id]
-        joined.append(JoinedSession(
-            _id=s, a=a, a_ids=sorted({x["insert_id"] for x in a_all}), b=b, c=c, d=d, e=[e] if e else [],
-            f=[{"_id": f["_id"], "macro_category_hint": f.get("macro_category_hint")}] if f else []))
+        joined.append(
+            JoinedSession(
+                _id=s,
+                a=a,
+                a_ids=sorted({x["insert_id"] for x in a_all}),
+                b=b,
+                c=c,
+                d=d,
+                e=[e] if e else [],
+                f=[{"_id": f["_id"], "macro_category_hint": f.get("macro_category_hint")}] if f else [],
+            )
+        )
     return joined, orphans
 
 
@@ -136,11 +184,12 @@ def build_window(db: Database, session_ids: set[str], rules: examples.Rules, now
 MAX_SESSIONS_PER_TRANSACTION = 20_000
 
 
-def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, now: datetime | None = None,
-            full: bool = False) -> EtlResult:
+def run_etl(
+    db: Database, window: Window, rules: examples.Rules | None = None, now: datetime | None = None, full: bool = False
+) -> EtlResult:
     """`full`: rebuild every session (one scan per collection), not just the window's."""
     rules = rules or examples.Rules()
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if full:
         joined, orphans = scan_all(db)
         by_session = {j["_id"]: j for j in joined}
@@ -152,8 +201,9 @@ def run_etl(db: Database, window: Window, rules: examples.Rules | None = None, n
     parts = list(chunks(sessions, MAX_SESSIONS_PER_TRANSACTION)) or [[]]
     for part in parts:
         if full:
-            built, rejected = decide([by_session[s] for s in part if s in by_session],
-                                     {s: orphans[s] for s in part if s in orphans}, rules, now)
+            built, rejected = decide(
+                [by_session[s] for s in part if s in by_session], {s: orphans[s] for s in part if s in orphans}, rules, now
+            )
         else:
             built, rejected = build_window(db, set(part), rules, now)
         for ex in built:
@@ -184,15 +234,19 @@ class Existing:
     rejects: dict[str, dict]
 
     @classmethod
-    def fetch(cls, db: Database, sessions: list[str]) -> "Existing":
-        return cls({d["_id"]: d for d in find_in(db[EXAMPLES], "_id", sessions)},
-                   {d["_id"]: d for d in find_in(db[REJECTS], "_id", sessions)})
+    def fetch(cls, db: Database, sessions: list[str]) -> Existing:
+        return cls(
+            {d["_id"]: d for d in find_in(db[EXAMPLES], "_id", sessions)},
+            {d["_id"]: d for d in find_in(db[REJECTS], "_id", sessions)},
+        )
 
     @classmethod
-    def scan(cls, db: Database) -> "Existing":
+    def scan(cls, db: Database) -> Existing:
         """All of them, read once (a full rebuild)."""
-        return cls({d["_id"]: d for d in db[EXAMPLES].find({}, batch_size=5000)},
-                   {d["_id"]: d for d in db[REJECTS].find({}, batch_size=5000)})
+        return cls(
+            {d["_id"]: d for d in db[EXAMPLES].find({}, batch_size=5000)},
+            {d["_id"]: d for d in db[REJECTS].find({}, batch_size=5000)},
+        )
 
 
 def _ops(built: list[examples.Example], rejected: list[examples.Reject], existing: Existing) -> dict[str, list]:
@@ -217,8 +271,11 @@ def _ops(built: list[examples.Example], rejected: list[examples.Reject], existin
         if old is None:
             reject_ops.append(InsertOne(rej.doc))
         elif not _same(old, rej.doc):  # detected_at keeps the first detection
-            reject_ops.append(UpdateOne({"_id": rej.doc["_id"]},
-                                        {"$set": {k: v for k, v in rej.doc.items() if k not in ("_id", "detected_at")}}))
+            reject_ops.append(
+                UpdateOne(
+                    {"_id": rej.doc["_id"]}, {"$set": {k: v for k, v in rej.doc.items() if k not in ("_id", "detected_at")}}
+                )
+            )
     cleared = sorted(built_ids & set(old_rej))  # an orphan whose A arrived, a contradiction resolved
     if cleared:
         reject_ops.append(DeleteMany({"_id": {"$in": cleared}}))

@@ -86,23 +86,32 @@ def pick(session: JoinedSession) -> Picked:
     d = None
     if c is not None and c.get("correction_history_id"):
         d = next((x for x in session.get("d") or [] if x["_id"] == c["correction_history_id"]), None)
-    return Picked(a, b, c, d, (session.get("e") or [None])[0], (session.get("f") or [None])[0],
-                  mismatched=len(b_ok) < len(b_all) or len(c_ok) < len(c_all))
+    return Picked(
+        a,
+        b,
+        c,
+        d,
+        (session.get("e") or [None])[0],
+        (session.get("f") or [None])[0],
+        mismatched=len(b_ok) < len(b_all) or len(c_ok) < len(c_all),
+    )
 
 
 def contradiction(session_id: str, p: Picked, now: datetime) -> Reject | None:
     """`outcome_contradiction`: not accepted, yet its ground truth has a selection -> no example."""
     if p.c is None or p.c["was_accepted"] or p.d is None or p.d.get("selected_index") is None:
         return None
-    return Reject({
-        "_id": session_id,
-        "recommend_session_id": session_id,
-        "reason": "outcome_contradiction",
-        "insert_ids": sorted([p.a["insert_id"], p.c["insert_id"]]),
-        "correction_history_id": p.d["_id"],
-        "source_recommend_event_id": p.a["insert_id"],
-        "detected_at": now,
-    })
+    return Reject(
+        {
+            "_id": session_id,
+            "recommend_session_id": session_id,
+            "reason": "outcome_contradiction",
+            "insert_ids": sorted([p.a["insert_id"], p.c["insert_id"]]),
+            "correction_history_id": p.d["_id"],
+            "source_recommend_event_id": p.a["insert_id"],
+            "detected_at": now,
+        }
+    )
 
 
 def check(session: JoinedSession, p: Picked, rules: Rules) -> list[str]:
@@ -191,15 +200,17 @@ def document(session_id: str, p: Picked, reasons: list[str], now: datetime) -> d
 
 def orphan(session_id: str, b: list[dict], c: list[dict], now: datetime) -> Reject:
     """B or C records whose session has no A (yet)."""
-    return Reject({
-        "_id": session_id,
-        "recommend_session_id": session_id,
-        "reason": "orphan",
-        "insert_ids": _ids(b) + _ids(c),
-        "correction_history_id": None,
-        "source_recommend_event_id": next((r.get("source_recommend_event_id") for r in b + c), None),
-        "detected_at": now,
-    })
+    return Reject(
+        {
+            "_id": session_id,
+            "recommend_session_id": session_id,
+            "reason": "orphan",
+            "insert_ids": _ids(b) + _ids(c),
+            "correction_history_id": None,
+            "source_recommend_event_id": next((r.get("source_recommend_event_id") for r in b + c), None),
+            "detected_at": now,
+        }
+    )
 
 
 def _first(*values):

@@ -35,8 +35,7 @@ class LeaseTimeout(RuntimeError):
 class StepLease:
     """Delivery: while held, no other run of the step holds it; `check()` raises once it is lost."""
 
-    def __init__(self, db: Database, step: str, *, ttl_s: float = 60.0, wait_s: float = 3 * 3600.0,
-                 poll_s: float = 0.5) -> None:
+    def __init__(self, db: Database, step: str, *, ttl_s: float = 60.0, wait_s: float = 3 * 3600.0, poll_s: float = 0.5) -> None:
         self.db, self.step = db, step
         self.ttl = timedelta(seconds=ttl_s)
         self.wait_s, self.poll_s = wait_s, poll_s
@@ -45,13 +44,15 @@ class StepLease:
         self._done = threading.Event()
         self._renewer: threading.Thread | None = None
 
-    def __enter__(self) -> "StepLease":
+    def __enter__(self) -> StepLease:
         deadline = time.monotonic() + self.wait_s
         waiting_logged = False
         while not self._try_acquire():
             if time.monotonic() > deadline:
-                raise LeaseTimeout(f"another run of step {self.step!r} held its lease for over {self.wait_s:.0f}s "
-                                   f"({self.current()}); it is still working or died less than a lease ago")
+                raise LeaseTimeout(
+                    f"another run of step {self.step!r} held its lease for over {self.wait_s:.0f}s "
+                    f"({self.current()}); it is still working or died less than a lease ago"
+                )
             if not waiting_logged:
                 log.info("waiting for another run of the step", extra={"fields": {"step": self.step, "holder": self.current()}})
                 waiting_logged = True
@@ -68,8 +69,10 @@ class StepLease:
 
     def check(self) -> None:
         if self._lost.is_set():
-            raise LeaseLost(f"the lease of step {self.step!r} was lost (this run stalled for over "
-                            f"{self.ttl.total_seconds():.0f}s); nothing more is published, the retry redoes it")
+            raise LeaseLost(
+                f"the lease of step {self.step!r} was lost (this run stalled for over "
+                f"{self.ttl.total_seconds():.0f}s); nothing more is published, the retry redoes it"
+            )
 
     def current(self) -> str:
         doc = self.db[LEASES].find_one({"_id": self.step}) or {}

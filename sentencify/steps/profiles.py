@@ -10,14 +10,14 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymongo import ReplaceOne
 from pymongo.database import Database
 
+from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
-from sentencify.mongo import find_in
 from sentencify.steps.examples import earliest, latest
 from sentencify.steps.publish import publish
 from sentencify.steps.touched import A, B, C, E, chunks, touched_sessions
@@ -66,7 +66,7 @@ def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
     # An accepted session without an A of this user is an orphan: not part of the rate.
     accepted_with_a = [s for s in accepted if s in rec.a_sessions]
     embeddings = [rec.embedding[s] for s in accepted if rec.embedding.get(s)]
-    mean = [sum(column) / len(embeddings) for column in zip(*embeddings)] if embeddings else []
+    mean = [sum(column) / len(embeddings) for column in zip(*embeddings, strict=False)] if embeddings else []
     return {
         "_id": user_id,
         "user_id": user_id,
@@ -84,15 +84,26 @@ def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
 
 def touched_users(db: Database, window: Window) -> set[str]:
     sessions = sorted(touched_sessions(db, window))
-    return {doc["user_id"] for collection in (A, B, C)
-            for doc in find_in(db[collection], "recommend_session_id", sessions, {"user_id": 1}) if doc.get("user_id")}
+    return {
+        doc["user_id"]
+        for collection in (A, B, C)
+        for doc in find_in(db[collection], "recommend_session_id", sessions, {"user_id": 1})
+        if doc.get("user_id")
+    }
 
 
 def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
     """One query per collection for a chunk of users."""
     recs = {u: UserRecords([], [], set(), {}, {}, {}) for u in user_ids}
-    b_fields = {"user_id": 1, "recommend_session_id": 1, "created_at": 1, "insert_id": 1,
-                "target_category": 1, "target_intensity": 1, "target_language": 1}
+    b_fields = {
+        "user_id": 1,
+        "recommend_session_id": 1,
+        "created_at": 1,
+        "insert_id": 1,
+        "target_category": 1,
+        "target_intensity": 1,
+        "target_language": 1,
+    }
     for b in find_in(db[B], "user_id", user_ids, b_fields):
         recs[b["user_id"]].b.append(b)
     for c in find_in(db[C], "user_id", user_ids, {"user_id": 1, "recommend_session_id": 1, "was_accepted": 1}):
@@ -107,8 +118,12 @@ def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
         runs.setdefault(b["recommend_session_id"], []).append(b)
     latest_b.update({s: latest(bs) for s, bs in runs.items()})  # the ETL's rule for "the session's latest B"
     shown: dict[str, list[dict]] = {}
-    for a in find_in(db[A], "recommend_session_id", accepted,
-                     {"recommend_session_id": 1, "created_at": 1, "insert_id": 1, "reco_category_input": 1, "context_hash": 1}):
+    for a in find_in(
+        db[A],
+        "recommend_session_id",
+        accepted,
+        {"recommend_session_id": 1, "created_at": 1, "insert_id": 1, "reco_category_input": 1, "context_hash": 1},
+    ):
         shown.setdefault(a["recommend_session_id"], []).append(a)
     for s, a_all in shown.items():  # the ETL's rule for "the session's A": the earliest
         first = earliest(a_all)
@@ -129,7 +144,7 @@ def redis_value(profile: dict) -> str:
 
 
 def run_profile(db: Database, redis_client, window: Window, now: datetime | None = None) -> dict:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     users = sorted(touched_users(db, window))
     profiles: list[dict] = []
     for part in chunks(users, 1000):

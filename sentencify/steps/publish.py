@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymongo import ReplaceOne
 from pymongo.database import Database
@@ -32,7 +32,7 @@ def run_record(step: str, window: Window, summary: dict, started_at: datetime) -
         "window_start": window.start,
         "window_end": window.end,
         "started_at": started_at,
-        "finished_at": datetime.now(timezone.utc),
+        "finished_at": datetime.now(UTC),
         "summary": summary,
     }
 
@@ -59,7 +59,6 @@ def publish(db: Database, ops_by_collection: dict[str, list]) -> None:
         for collection, batch in ops.items():
             db[collection].bulk_write(batch, ordered=True)
         return
-    with client.start_session() as session:
-        with session.start_transaction():
-            for collection, batch in ops.items():
-                db[collection].bulk_write(batch, ordered=True, session=session)
+    with client.start_session() as session, session.start_transaction():
+        for collection, batch in ops.items():
+            db[collection].bulk_write(batch, ordered=True, session=session)

@@ -36,7 +36,7 @@ class Stores:
     analytics: Callable[[], Any]  # a psycopg2 connection
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Stores":
+    def from_settings(cls, settings: Settings) -> Stores:
         def redis_client():
             import redis
 
@@ -82,22 +82,35 @@ def _etl(db: Database, plan: progress.Plan, settings: Settings, full: bool, open
 
 
 def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
+    from sentencify.steps.freshness import REDIS_MARKER
     from sentencify.steps.profiles import run_profile
 
-    return run_profile(db, open_("redis"), plan.scan)
+    r = open_("redis")
+    summary = run_profile(db, r, plan.scan)
+    r.set(REDIS_MARKER, plan.safe_until.isoformat())  # Redis's own freshness, next to the profiles
+    return summary
 
 
 def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
     from sentencify.steps.vectors import run_vectors
 
-    return run_vectors(db, open_("qdrant"), plan.scan, collection=settings.qdrant_collection,
-                       dim=settings.embedding_dim, threshold=settings.vector_real_threshold, full=full)
+    return run_vectors(
+        db,
+        open_("qdrant"),
+        plan.scan,
+        collection=settings.qdrant_collection,
+        dim=settings.embedding_dim,
+        threshold=settings.vector_real_threshold,
+        full=full,
+    )
 
 
 def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
     from sentencify.steps.views import run_views
 
-    return run_views(db, open_("analytics"), plan.scan, redis_client=open_("redis"), label=plan.window)
+    return run_views(
+        db, open_("analytics"), plan.scan, redis_client=open_("redis"), label=plan.window, safe_until=plan.safe_until
+    )
 
 
 @dataclass(frozen=True)
@@ -112,17 +125,19 @@ class Step:
 
 
 # The one list of steps, in chain order: the CLI, the demo, the runner and the operators read it.
-REGISTRY: dict[str, Step] = {s.name: s for s in (
-    Step("etl", _etl, "raw logs -> training examples (H) and rejects"),
-    Step("profile", _profile, "raw B and C -> user profiles (G), MongoDB and Redis"),
-    Step("vectors", _vectors, "high examples -> Qdrant real points; synthetic points retire"),
-    Step("views", _views, "MongoDB aggregates -> the analytics PostgreSQL views"),
-)}
+REGISTRY: dict[str, Step] = {
+    s.name: s
+    for s in (
+        Step("etl", _etl, "raw logs -> training examples (H) and rejects"),
+        Step("profile", _profile, "raw B and C -> user profiles (G), MongoDB and Redis"),
+        Step("vectors", _vectors, "high examples -> Qdrant real points; synthetic points retire"),
+        Step("views", _views, "MongoDB aggregates -> the analytics PostgreSQL views"),
+    )
+}
 STEPS = tuple(REGISTRY)
 
 
-def run_step(step: str, window: Window, settings: Settings, *, full: bool = False, db=None,
-             stores: Stores | None = None) -> dict:
+def run_step(step: str, window: Window, settings: Settings, *, full: bool = False, db=None, stores: Stores | None = None) -> dict:
     """`db` and `stores` let a caller (the Airflow operators, with their hooks) pass its own clients;
     by default they are made from the settings."""
     if step not in REGISTRY:
@@ -135,8 +150,10 @@ def run_step(step: str, window: Window, settings: Settings, *, full: bool = Fals
             started_at = datetime.now(UTC)
             plan = progress.plan(db, step, window, look_back=progress.lookback(settings.clock_skew_s), now=started_at)
             if plan.scan != window:
-                log.info("also reading what earlier runs could not see",
-                         extra={"fields": {"step": step, "window": str(window), "reads": str(plan.scan)}})
+                log.info(
+                    "also reading what earlier runs could not see",
+                    extra={"fields": {"step": step, "window": str(window), "reads": str(plan.scan)}},
+                )
             opened = _Opened(stores or Stores.from_settings(settings))
             try:
                 summary = REGISTRY[step].run(db, plan, settings, full, opened)

@@ -23,7 +23,7 @@ def _distinct(db: Database, collection: str, field: str, match: dict) -> set:
 def chunks(values, size: int = _CHUNK) -> Iterator[list]:
     values = list(values)
     for i in range(0, len(values), size):
-        yield values[i:i + size]
+        yield values[i : i + size]
 
 
 def touched_sessions(db: Database, window: Window) -> set[str]:

@@ -23,15 +23,26 @@ from sentencify.window import Window
 log = logging.getLogger("sentencify.vectors")
 
 UPSERT_BATCH = 1024  # fewer, larger upserts: most of a local-mode upsert is per call
-_FIELDS = {"context_embedding": 1, "embedding_version": 1, "consistency_flag": 1, "recommend_session_id": 1,
-           "user_id": 1, "doc_id": 1, "final_category": 1, "final_intensity": 1, "executed_target_language": 1,
-           "was_accepted": 1, "created_at": 1}
+_FIELDS = {
+    "context_embedding": 1,
+    "embedding_version": 1,
+    "consistency_flag": 1,
+    "recommend_session_id": 1,
+    "user_id": 1,
+    "doc_id": 1,
+    "final_category": 1,
+    "final_intensity": 1,
+    "executed_target_language": 1,
+    "was_accepted": 1,
+    "created_at": 1,
+}
 
 
 def wanted(example: dict, dim: int) -> bool:
     embedding = example.get("context_embedding") or []
-    return (example.get("consistency_flag") == "high" and len(embedding) == dim
-            and (example.get("embedding_version") or "v1") == "v1")
+    return (
+        example.get("consistency_flag") == "high" and len(embedding) == dim and (example.get("embedding_version") or "v1") == "v1"
+    )
 
 
 def point(example: dict) -> models.PointStruct:
@@ -61,7 +72,7 @@ def sync_sessions(db: Database, qc: QdrantClient, collection: str, dim: int, ses
         keep = [point(found[s]) for s in part if s in found and wanted(found[s], dim)]
         drop = [vectorstore.point_id(s) for s in part if not (s in found and wanted(found[s], dim))]
         for i in range(0, len(keep), UPSERT_BATCH):
-            qc.upsert(collection, points=keep[i:i + UPSERT_BATCH], wait=True)
+            qc.upsert(collection, points=keep[i : i + UPSERT_BATCH], wait=True)
         if drop:
             qc.delete(collection, points_selector=models.PointIdsList(points=drop), wait=True)
         upserted += len(keep)
@@ -75,7 +86,11 @@ def retire_synthetic(qc: QdrantClient, collection: str, threshold: int) -> dict[
     real = {c: counted.get(c, 0) for c in CATEGORIES}
     for category, n in real.items():
         if n >= threshold:
-            qc.delete(collection, points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)), wait=True)
+            qc.delete(
+                collection,
+                points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)),
+                wait=True,
+            )
     return real
 
 
@@ -88,8 +103,14 @@ def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list
     stale, offset = [], None
     while True:
         # Large pages: local mode evaluates the filter over the whole collection once per page.
-        points, offset = qc.scroll(collection, scroll_filter=vectorstore.source_filter("real"), limit=10_000,
-                                   offset=offset, with_payload=False, with_vectors=False)
+        points, offset = qc.scroll(
+            collection,
+            scroll_filter=vectorstore.source_filter("real"),
+            limit=10_000,
+            offset=offset,
+            with_payload=False,
+            with_vectors=False,
+        )
         stale += [str(p.id) for p in points if str(p.id) not in keep]
         if offset is None:
             return stale
@@ -109,7 +130,7 @@ def _point_batches(db: Database, dim: int, out: queue.Queue, keep: set) -> None:
         if batch:
             out.put(batch)
         out.put(None)
-    except BaseException as exc:  # handed to the upserting thread, which re-raises it
+    except BaseException as exc:  # noqa: BLE001 (handed to the upserting thread, which re-raises it)
         out.put(exc)
 
 
@@ -132,8 +153,9 @@ def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> tuple
     return len(keep), upserted, len(stale)
 
 
-def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: str, dim: int, threshold: int,
-                full: bool = False) -> dict:
+def run_vectors(
+    db: Database, qc: QdrantClient, window: Window, *, collection: str, dim: int, threshold: int, full: bool = False
+) -> dict:
     vectorstore.ensure_collection(qc, collection, dim)
     if full:
         sessions, upserted, deleted = sync_all(db, qc, collection, dim)
@@ -143,8 +165,13 @@ def run_vectors(db: Database, qc: QdrantClient, window: Window, *, collection: s
         sessions = len(touched)
     real = retire_synthetic(qc, collection, threshold)
     summary = {
-        "window": str(window), "full": full, "sessions": sessions, "upserted": upserted, "deleted": deleted,
-        "real_points": real, "synthetic_points": _synthetic(qc, collection),
+        "window": str(window),
+        "full": full,
+        "sessions": sessions,
+        "upserted": upserted,
+        "deleted": deleted,
+        "real_points": real,
+        "synthetic_points": _synthetic(qc, collection),
     }
     log.info("vectors done", extra={"fields": summary})
     return summary

@@ -7,7 +7,7 @@ Per run, in one PostgreSQL transaction:
   replaces those hours' rows, so any set of windows, in any order, counts each record once: in
   the row of the hour it was ingested;
 - entity facts (examples, sessions, users) are upserted for the sessions the window touched;
-- the pipeline-run log is copied whole (it is small).
+- the pipeline-run log is copied whole (it is small), and each stage's freshness is measured.
 The SQL in `sql_views/` (tables, views, grants) is applied first; it is idempotent.
 """
 
@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pymongo.database import Database
 
 from sentencify.mongo import find_in
 from sentencify.settings import PROJECT_ROOT
+from sentencify.steps import freshness
 from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.profiles import PROFILES
 from sentencify.steps.publish import RUNS, run_id
@@ -79,10 +80,12 @@ def hour_facts(db: Database, hours: Window) -> dict[str, list[tuple]]:
         (floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), d.get("reco_category_input") or "(none)")
         for d in db[A].find(in_hours, {**fields, "reco_category_input": 1})
     )
-    latency = [(floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), float(d["latency_ms"]))
-               for d in db[I].find(in_hours, {**fields, "latency_ms": 1})]
+    latency = [
+        (floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), float(d["latency_ms"]))
+        for d in db[I].find(in_hours, {**fields, "latency_ms": 1})
+    ]
     dead = Counter(
-        (floor_hour(d["ingested_at"]), d["failed_at"].astimezone(timezone.utc).date(), d["topic"], d["reason"])
+        (floor_hour(d["ingested_at"]), d["failed_at"].astimezone(UTC).date(), d["topic"], d["reason"])
         for d in db[DEAD_LETTERS].find(in_hours, {"ingested_at": 1, "failed_at": 1, "topic": 1, "reason": 1})
     )
     names = ("recommendations", "contexts", "paraphrase_runs", "selections", "accepted")
@@ -98,17 +101,32 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
     """Examples, sessions (funnel) and users of the touched sessions, as they stand now."""
     examples, gone, funnel, users = [], [], [], {}
     for part in chunks(sessions):
-        found = {e["_id"]: e for e in find_in(db[EXAMPLES], "_id", part, {"created_at": 1, "consistency_flag": 1, "consistency_reasons": 1})}
+        found = {
+            e["_id"]: e
+            for e in find_in(
+                db[EXAMPLES], "_id", part, {"created_at": 1, "consistency_flag": 1, "consistency_reasons": 1, "final_category": 1}
+            )
+        }
         for s in part:
             e = found.get(s)
             if e is None:
                 gone.append(s)
             else:
-                examples.append((s, floor_hour(e["created_at"]), e["consistency_flag"], list(e.get("consistency_reasons") or [])))
+                examples.append(
+                    (
+                        s,
+                        floor_hour(e["created_at"]),
+                        e["consistency_flag"],
+                        list(e.get("consistency_reasons") or []),
+                        e.get("final_category"),
+                    )
+                )
         has: dict[str, dict[str, bool]] = {s: {"a": False, "b": False, "c": False, "accepted": False} for s in part}
         session_users: set[str] = set()
         for collection, key in ((A, "a"), (B, "b"), (C, "c")):
-            for d in find_in(db[collection], "recommend_session_id", part, {"recommend_session_id": 1, "user_id": 1, "was_accepted": 1}):
+            for d in find_in(
+                db[collection], "recommend_session_id", part, {"recommend_session_id": 1, "user_id": 1, "was_accepted": 1}
+            ):
                 flags = has[d["recommend_session_id"]]
                 flags[key] = True
                 flags["accepted"] |= key == "c" and d.get("was_accepted") is True
@@ -148,9 +166,9 @@ def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
     out = []
     if redis_client is None:
         return out
-    oldest = (now or datetime.now(timezone.utc)) - LAG_REPORTS_KEPT
+    oldest = (now or datetime.now(UTC)) - LAG_REPORTS_KEPT
     for key in redis_client.scan_iter(match=LAG_KEY_PREFIX + "*", count=100):
-        group = key.decode()[len(LAG_KEY_PREFIX):]
+        group = key.decode()[len(LAG_KEY_PREFIX) :]
         for partition, raw in redis_client.hgetall(key).items():
             s = json.loads(raw)
             if datetime.fromisoformat(s["reported_at"]) >= oldest:
@@ -158,47 +176,75 @@ def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
     return out
 
 
-def run_views(db: Database, conn, window: Window, redis_client=None, label: Window | None = None) -> dict:
+def run_views(
+    db: Database, conn, window: Window, redis_client=None, label: Window | None = None, safe_until: datetime | None = None
+) -> dict:
     """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it); `window`: what
-    to read; `label`: the hour the run stands for, in the pipeline-state table (default: `window`)."""
+    to read; `label`: the hour the run stands for, in the pipeline-state table (default: `window`);
+    `safe_until`: the progress this run will record (the views' own freshness)."""
     label = label or window
     hours = whole_hours(window)
     facts = hour_facts(db, hours)
     sessions = sorted(touched_sessions(db, window))
     entities = entity_facts(db, sessions)
-    runs = [(r["step"], r["window_start"], r["window_end"], r["finished_at"], json.dumps(r.get("summary") or {}, default=str))
-            for r in db[RUNS].find({"_id": {"$ne": run_id("views", label)}})]
+    runs = [
+        (r["step"], r["window_start"], r["window_end"], r["finished_at"], json.dumps(r.get("summary") or {}, default=str))
+        for r in db[RUNS].find({"_id": {"$ne": run_id("views", label)}})
+    ]
     # This run too, so the dashboard's pipeline state includes the step that wrote it.
-    runs.append(("views", label.start, label.end, datetime.now(timezone.utc), json.dumps({"sessions": len(sessions)})))
+    runs.append(("views", label.start, label.end, datetime.now(UTC), json.dumps({"sessions": len(sessions)})))
     consumers = consumer_state(redis_client)
     lags = consumer_lag(redis_client)
+    fresh = freshness.measure(db, redis_client, safe_until, datetime.now(UTC))
     with conn:  # one transaction: readers see the old window's rows or the new ones
         applied = apply_sql(conn)
         with conn.cursor() as cur:
             for table in ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_letters"):
-                cur.execute(f"delete from sentencify.{table} where window_start >= %s and window_start < %s",
-                            (hours.start, hours.end))
+                cur.execute(
+                    f"delete from sentencify.{table} where window_start >= %s and window_start < %s", (hours.start, hours.end)
+                )
             insert_rows(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
             insert_rows(cur, "insert into sentencify.fact_categories values %s", facts["categories"])
             insert_rows(cur, "insert into sentencify.fact_latency values %s", facts["latency"])
             insert_rows(cur, "insert into sentencify.fact_dead_letters values %s", facts["dead_letters"])
-            insert_rows(cur, """insert into sentencify.fact_examples values %s on conflict (example_id) do update set
-                created_hour = excluded.created_hour, consistency_flag = excluded.consistency_flag, reasons = excluded.reasons""",
-                           entities["examples"])
+            insert_rows(
+                cur,
+                """insert into sentencify.fact_examples (example_id, created_hour, consistency_flag, reasons, category)
+                values %s on conflict (example_id) do update set created_hour = excluded.created_hour,
+                consistency_flag = excluded.consistency_flag, reasons = excluded.reasons, category = excluded.category""",
+                entities["examples"],
+            )
             if entities["gone"]:
                 cur.execute("delete from sentencify.fact_examples where example_id = any(%s)", (entities["gone"],))
-            insert_rows(cur, """insert into sentencify.fact_sessions values %s on conflict (session_id) do update set
+            insert_rows(
+                cur,
+                """insert into sentencify.fact_sessions values %s on conflict (session_id) do update set
                 has_a = excluded.has_a, has_b = excluded.has_b, has_c = excluded.has_c, accepted = excluded.accepted""",
-                           entities["sessions"])
-            insert_rows(cur, """insert into sentencify.fact_users values %s on conflict (user_id) do update set
-                has_a = excluded.has_a, has_profile = excluded.has_profile""", entities["users"])
+                entities["sessions"],
+            )
+            insert_rows(
+                cur,
+                """insert into sentencify.fact_users values %s on conflict (user_id) do update set
+                has_a = excluded.has_a, has_profile = excluded.has_profile""",
+                entities["users"],
+            )
             cur.execute("delete from sentencify.pipeline_runs")
             insert_rows(cur, "insert into sentencify.pipeline_runs values %s", runs)
             cur.execute("delete from sentencify.consumer_state")
             insert_rows(cur, "insert into sentencify.consumer_state values %s", consumers)
             cur.execute("delete from sentencify.consumer_partition_lag")
             insert_rows(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
-    summary = {"window": str(window), "hours": str(hours), "sql": applied, "sessions": len(sessions), "traffic_hours": len(facts["traffic"]),
-               "latencies": len(facts["latency"]), "examples": len(entities["examples"]), "users": len(entities["users"])}
+            cur.execute("delete from sentencify.freshness")
+            insert_rows(cur, "insert into sentencify.freshness values %s", fresh)
+    summary = {
+        "window": str(window),
+        "hours": str(hours),
+        "sql": applied,
+        "sessions": len(sessions),
+        "traffic_hours": len(facts["traffic"]),
+        "latencies": len(facts["latency"]),
+        "examples": len(entities["examples"]),
+        "users": len(entities["users"]),
+    }
     log.info("views done", extra={"fields": summary})
     return summary

@@ -1,0 +1,46 @@
+"""How fresh each stage of the platform is: the newest data each one reflects (for `v_freshness`).
+
+- raw logs: the newest `ingested_at` of the seven log collections (one index seek each);
+- training examples, profiles (MongoDB), real Qdrant points, views: their step's progress
+  (`safe_until`): everything ingested before it is reflected there;
+- profiles in Redis: the progress the profile step wrote into Redis itself next to the profiles,
+  so a Redis that was emptied or missed a run shows as stale on its own.
+A stalled chain shows as a growing gap between the raw logs and the stages after them; a quiet
+hour does not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pymongo import DESCENDING
+from pymongo.database import Database
+
+from sentencify.schemas import EVENT_TYPES
+from sentencify.steps import progress
+
+REDIS_MARKER = "sentencify:freshness:user_profile"  # the profile step's safe_until, ISO-8601
+STAGES = ("raw_logs", "training_examples", "user_profile", "redis_profiles", "qdrant_points", "views")
+
+
+def newest_ingested(db: Database) -> datetime | None:
+    newest = None
+    for et in EVENT_TYPES:
+        doc = db[et.name].find_one({}, {"ingested_at": 1}, sort=[("ingested_at", DESCENDING)])
+        if doc and doc.get("ingested_at") and (newest is None or doc["ingested_at"] > newest):
+            newest = doc["ingested_at"]
+    return newest
+
+
+def measure(db: Database, redis_client, views_safe_until: datetime | None, now: datetime) -> list[tuple]:
+    """Rows (stage, order, newest, measured_at) for the `freshness` table."""
+    marker = redis_client.get(REDIS_MARKER) if redis_client is not None else None
+    newest = {
+        "raw_logs": newest_ingested(db),
+        "training_examples": progress.safe_until(db, "etl"),
+        "user_profile": progress.safe_until(db, "profile"),
+        "redis_profiles": datetime.fromisoformat(marker.decode()) if marker else None,
+        "qdrant_points": progress.safe_until(db, "vectors"),
+        "views": max(filter(None, [progress.safe_until(db, "views"), views_safe_until]), default=None),
+    }
+    return [(stage, n, None if newest[stage] == progress.EPOCH else newest[stage], now) for n, stage in enumerate(STAGES, 1)]

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproje
 SUPERSET_VENV := .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.installed-$(shell cat requirements-superset.txt | sha1sum | cut -c1-12)
 
-.PHONY: install test test-fast demo screenshots bench-ingest bench-chain stack-up stack-down stack-status lock schemas clean
+.PHONY: install lint test test-unit test-fast demo screenshots bench-ingest bench-chain stack-up stack-down stack-status lock schemas clean
 
 install: $(STAMP) $(SUPERSET_STAMP)
 
@@ -30,8 +30,17 @@ $(SUPERSET_STAMP): requirements-superset.txt
 	@$(SUPERSET_VENV)/bin/pip install -q -r requirements-superset.txt
 	@rm -f $(SUPERSET_VENV)/.installed-* && touch $@
 
+lint: install  ## ruff (lint and format), mypy, and no import cycles
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) scripts/check_import_cycles.py
+
 test: install  ## the whole suite against real local services (the fixtures start them)
 	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-unit: install  ## the unit tests only: no services, seconds
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)
 
 test-fast: install  ## everything but the slow fault-injection tests
 	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)

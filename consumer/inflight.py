@@ -21,7 +21,12 @@ log = logging.getLogger("sentencify.consumer")
 class Batch:
     collection: str
     items: list[Item]
-    future: Future | None = None
+    future: Future | None = None  # set while a writer has it
+
+    @property
+    def running(self) -> Future:
+        assert self.future is not None, "only a submitted batch has a future"
+        return self.future
 
 
 @dataclass
@@ -82,16 +87,16 @@ class InFlightWrites:
 
     def collect(self, timeout: float = 0.0) -> list[Written]:
         """Finished batches (waiting up to `timeout` for the first one); failed ones are queued for retry."""
-        if timeout > 0 and self._running and not any(b.future.done() for b in self._running):
-            wait([b.future for b in self._running], timeout=timeout, return_when="FIRST_COMPLETED")
+        if timeout > 0 and self._running and not any(b.running.done() for b in self._running):
+            wait([b.running for b in self._running], timeout=timeout, return_when="FIRST_COMPLETED")
         written: list[Written] = []
         still: deque[Batch] = deque()
         for batch in self._running:
-            if not batch.future.done():
+            if not batch.running.done():
                 still.append(batch)
                 continue
             try:
-                written.append(Written(batch.collection, batch.items, batch.future.result()))
+                written.append(Written(batch.collection, batch.items, batch.running.result()))
             except TransientWriteError as exc:
                 self._fail(batch, exc)
         self._running = still

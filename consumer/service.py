@@ -103,6 +103,16 @@ class IngestService:
         self.metrics_server: MetricsServer | None = None
         self.status = StatusPublisher(settings.redis_url if publish_status else None, self.group_id)
 
+    @property
+    def _w(self) -> WritePath:
+        assert self.path is not None, "the write path exists once run() has started"
+        return self.path
+
+    @property
+    def _kafka(self) -> KafkaConsumer:
+        assert self._consumer is not None, "the Kafka consumer exists once run() has started"
+        return self._consumer
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -192,7 +202,7 @@ class IngestService:
             for batch in self._poll().values():
                 for msg in batch:
                     self._handle(msg)
-            self.path.flush_due()
+            self._w.flush_due()
             self._collect()
             self._commit()
             self._refresh_lag()
@@ -202,7 +212,7 @@ class IngestService:
             if not self._assigned and time.monotonic() - started > NO_ASSIGNMENT_LIMIT_S and self.until_idle_s:
                 log.error("no partitions assigned: is the broker up and are the topics created? (`sentencify stack up`)")
                 return EXIT_NO_ASSIGNMENT
-        self.path.drain(time.monotonic() + self.settings.shutdown_timeout_s)
+        self._w.drain(time.monotonic() + self.settings.shutdown_timeout_s)
         self._commit()
         log.info("stopped", extra=kv(**self._summary()))
         return EXIT_OK
@@ -210,10 +220,10 @@ class IngestService:
     def _poll(self) -> dict:
         """One poll, sized so the records it returns fit in the memory bound; a broker-side failure is
         logged and retried (the partitions' positions do not move, so nothing is skipped)."""
-        room = max(0, self.settings.max_buffered_bytes - self.path.bytes())
+        room = max(0, self.settings.max_buffered_bytes - self._w.bytes())
         max_records = int(min(MAX_POLL_RECORDS, max(1, room // self._record_bytes)))
         try:
-            records = self._consumer.poll(timeout_ms=int(self._poll_wait() * 1000), max_records=max_records)
+            records = self._kafka.poll(timeout_ms=int(self._poll_wait() * 1000), max_records=max_records)
         except KafkaError as exc:
             log.error("fetch failed, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
             self.metrics.degraded["fetch"] = f"fetch failing: {type(exc).__name__}: {exc}"[:300]
@@ -229,7 +239,7 @@ class IngestService:
         Never zero: a poll(0) loop would hold the GIL and starve the writer threads.
         """
         now = time.monotonic()
-        writes, batcher = self.path.writes, self.path.batcher
+        writes, batcher = self._w.writes, self._w.batcher
         if writes.failing:
             return min(MAX_POLL_WAIT_S, max(MIN_POLL_WAIT_S, writes.retry_at - now))
         if batcher.due(now) and not writes.has_room():
@@ -254,7 +264,7 @@ class IngestService:
         except BadRecord as err:
             doc, collection = self._dead_letter(msg, position, err), DEAD_LETTERS
         self._observe(tp, bad=collection == DEAD_LETTERS)
-        self.path.add(collection, Item(doc, position, msg.key, msg.value))
+        self._w.add(collection, Item(doc, position, msg.key, msg.value))
         self._backpressure()
 
     def _dead_letter(self, msg, position: Position, err: BadRecord) -> dict:
@@ -287,12 +297,12 @@ class IngestService:
     # -- writing and backpressure --------------------------------------------------------------
 
     def _collect(self, timeout: float = 0.0) -> None:
-        self.path.collect(timeout)
+        self._w.collect(timeout)
         self._backpressure()
 
     def _backpressure(self) -> None:
         """Fetching pauses while MongoDB refuses writes or the buffer is over either bound; resumes below half."""
-        path, s = self.path, self.settings
+        path, s = self._w, self.settings
         if path.failing:
             self.metrics.degraded["mongodb"] = "MongoDB not taking writes; retrying with backoff, fetching paused"
             self._pause("MongoDB not taking writes")
@@ -306,15 +316,15 @@ class IngestService:
     # -- offsets -------------------------------------------------------------------------------
 
     def _commit(self, only=None) -> None:
-        offsets = self.path.tracker.committable(self._assigned if only is None else only)
+        offsets = self._w.tracker.committable(self._assigned if only is None else only)
         if not offsets or self._consumer is None:
             return
         try:
-            self._consumer.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
+            self._kafka.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
         except KafkaError as exc:  # e.g. a rebalance in flight; the records are re-read and are no-ops
             log.warning("commit failed", extra=kv(error=str(exc)[:300]))
             return
-        self.path.tracker.mark_committed(offsets)
+        self._w.tracker.mark_committed(offsets)
         self.metrics.inc("sentencify_consumer_commits_total")
 
     def _on_assigned(self, assigned) -> None:
@@ -323,13 +333,13 @@ class IngestService:
         self.metrics.set("sentencify_consumer_assigned_partitions", len(self._assigned))
         log.info("partitions assigned", extra=kv(partitions=sorted(f"{t}[{p}]" for t, p in self._assigned)))
         if self._paused:
-            self._consumer.pause(*assigned)
+            self._kafka.pause(*assigned)
 
     def _on_revoked(self, revoked) -> None:
         gone = {(tp.topic, tp.partition) for tp in revoked}
-        self.path.drain(time.monotonic() + self.settings.shutdown_timeout_s)
+        self._w.drain(time.monotonic() + self.settings.shutdown_timeout_s)
         self._commit(only=gone)
-        dropped = self.path.drop(gone)
+        dropped = self._w.drop(gone)
         for tp in gone & self.alarm.alarms:
             self.metrics.degraded.pop(f"producer:{tp[0]}[{tp[1]}]", None)
         self.alarm.forget(gone)
@@ -341,22 +351,22 @@ class IngestService:
 
     def _pause(self, why: str) -> None:
         if not self._paused and self._consumer is not None:
-            self._consumer.pause(*self._consumer.assignment())
+            self._kafka.pause(*self._kafka.assignment())
             self._paused = True
             self.metrics.set("sentencify_consumer_paused", 1)
-            log.warning("fetching paused", extra=kv(reason=why, buffered=self.path.records(), buffered_bytes=self.path.bytes()))
+            log.warning("fetching paused", extra=kv(reason=why, buffered=self._w.records(), buffered_bytes=self._w.bytes()))
 
     def _resume(self) -> None:
-        self._consumer.resume(*self._consumer.paused())
+        self._kafka.resume(*self._kafka.paused())
         self._paused = False
         self._last_activity = time.monotonic()  # a paused stretch is not idleness: records may be waiting
         self.metrics.set("sentencify_consumer_paused", 0)
-        log.info("fetching resumed", extra=kv(buffered=self.path.records()))
+        log.info("fetching resumed", extra=kv(buffered=self._w.records()))
 
     def _refresh_lag(self, final: bool = False) -> None:
         now = time.monotonic()
-        self.metrics.set("sentencify_consumer_buffered_records", self.path.records())
-        self.metrics.set("sentencify_consumer_buffered_bytes", self.path.bytes())
+        self.metrics.set("sentencify_consumer_buffered_records", self._w.records())
+        self.metrics.set("sentencify_consumer_buffered_bytes", self._w.bytes())
         for tp in self.alarm.alarms:
             self.metrics.set("sentencify_consumer_bad_ratio", self.alarm.ratio(tp), topic=tp[0], partition=tp[1])
         if now - self._last_lag < LAG_REFRESH_S and not final:
@@ -364,8 +374,8 @@ class IngestService:
         self._last_lag = now
         lags = {}
         for topic, partition in self._assigned:
-            highwater = self._consumer.highwater(TopicPartition(topic, partition))
-            committed = self.path.tracker.committed((topic, partition))
+            highwater = self._kafka.highwater(TopicPartition(topic, partition))
+            committed = self._w.tracker.committed((topic, partition))
             if highwater is not None and committed is not None:
                 lags[f"{topic}[{partition}]"] = max(0, highwater - committed)
                 self.metrics.set(
@@ -379,9 +389,9 @@ class IngestService:
     def _idle_done(self) -> bool:
         if self.until_idle_s is None or not self._assigned or self._last_activity is None or self._paused:
             return False
-        if not self.path.idle() or self.path.tracker.committable(self._assigned):
+        if not self._w.idle() or self._w.tracker.committable(self._assigned):
             return False
-        last = max(self._last_activity, self.path.last_progress)  # idleness counts from the last progress too
+        last = max(self._last_activity, self._w.last_progress)  # idleness counts from the last progress too
         return time.monotonic() - last >= self.until_idle_s
 
     def _summary(self) -> dict[str, int]:

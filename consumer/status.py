@@ -51,7 +51,9 @@ class StatusPublisher:
             **counts,
             "updated_at": updated_at,
         }
-        per_partition = {
+        per_partition: dict[
+            bytes | bytearray | memoryview | str | int | float, bytes | bytearray | memoryview | str | int | float
+        ] = {
             p: json.dumps({"lag": lag, "reported_at": updated_at, "consumer": snapshot["consumer"]})
             for p, lag in lag_by_partition.items()
         }

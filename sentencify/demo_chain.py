@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     began, last_line = time.monotonic(), ""
     try:
         while time.monotonic() - began < args.timeout:
-            done = {step: set() for step in STEPS}
+            done: dict[str, set] = {step: set() for step in STEPS}
             for r in runs.find(
                 {"finished_at": {"$gte": began_at}, "window_start": {"$in": starts}}, {"step": 1, "window_start": 1}
             ):
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{line}   ({time.monotonic() - began:4.0f}s)", flush=True)
                 last_line = line
             if all(len(d) == len(starts) for d in done.values()):
-                summary = runs.find_one({"_id": f"etl:{current.isoformat()}"})["summary"]
+                summary = (runs.find_one({"_id": f"etl:{current.isoformat()}"}) or {}).get("summary")
                 print(f"  the current hour's ETL: {summary}")
                 return 0
             failed = _failed(api, began_at)

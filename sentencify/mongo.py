@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pymongo import ASCENDING, MongoClient
 from pymongo.database import Database
 
@@ -32,7 +34,7 @@ WRITE_TIMEOUT_S = 60
 
 def client(uri: str, app_name: str = "sentencify", timeout_ms: int = 5000, socket_timeout_s: float | None = None) -> MongoClient:
     # Fail fast when MongoDB is away: callers retry with backoff instead of hanging 30 s.
-    extra = {} if socket_timeout_s is None else {"socketTimeoutMS": int(socket_timeout_s * 1000)}
+    extra: dict[str, Any] = {} if socket_timeout_s is None else {"socketTimeoutMS": int(socket_timeout_s * 1000)}
     return MongoClient(
         uri,
         appname=app_name,

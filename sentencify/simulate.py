@@ -60,7 +60,7 @@ class Manifest:
         if record.expect_collection is None:
             self.dead_letters[record.expect_reason] += 1
         else:
-            self.expected_ids.setdefault(record.expect_collection, set()).add(record.expect_id)
+            self.expected_ids.setdefault(record.expect_collection, set()).add(str(record.expect_id))
 
     def stored_counts(self) -> dict[str, int]:
         return {c: len(ids) for c, ids in sorted(self.expected_ids.items())}

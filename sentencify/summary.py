@@ -62,7 +62,9 @@ def qdrant_section(settings: Settings) -> list[Section]:
         synthetic = vectorstore.counts_by_category(qc, name, "synthetic")
     finally:
         qc.close()
-    rows = [(f"{c}  (real / synthetic)", f"{real.get(c, 0)} / {synthetic.get(c, 0)}") for c in sorted(set(real) | set(synthetic))]
+    rows: list[tuple[str, object]] = [
+        (f"{c}  (real / synthetic)", f"{real.get(c, 0)} / {synthetic.get(c, 0)}") for c in sorted(set(real) | set(synthetic))
+    ]
     rows.append(("all  (real / synthetic)", f"{sum(real.values())} / {sum(synthetic.values())}"))
     return [(f"Qdrant {settings.qdrant_collection} points per category", rows)]
 

@@ -25,6 +25,7 @@ def client(settings: Settings, wait_s: float = 300) -> QdrantClient:
     """
     if settings.qdrant_url:
         return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key, timeout=60)
+    assert settings.qdrant_path is not None, "QDRANT_PATH defaults to the stack's directory when QDRANT_URL is unset"
     Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:
@@ -50,7 +51,7 @@ def synthetic_id(category: str, n: int) -> str:
 def ensure_collection(qc: QdrantClient, name: str, dim: int) -> None:
     if qc.collection_exists(name):
         vectors = qc.get_collection(name).config.params.vectors
-        size = vectors.size if hasattr(vectors, "size") else None
+        size = getattr(vectors, "size", None)
         if size is not None and size != dim:
             raise ValueError(
                 f"Qdrant collection {name!r} has vectors of {size}, not EMBEDDING_DIM={dim}: "
@@ -65,7 +66,7 @@ def ensure_collection(qc: QdrantClient, name: str, dim: int) -> None:
 
 
 def source_filter(source: str, category: str | None = None) -> models.Filter:
-    must = [models.FieldCondition(key="source", match=models.MatchValue(value=source))]
+    must: list[models.Condition] = [models.FieldCondition(key="source", match=models.MatchValue(value=source))]
     if category is not None:
         must.append(models.FieldCondition(key="category", match=models.MatchValue(value=category)))
     return models.Filter(must=must)

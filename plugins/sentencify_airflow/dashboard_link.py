@@ -1,7 +1,5 @@
 """A link in the Airflow UI's Browse menu to the Superset dashboard (the dashboard links back)."""
 
-from typing import ClassVar
-
 from airflow.plugins_manager import AirflowPlugin
 
 from sentencify.dashboard import dashboard_url
@@ -10,7 +8,7 @@ from sentencify.settings import Settings
 
 class SentencifyDashboardLink(AirflowPlugin):
     name = "sentencify_dashboard_link"
-    external_views: ClassVar[list[dict]] = [
+    external_views = [  # noqa: RUF012 (AirflowPlugin declares it an instance variable)
         {
             "name": "Sentencify dashboard",
             "href": dashboard_url(Settings.from_env()),

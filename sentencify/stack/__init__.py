@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentencify.settings import Settings
-from sentencify.stack.process import StackError, is_running, port_open, read_pid, spawn, stop_pid, wait_until
+from sentencify.stack.process import StackError, free_port, is_running, port_open, read_pid, spawn, stop_pid, wait_until
 from sentencify.stack.services import PostgresService, Service, services
 from sentencify.stack.topics import create_topics
 
@@ -41,7 +41,6 @@ class ServiceStatus:
 
 def private_settings(stack_dir: Path, env: dict[str, str] | None = None) -> Settings:
     """Settings for a throwaway stack in `stack_dir` on free ports (tests, benchmarks)."""
-    from sentencify.stack.process import free_port
 
     ports = {
         name: str(free_port())
@@ -97,7 +96,7 @@ def down(settings: Settings, only: list[str] | None = None, echo=print) -> None:
     """Stop only what this stack started (by PID file), in reverse start order."""
     for service in reversed(_select(settings, only)):
         pid = read_pid(service.pid_file)
-        if not is_running(pid, service.expect_in_cmdline):
+        if pid is None or not is_running(pid, service.expect_in_cmdline):
             echo(f"  {service.name:<22} not running")
             service.pid_file.unlink(missing_ok=True)
             continue

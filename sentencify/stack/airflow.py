@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from sentencify.settings import PROJECT_ROOT, Settings
+from sentencify.stack.postgres import ensure_stack_database
 from sentencify.stack.process import stored_secret, write_private
 
 ADMIN_USER = "admin"
@@ -85,7 +86,7 @@ def connections(settings: Settings) -> dict[str, str]:
         )
 
     mongo = urlsplit(settings.mongo_uri)
-    mongo_extra = {k: v[-1] for k, v in parse_qs(mongo.query).items()}
+    mongo_extra: dict[str, str | bool] = {k: v[-1] for k, v in parse_qs(mongo.query).items()}
     if mongo.scheme == "mongodb+srv":
         mongo_extra["srv"] = True
     out = {
@@ -120,7 +121,6 @@ def airflow_bin() -> str:
 
 def migrate(settings: Settings) -> None:
     """Create or upgrade the metadata database (idempotent)."""
-    from sentencify.stack.services import ensure_stack_database
 
     home = airflow_home(settings)
     home.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 from sentencify.settings import PROJECT_ROOT, Settings
+from sentencify.stack.postgres import ensure_stack_database
 from sentencify.stack.process import StackError, stored_secret
 
 SUPERSET_VENV = Path(os.environ.get("SUPERSET_VENV", PROJECT_ROOT / ".venv-superset"))
@@ -70,7 +71,6 @@ def superset_env(settings: Settings) -> dict[str, str]:
 
 def setup(settings: Settings) -> None:
     """Metadata schema, roles and the admin user (idempotent; skipped once done for this version)."""
-    from sentencify.stack.services import ensure_stack_database
 
     home = superset_home(settings)
     home.mkdir(parents=True, exist_ok=True)

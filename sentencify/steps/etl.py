@@ -165,10 +165,14 @@ def scan_all(db: Database) -> tuple[list[JoinedSession], Orphans]:
 
 
 def decide(joined: list[JoinedSession], orphans: Orphans, rules: examples.Rules, now: datetime):
-    built, rejected = [], []
+    built: list[examples.Example] = []
+    rejected: list[examples.Reject] = []
     for session in joined:
         outcome = examples.build(session, rules, now)
-        (built if isinstance(outcome, examples.Example) else rejected).append(outcome)
+        if isinstance(outcome, examples.Example):
+            built.append(outcome)
+        else:
+            rejected.append(outcome)
     for s, (b, c) in orphans.items():
         rejected.append(examples.orphan(s, b, c, now))
     return built, rejected

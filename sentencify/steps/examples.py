@@ -91,8 +91,8 @@ def pick(session: JoinedSession) -> Picked:
         b,
         c,
         d,
-        (session.get("e") or [None])[0],
-        (session.get("f") or [None])[0],
+        next(iter(session.get("e") or []), None),
+        next(iter(session.get("f") or []), None),
         mismatched=len(b_ok) < len(b_all) or len(c_ok) < len(c_all),
     )
 

@@ -47,7 +47,9 @@ def _normalise(counts: Counter, vocabulary: tuple[str, ...]) -> list[float]:
 
 
 def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
-    category, intensity, language = Counter(), Counter(), Counter()
+    category: Counter[str | None] = Counter()
+    intensity: Counter[str | None] = Counter()
+    language: Counter[str | None] = Counter()
     for b in rec.b:
         category[b.get("target_category")] += 1
         intensity[b.get("target_intensity")] += 1
@@ -56,11 +58,11 @@ def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
     for c in rec.c:
         if c.get("was_accepted") is not True:
             continue
-        b = rec.latest_b.get(c["recommend_session_id"])
-        if b is not None:
-            category[b.get("target_category")] += 1
-            intensity[b.get("target_intensity")] += 1
-            language[b.get("target_language")] += 1
+        run = rec.latest_b.get(c["recommend_session_id"])
+        if run is not None:
+            category[run.get("target_category")] += 1
+            intensity[run.get("target_intensity")] += 1
+            language[run.get("target_language")] += 1
         else:
             category[rec.reco_category.get(c["recommend_session_id"])] += 1
     # An accepted session without an A of this user is an orphan: not part of the rate.
@@ -131,7 +133,7 @@ def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
     embeddings = {e["_id"]: e.get("embedding_v1") or [] for e in find_in(db[E], "_id", context.values(), {"embedding_v1": 1})}
     for r in recs.values():
         sessions = {c["recommend_session_id"] for c in r.c if c.get("was_accepted") is True}
-        r.latest_b = {s: latest_b[s] for s in sessions if s in latest_b}
+        r.latest_b = {s: b for s in sessions if (b := latest_b.get(s)) is not None}
         r.reco_category = {s: reco.get(s) for s in sessions}
         r.embedding = {s: embeddings[context[s]] for s in sessions if context.get(s) in embeddings and embeddings[context[s]]}
     return recs

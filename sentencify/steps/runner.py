@@ -59,7 +59,8 @@ class _Opened:
     """The clients one run opened, closed when it ends."""
 
     def __init__(self, stores: Stores) -> None:
-        self.stores, self.opened = stores, []
+        self.stores = stores
+        self.opened: list[Any] = []
 
     def __call__(self, kind: str):
         client = getattr(self.stores, kind)()
@@ -142,9 +143,9 @@ def run_step(step: str, window: Window, settings: Settings, *, full: bool = Fals
     by default they are made from the settings."""
     if step not in REGISTRY:
         raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
-    own = db is None
-    client = mongo.client(settings.mongo_uri, app_name=f"sentencify-{step}") if own else None
-    db = client[settings.mongo_db] if own else db
+    client = mongo.client(settings.mongo_uri, app_name=f"sentencify-{step}") if db is None else None
+    if client is not None:
+        db = client[settings.mongo_db]
     try:
         with StepLease(db, step) as lease:
             started_at = datetime.now(UTC)
@@ -165,5 +166,5 @@ def run_step(step: str, window: Window, settings: Settings, *, full: bool = Fals
             progress.advance(db, step, plan)
             return summary
     finally:
-        if own:
+        if client is not None:
             client.close()

@@ -74,7 +74,7 @@ def sync_sessions(db: Database, qc: QdrantClient, collection: str, dim: int, ses
         for i in range(0, len(keep), UPSERT_BATCH):
             qc.upsert(collection, points=keep[i : i + UPSERT_BATCH], wait=True)
         if drop:
-            qc.delete(collection, points_selector=models.PointIdsList(points=drop), wait=True)
+            qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](drop)), wait=True)
         upserted += len(keep)
         deleted += len(drop)
     return upserted, deleted
@@ -149,7 +149,7 @@ def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> tuple
     reader.join()
     stale = stale_real_points(qc, collection, keep)
     if stale:
-        qc.delete(collection, points_selector=models.PointIdsList(points=stale), wait=True)
+        qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](stale)), wait=True)
     return len(keep), upserted, len(stale)
 
 

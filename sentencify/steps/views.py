@@ -99,7 +99,10 @@ def hour_facts(db: Database, hours: Window) -> dict[str, list[tuple]]:
 
 def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
     """Examples, sessions (funnel) and users of the touched sessions, as they stand now."""
-    examples, gone, funnel, users = [], [], [], {}
+    examples: list[tuple] = []
+    gone: list[str] = []
+    funnel: list[tuple] = []
+    users: dict[str, tuple] = {}
     for part in chunks(sessions):
         found = {
             e["_id"]: e
@@ -145,7 +148,7 @@ def consumer_state(redis_client) -> list[tuple]:
     """The consumers' status snapshots (consumer/status.py); expired ones are gone already."""
     from consumer.status import KEY_PREFIX
 
-    out = []
+    out: list[tuple] = []
     if redis_client is None:
         return out
     for key in redis_client.scan_iter(match=KEY_PREFIX + "*", count=100):
@@ -163,7 +166,7 @@ def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
     """The last lag reported for every partition of every group (kept after the consumers stop)."""
     from consumer.status import LAG_KEY_PREFIX
 
-    out = []
+    out: list[tuple] = []
     if redis_client is None:
         return out
     oldest = (now or datetime.now(UTC)) - LAG_REPORTS_KEPT

@@ -26,7 +26,7 @@ from sentencify.steps.profiles import REDIS_KEY
 from sentencify.steps.runner import STEPS, run_step
 from sentencify.window import Window
 from tests.chain_data import DAY, Logs, hour
-from tests.test_views import analytics, rows  # noqa: F401 (fixture)
+from tests.integration.test_views import analytics, rows  # noqa: F401 (fixture)
 
 
 @pytest.fixture

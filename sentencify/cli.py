@@ -200,7 +200,8 @@ def _stack_logs(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.redact import redact_text
 
     with path.open(errors="replace") as f:
-        for line in f.readlines()[-args.lines :]:
+        lines = f.readlines()
+        for line in lines[len(lines) - args.lines :] if args.lines > 0 else []:
             print(redact_text(line), end="")
         while args.follow:
             line = f.readline()

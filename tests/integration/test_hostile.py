@@ -158,7 +158,15 @@ def test_a_broken_producer_raises_the_alarm_and_nothing_stops(settings, mongo):
             assert resp.status == 200  # alive: a restart would not fix the producer, and would rebalance
         assert health.startswith("degraded") and tp in health and "producer looks broken" in health
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-        assert f'sentencify_consumer_producer_alarm{{topic="{letter["topic"]}",partition="{letter["partition"]}"}} 1.0' in metrics
+        from prometheus_client.parser import text_string_to_metric_families
+
+        samples = {
+            (smp.name, tuple(sorted(smp.labels.items()))): smp.value
+            for fam in text_string_to_metric_families(metrics)
+            for smp in fam.samples
+        }
+        labels = (("partition", str(letter["partition"])), ("topic", letter["topic"]))
+        assert samples[("sentencify_consumer_producer_alarm", labels)] == 1
         assert "sentencify_consumer_bad_ratio{" in metrics
     finally:
         assert runner.stop() == 0

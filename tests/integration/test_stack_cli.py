@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 
 from sentencify import stack
 from sentencify.settings import Settings
@@ -101,7 +102,7 @@ def cli(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProces
 def test_stack_status_json_and_logs(stack_settings):
     import json
 
-    out = cli(stack_settings, "stack", "status", "--json", "kafka", "mongodb", "redis", "postgres")
+    out = cli(stack_settings, "stack", "status", "kafka", "mongodb", "redis", "postgres", "--json")
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert [s["name"] for s in status["services"]] == ["kafka", "mongodb", "redis", "postgres"]
@@ -111,15 +112,19 @@ def test_stack_status_json_and_logs(stack_settings):
     assert logs.returncode == 0 and 0 < len(logs.stdout.splitlines()) <= 5, logs.stderr
     bad = cli(stack_settings, "stack", "logs", "nosuch")
     assert bad.returncode == 2 and "name one service" in bad.stderr
+    log_file = next(r.log_file for r in stack.status(stack_settings, only=["postgres"]))
     follow = subprocess.Popen(
-        [sys.executable, "-m", "sentencify.cli", "stack", "logs", "mongodb", "-f", "-n", "1"],
+        [sys.executable, "-m", "sentencify.cli", "stack", "logs", "postgres", "-f", "-n", "0"],
         cwd=ROOT,
         env={**os.environ, **stack_settings.to_env()},
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert follow.stdout.readline()  # the last line, then it keeps following
+        time.sleep(2)  # it has printed the last 0 lines and follows
+        with open(log_file, "a") as f:
+            f.write("a line written while following\n")
+        assert follow.stdout.readline() == "a line written while following\n"
         assert follow.poll() is None
     finally:
         follow.terminate()

@@ -166,10 +166,10 @@ EXPECTED_SQL = {
     "categories": "select category, sum(recommendations) from sentencify.v_category_distribution group by category",
     "funnel": "select step, sessions from sentencify.v_funnel",
     "quality": "select reason, consistency_flag, sum(examples) from sentencify.v_quality group by reason, consistency_flag",
-    "dead_letters": "select day, reason, dead_letters from sentencify.v_dead_letters_daily",
+    "dead_letters": "select day, topic, reason, dead_letters from sentencify.v_dead_letters_daily",
     "pipeline_state": "select step, last_window_start, last_window_end, finished_at from sentencify.v_pipeline_state",
     "consumer_lag": "select consumer_group, consumers, lag, reported_at from sentencify.v_consumer_lag",
-    "freshness": "select stage, status, newest, behind_raw_minutes, age_minutes from sentencify.v_freshness",
+    "freshness": "select stage_order, stage, status, newest, behind_raw_minutes, age_minutes from sentencify.v_freshness",
 }
 
 

@@ -38,17 +38,21 @@ def test_down_stops_only_what_the_stack_started(tmp_path):
         stop_pid(stranger)
 
 
-def test_cli_simulate_then_consume_until_idle(settings, mongo):
+def cli(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, **settings.to_env(), "METRICS_PORT": "-1"}
-    sim = subprocess.run(
-        [sys.executable, "-m", "sentencify.cli", "simulate", "--sessions", "60", "--seed", "4", "--anomalies", "0.3"],
+    return subprocess.run(
+        [sys.executable, "-m", "sentencify.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_cli_simulate_then_consume_until_idle(settings, mongo):
+    sim = cli(settings, "simulate", "--sessions", "60", "--seed", "4", "--anomalies", "0.3", timeout=120)
     assert sim.returncode == 0, sim.stderr
     assert "simulate: " in sim.stderr  # the progress bar's closing line
     expected = {}
@@ -58,15 +62,7 @@ def test_cli_simulate_then_consume_until_idle(settings, mongo):
             expected[parts[0]] = int(parts[1])
     assert len(expected) == 7
 
-    con = subprocess.run(
-        [sys.executable, "-m", "sentencify.cli", "consume", "--until-idle", "2"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    con = cli(settings, "consume", "--until-idle", "2", timeout=180)
     assert con.returncode == 0, con.stderr[-2000:]
     got = {c: mongo[c].count_documents({}) for c in expected}
     assert got == expected
@@ -84,19 +80,6 @@ def test_cli_rejects_bad_settings_with_the_variable_name():
         check=False,
     )
     assert out.returncode == 2 and "BATCH_SIZE must be an integer" in out.stderr
-
-
-def cli(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(), "METRICS_PORT": "-1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sentencify.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_stack_status_json_and_logs(stack_settings):

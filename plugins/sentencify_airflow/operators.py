@@ -24,7 +24,7 @@ from airflow.sdk import BaseHook, BaseOperator
 from bson.codec_options import CodecOptions
 
 from sentencify.settings import Settings
-from sentencify.steps.runner import Stores, run_step
+from sentencify.steps.runner import REGISTRY, Stores, run_step
 from sentencify.window import as_extra, windows_for_run
 from sentencify_airflow.lineage import step_datasets
 
@@ -34,7 +34,12 @@ class MongoWindowStepOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("start", "end", "mongo_db")
     ui_color = "#d8f0e4"
-    step: str = ""
+    step: str = ""  # a name of sentencify.steps.runner.REGISTRY
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.step not in REGISTRY:
+            raise TypeError(f"{cls.__name__}.step = {cls.step!r} is not a step of the registry: {', '.join(REGISTRY)}")
 
     def __init__(
         self,

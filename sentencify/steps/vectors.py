@@ -80,18 +80,22 @@ def sync_sessions(db: Database, qc: QdrantClient, collection: str, dim: int, ses
     return upserted, deleted
 
 
-def retire_synthetic(qc: QdrantClient, collection: str, threshold: int) -> dict[str, int]:
-    """Real points per category; a category at the threshold loses its synthetic points."""
+def retire_synthetic(qc: QdrantClient, collection: str, threshold: int) -> tuple[dict[str, int], dict[str, int]]:
+    """(real, synthetic) points per category, after a category at the threshold lost its synthetic points.
+
+    A delete by filter reads the whole collection in local mode, so only categories that still
+    have synthetic points are asked to lose them."""
     counted = vectorstore.counts_by_category(qc, collection, "real")
     real = {c: counted.get(c, 0) for c in CATEGORIES}
-    for category, n in real.items():
-        if n >= threshold:
-            qc.delete(
-                collection,
-                points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)),
-                wait=True,
-            )
-    return real
+    synthetic = _synthetic(qc, collection)
+    retiring = [c for c, n in real.items() if n >= threshold and synthetic[c]]
+    for category in retiring:
+        qc.delete(
+            collection,
+            points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)),
+            wait=True,
+        )
+    return real, _synthetic(qc, collection) if retiring else synthetic
 
 
 def _synthetic(qc: QdrantClient, collection: str) -> dict[str, int]:
@@ -163,7 +167,7 @@ def run_vectors(
         touched = sorted(touched_sessions(db, window))
         upserted, deleted = sync_sessions(db, qc, collection, dim, touched)
         sessions = len(touched)
-    real = retire_synthetic(qc, collection, threshold)
+    real, synthetic = retire_synthetic(qc, collection, threshold)
     summary = {
         "window": str(window),
         "full": full,
@@ -171,7 +175,7 @@ def run_vectors(
         "upserted": upserted,
         "deleted": deleted,
         "real_points": real,
-        "synthetic_points": _synthetic(qc, collection),
+        "synthetic_points": synthetic,
     }
     log.info("vectors done", extra={"fields": summary})
     return summary

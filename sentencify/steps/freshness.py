@@ -23,20 +23,33 @@ REDIS_MARKER = "sentencify:freshness:user_profile"  # the profile step's safe_un
 STAGES = ("raw_logs", "training_examples", "user_profile", "redis_profiles", "qdrant_points", "views")
 
 
-def newest_ingested(db: Database) -> datetime | None:
+def newest_ingested(db: Database, since: datetime | None = None) -> datetime | None:
+    """The newest `ingested_at` of the log collections. Looked for at or after `since` first (an
+    index range: a sorted find_one made the local server sort the whole collection), then, only
+    if nothing came since, by a sort."""
     newest = None
     for et in EVENT_TYPES:
-        doc = db[et.name].find_one({}, {"ingested_at": 1}, sort=[("ingested_at", DESCENDING)])
-        if doc and doc.get("ingested_at") and (newest is None or doc["ingested_at"] > newest):
-            newest = doc["ingested_at"]
+        found = None
+        if since is not None:
+            found = max(
+                (d["ingested_at"] for d in db[et.name].find({"ingested_at": {"$gte": since}}, {"ingested_at": 1})), default=None
+            )
+        if found is None:
+            doc = db[et.name].find_one({}, {"ingested_at": 1}, sort=[("ingested_at", DESCENDING)])
+            found = doc.get("ingested_at") if doc else None
+        if found is not None and (newest is None or found > newest):
+            newest = found
     return newest
 
 
-def measure(db: Database, redis_client, views_safe_until: datetime | None, now: datetime) -> list[tuple]:
-    """Rows (stage, order, newest, measured_at) for the `freshness` table."""
+def measure(
+    db: Database, redis_client, views_safe_until: datetime | None, now: datetime, since: datetime | None = None
+) -> list[tuple]:
+    """Rows (stage, order, newest, measured_at) for the `freshness` table; `since`: where the views
+    run started reading (recent logs are looked for from there)."""
     marker = redis_client.get(REDIS_MARKER) if redis_client is not None else None
     newest = {
-        "raw_logs": newest_ingested(db),
+        "raw_logs": newest_ingested(db, since),
         "training_examples": progress.safe_until(db, "etl"),
         "user_profile": progress.safe_until(db, "profile"),
         "redis_profiles": datetime.fromisoformat(marker.decode()) if marker else None,

@@ -199,7 +199,7 @@ def run_views(
     runs.append(("views", label.start, label.end, datetime.now(UTC), json.dumps({"sessions": len(sessions)})))
     consumers = consumer_state(redis_client)
     lags = consumer_lag(redis_client)
-    fresh = freshness.measure(db, redis_client, safe_until, datetime.now(UTC))
+    fresh = freshness.measure(db, redis_client, safe_until, datetime.now(UTC), since=hours.start)
     with conn:  # one transaction: readers see the old window's rows or the new ones
         applied = apply_sql(conn)
         with conn.cursor() as cur:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 from bson import Binary
 
 from consumer.records import BadRecord, Position
+from sentencify.logs import kv
+
+log = logging.getLogger("sentencify.consumer")
 
 DEAD_LETTERS = "dead_letters"
 # A dead letter is a MongoDB document too: bytes beyond this are cut (and the letter marked truncated).
@@ -38,6 +42,21 @@ def dead_letter_doc(
         "error": error.detail,
         "failed_at": now,
     }
+
+
+def note_dead_letter(metrics, position: Position, error: BadRecord) -> None:
+    """Count and log one dead letter (the consumer's loop and its write path both make them)."""
+    metrics.inc("sentencify_consumer_dead_letters_total", topic=position.topic, reason=error.reason)
+    log.warning(
+        "dead letter",
+        extra=kv(
+            topic=position.topic,
+            partition=position.partition,
+            offset=position.offset,
+            reason=error.reason,
+            error=error.detail[:300],
+        ),
+    )
 
 
 class BadRatioAlarm:

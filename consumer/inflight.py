@@ -22,6 +22,10 @@ class Batch:
     collection: str
     items: list[Item]
     future: Future | None = None  # set while a writer has it
+    size: int = 0  # bytes of its items, counted once (the loop asks for it after every record)
+
+    def __post_init__(self) -> None:
+        self.size = sum(item.size for item in self.items)
 
     @property
     def running(self) -> Future:
@@ -69,7 +73,7 @@ class InFlightWrites:
         return sum(len(b.items) for b in self._running) + sum(len(b.items) for b in self._failed)
 
     def bytes(self) -> int:
-        return sum(i.size for b in (*self._running, *self._failed) for i in b.items)
+        return sum(b.size for b in self._running) + sum(b.size for b in self._failed)
 
     def idle(self) -> bool:
         return not self._running and not self._failed
@@ -134,6 +138,7 @@ class InFlightWrites:
             keep = [i for i in batch.items if (i.position.topic, i.position.partition) not in partitions]
             dropped += len(batch.items) - len(keep)
             batch.items = keep
+            batch.size = sum(item.size for item in keep)
             if not keep:
                 self._failed.remove(batch)
         return dropped

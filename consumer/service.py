@@ -22,7 +22,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from consumer.batch import Batcher
-from consumer.dead_letter import DEAD_LETTERS, BadRatioAlarm, dead_letter_doc
+from consumer.dead_letter import DEAD_LETTERS, BadRatioAlarm, dead_letter_doc, note_dead_letter
 from consumer.inflight import InFlightWrites
 from consumer.metrics import Metrics, MetricsServer
 from consumer.offsets import OffsetTracker
@@ -268,11 +268,7 @@ class IngestService:
         self._backpressure()
 
     def _dead_letter(self, msg, position: Position, err: BadRecord) -> dict:
-        self.metrics.inc("sentencify_consumer_dead_letters_total", topic=msg.topic, reason=err.reason)
-        log.warning(
-            "dead letter",
-            extra=kv(topic=msg.topic, partition=msg.partition, offset=msg.offset, reason=err.reason, error=err.detail[:300]),
-        )
+        note_dead_letter(self.metrics, position, err)
         return dead_letter_doc(position, msg.key, msg.value, err, self.settings.dead_letter_prefix_bytes, _utcnow())
 
     def _observe(self, tp: tuple[str, int], bad: bool) -> None:

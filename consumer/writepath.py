@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from consumer.batch import Batcher
-from consumer.dead_letter import DEAD_LETTERS, dead_letter_doc
+from consumer.dead_letter import DEAD_LETTERS, dead_letter_doc, note_dead_letter
 from consumer.inflight import InFlightWrites, Written
 from consumer.metrics import Metrics
 from consumer.offsets import TP, OffsetTracker
@@ -106,22 +106,22 @@ class WritePath:
     def _account(self, written: Written) -> None:
         collection, items, outcome = written.collection, written.items, written.outcome
         self.last_progress = time.monotonic()
+        logs = collection != DEAD_LETTERS
         for index, item in enumerate(items):
             reason = outcome.rejected.get(index)
-            if reason is None:
-                self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
-            else:  # stays tracked until its dead letter is written
+            if reason is not None:  # stays tracked until its dead letter is written
                 self._dead_letter_after_write(collection, item, reason)
+                continue
+            self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
+            event_time = item.doc.get("created_at") or item.doc.get("last_updated")
+            if logs and isinstance(event_time, datetime):
+                age = (item.doc["ingested_at"] - event_time).total_seconds()
+                self.metrics.observe("sentencify_consumer_record_age_seconds", max(0.0, age), topic=item.position.topic)
         self.metrics.inc("sentencify_consumer_batches_total", collection=collection)
         self.metrics.inc("sentencify_consumer_batch_records_total", len(items), collection=collection)
         self.metrics.observe("sentencify_consumer_write_duration_seconds", outcome.seconds, collection=collection)
-        if collection != DEAD_LETTERS:
+        if logs:
             topic = items[0].position.topic
-            for index, item in enumerate(items):
-                event_time = item.doc.get("created_at") or item.doc.get("last_updated")
-                if index not in outcome.rejected and isinstance(event_time, datetime):
-                    age = (item.doc["ingested_at"] - event_time).total_seconds()
-                    self.metrics.observe("sentencify_consumer_record_age_seconds", max(0.0, age), topic=topic)
             self.metrics.inc("sentencify_consumer_records_total", outcome.inserted, topic=topic, outcome="stored")
             self.metrics.inc("sentencify_consumer_records_total", outcome.duplicates, topic=topic, outcome="duplicate")
 
@@ -139,15 +139,5 @@ class WritePath:
         else:
             err = BadRecord("rejected_by_mongodb", reason)
             doc = dead_letter_doc(item.position, item.key, item.raw, err, self.prefix_bytes, now)
-            self.metrics.inc("sentencify_consumer_dead_letters_total", topic=item.position.topic, reason=err.reason)
-            log.warning(
-                "dead letter",
-                extra=kv(
-                    topic=item.position.topic,
-                    partition=item.position.partition,
-                    offset=item.position.offset,
-                    reason=err.reason,
-                    error=reason[:300],
-                ),
-            )
+            note_dead_letter(self.metrics, item.position, err)
         self.batcher.add(DEAD_LETTERS, Item(doc, item.position, item.key, item.raw), time.monotonic())

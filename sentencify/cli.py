@@ -188,11 +188,12 @@ def _stack_logs(args: argparse.Namespace, settings: Settings) -> int:
 
     from sentencify import stack
 
-    names = [s.name for s in stack.services(settings)]
-    if not args.only or len(args.only) != 1 or args.only[0] not in names:
-        print(f"error: name one service: {' '.join(names)}  (e.g. `sentencify stack logs airflow-scheduler -f`)", file=sys.stderr)
+    by_name = {s.name: s for s in stack.services(settings)}
+    if not args.only or len(args.only) != 1 or args.only[0] not in by_name:
+        example = "`sentencify stack logs airflow-scheduler -f`"
+        print(f"error: name one service: {' '.join(by_name)}  (e.g. {example})", file=sys.stderr)
         return 2
-    service = next(s for s in stack.services(settings) if s.name == args.only[0])
+    service = by_name[args.only[0]]
     path = Path(service.log_file)
     if not path.exists():
         print(f"error: {service.name} has no log yet ({path}); start it with `sentencify stack up`", file=sys.stderr)

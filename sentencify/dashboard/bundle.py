@@ -272,6 +272,7 @@ def position(layout: list[dict], charts_by_key: dict[str, dict], markdown: dict[
         "GRID_ID": {"id": "GRID_ID", "type": "GRID", "children": [], "parents": ["ROOT_ID"]},
         "HEADER_ID": {"id": "HEADER_ID", "type": "HEADER", "meta": {"text": title}},
     }
+    chart_ids = placeholder_ids(layout)
     for n, row in enumerate(layout, 1):
         row_id = f"ROW-{n}"
         pos["GRID_ID"]["children"].append(row_id)
@@ -292,7 +293,7 @@ def position(layout: list[dict], charts_by_key: dict[str, dict], markdown: dict[
                     raise BundleError(f"layout row {n}: no chart {item['chart']!r} in charts/ ({sorted(charts_by_key)})")
                 node_id = f"CHART-{_slug(item['chart'])}"
                 meta = {
-                    "chartId": placeholder_ids(layout)[item["chart"]],
+                    "chartId": chart_ids[item["chart"]],
                     "uuid": chart["uuid"],
                     "sliceName": chart["slice_name"],
                     "width": item["width"],
@@ -323,6 +324,7 @@ def native_filters(
     Each filter names the charts it applies to; the others are excluded from its scope (by
     placeholder id). A select filter takes its values from one dataset's column."""
     ids = placeholder_ids(layout)
+    datasets_by_uuid = {d["uuid"]: d for d in datasets_by_view.values()}
     out = []
     for f in filters:
         unknown = [c for c in f["charts"] if c not in ids]
@@ -347,8 +349,9 @@ def native_filters(
             if dataset is None or f["column"] not in {c["column_name"] for c in dataset["columns"]}:
                 raise BundleError(f"{path}: filter {f['name']!r}: no column {f['column']!r} in dataset {f['dataset']!r}")
             for key in f["charts"]:  # a chart in scope must have the column, or its query fails
-                view = charts[key]["dataset_view"]
-                if f["column"] not in {c["column_name"] for c in datasets_by_view[view]["columns"]}:
+                chart_dataset = datasets_by_uuid[charts[key]["dataset_uuid"]]
+                if f["column"] not in {c["column_name"] for c in chart_dataset["columns"]}:
+                    view = chart_dataset["table_name"]
                     raise BundleError(f"{path}: filter {f['name']!r} applies to {key}, whose {view} has no {f['column']!r}")
             config.update(
                 filterType="filter_select",
@@ -388,12 +391,10 @@ def build(settings: Settings, template_dir: Path = TEMPLATE_DIR) -> Bundle:
         datasets_by_view[dataset["table_name"]] = dataset
 
     charts_by_key = {}
-    charts_views = {}
     for path, config in _load(template_dir / "charts", variables).items():
         chart = _complete_chart(path, config, datasets_by_view)
         bundle.charts[path] = chart
         charts_by_key[Path(path).stem] = chart
-        charts_views[Path(path).stem] = {"dataset_view": config["dataset"]}
 
     dashboards = _load(template_dir / "dashboards", variables)
     if len(dashboards) != 1:
@@ -403,7 +404,7 @@ def build(settings: Settings, template_dir: Path = TEMPLATE_DIR) -> Bundle:
     layout, markdown, filters = dash.pop("layout"), dash.pop("markdown", {}), dash.pop("filters", [])
     dash["position"] = position(layout, charts_by_key, markdown, dash["dashboard_title"])
     dash.setdefault("metadata", {})["native_filter_configuration"] = native_filters(
-        filters, layout, datasets_by_view, charts_views, dash_path
+        filters, layout, datasets_by_view, charts_by_key, dash_path
     )
     placed = {item["chart"] for row in layout for item in row["items"] if "chart" in item}
     if set(charts_by_key) - placed:

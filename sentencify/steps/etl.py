@@ -24,7 +24,7 @@ from sentencify.mongo import find_in
 from sentencify.steps import examples
 from sentencify.steps.examples import JoinedSession
 from sentencify.steps.publish import publish
-from sentencify.steps.touched import A, B, C, D, E, chunks, touched_sessions
+from sentencify.steps.touched import A, B, C, D, E, chunks, group_by, touched_sessions
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.etl")
@@ -93,13 +93,6 @@ class EtlResult:
         }
 
 
-def _group(docs: Iterable[dict], key: str = "recommend_session_id") -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for doc in docs:
-        out.setdefault(doc[key], []).append(doc)
-    return out
-
-
 def join(
     a_by: dict[str, list[dict]],
     b_by: dict[str, list[dict]],
@@ -139,14 +132,14 @@ def join(
 
 def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], Orphans]:
     """Every record these sessions need, fetched by key in bounded batches, then joined."""
-    a_by = _group(find_in(db[A], "recommend_session_id", session_ids, _A_FIELDS))
-    b_by = _group(find_in(db[B], "recommend_session_id", session_ids, _B_FIELDS))
-    c_by = _group(find_in(db[C], "recommend_session_id", session_ids, _C_FIELDS))
+    a_by = group_by(find_in(db[A], "recommend_session_id", session_ids, _A_FIELDS))
+    b_by = group_by(find_in(db[B], "recommend_session_id", session_ids, _B_FIELDS))
+    c_by = group_by(find_in(db[C], "recommend_session_id", session_ids, _C_FIELDS))
     first = [examples.earliest(a_all) for a_all in a_by.values()]
     e_by_hash = {e["_id"]: e for e in find_in(db[E], "_id", (a["context_hash"] for a in first), _E_FIELDS)}
     d_ids = (c.get("correction_history_id") for cs in c_by.values() for c in cs)
     d_by_id = {d["_id"]: d for d in find_in(db[D], "_id", d_ids, _D_FIELDS)}
-    f_by_doc = _group(find_in(db[F], "doc_id", (a["doc_id"] for a in first), _F_FIELDS), key="doc_id")
+    f_by_doc = group_by(find_in(db[F], "doc_id", (a["doc_id"] for a in first), _F_FIELDS), key="doc_id")
     return join(a_by, b_by, c_by, e_by_hash, d_by_id, f_by_doc, session_ids)
 
 
@@ -154,13 +147,13 @@ def scan_all(db: Database) -> tuple[list[JoinedSession], Orphans]:
     """Every session joined from one scan of each collection: for full rebuilds, where fetching by
     key would cost more than reading everything once. Whole documents: a server-side projection
     cost the local server more than sending the fields it would drop."""
-    a_by = _group(db[A].find({}, batch_size=5000))
-    b_by = _group(db[B].find({}, batch_size=5000))
-    c_by = _group(db[C].find({}, batch_size=5000))
+    a_by = group_by(db[A].find({}, batch_size=5000))
+    b_by = group_by(db[B].find({}, batch_size=5000))
+    c_by = group_by(db[C].find({}, batch_size=5000))
     wanted_e = {examples.earliest(a_all)["context_hash"] for a_all in a_by.values()}
     e_by_hash = {e["_id"]: e for e in db[E].find({}, _E_FIELDS, batch_size=5000) if e["_id"] in wanted_e}
     d_by_id = {d["_id"]: d for d in db[D].find({}, batch_size=5000)}
-    f_by_doc = _group(db[F].find({}, batch_size=5000), key="doc_id")
+    f_by_doc = group_by(db[F].find({}, batch_size=5000), key="doc_id")
     return join(a_by, b_by, c_by, e_by_hash, d_by_id, f_by_doc, sorted(set(a_by) | set(b_by) | set(c_by)))
 
 

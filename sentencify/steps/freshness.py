@@ -1,6 +1,6 @@
 """How fresh each stage of the platform is: the newest data each one reflects (for `v_freshness`).
 
-- raw logs: the newest `ingested_at` of the seven log collections (one index seek each);
+- raw logs: the newest `ingested_at` of the seven log collections (see `newest_ingested`);
 - training examples, profiles (MongoDB), real Qdrant points, views: their step's progress
   (`safe_until`): everything ingested before it is reflected there;
 - profiles in Redis: the progress the profile step wrote into Redis itself next to the profiles,

@@ -20,7 +20,7 @@ from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
 from sentencify.steps.examples import earliest, latest
 from sentencify.steps.publish import publish
-from sentencify.steps.touched import A, B, C, E, chunks, touched_sessions
+from sentencify.steps.touched import A, B, C, E, chunks, group_by, touched_sessions
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.profile")
@@ -115,20 +115,12 @@ def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
 
     accepted = sorted({c["recommend_session_id"] for r in recs.values() for c in r.c if c.get("was_accepted") is True})
     latest_b, reco, context = {}, {}, {}
-    runs: dict[str, list[dict]] = {}
-    for b in find_in(db[B], "recommend_session_id", accepted, b_fields):
-        runs.setdefault(b["recommend_session_id"], []).append(b)
+    runs = group_by(find_in(db[B], "recommend_session_id", accepted, b_fields))
     latest_b.update({s: latest(bs) for s, bs in runs.items()})  # the ETL's rule for "the session's latest B"
-    shown: dict[str, list[dict]] = {}
-    for a in find_in(
-        db[A],
-        "recommend_session_id",
-        accepted,
-        {"recommend_session_id": 1, "created_at": 1, "insert_id": 1, "reco_category_input": 1, "context_hash": 1},
-    ):
-        shown.setdefault(a["recommend_session_id"], []).append(a)
-    for s, a_all in shown.items():  # the ETL's rule for "the session's A": the earliest
-        first = earliest(a_all)
+    a_fields = {"recommend_session_id": 1, "created_at": 1, "insert_id": 1, "reco_category_input": 1, "context_hash": 1}
+    shown = group_by(find_in(db[A], "recommend_session_id", accepted, a_fields))
+    for s, a_all in shown.items():
+        first = earliest(a_all)  # the ETL's rule for "the session's A"
         reco[s], context[s] = first.get("reco_category_input"), first.get("context_hash")
     embeddings = {e["_id"]: e.get("embedding_v1") or [] for e in find_in(db[E], "_id", context.values(), {"embedding_v1": 1})}
     for r in recs.values():

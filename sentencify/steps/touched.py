@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from pymongo.database import Database
 
@@ -18,6 +18,14 @@ def _distinct(db: Database, collection: str, field: str, match: dict) -> set:
     # $group instead of distinct(): no 16 MB result limit on a busy hour.
     pipeline = [{"$match": match}, {"$group": {"_id": f"${field}"}}]
     return {d["_id"] for d in db[collection].aggregate(pipeline) if d["_id"] is not None}
+
+
+def group_by(docs: Iterable[dict], key: str = "recommend_session_id") -> dict[str, list[dict]]:
+    """Documents by the value of one field, in arrival order."""
+    out: dict[str, list[dict]] = {}
+    for doc in docs:
+        out.setdefault(doc[key], []).append(doc)
+    return out
 
 
 def chunks(values, size: int = _CHUNK) -> Iterator[list]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter
+from dataclasses import dataclass
 
 from pymongo.database import Database
 from qdrant_client import QdrantClient, models
@@ -46,7 +48,9 @@ def wanted(example: dict, dim: int) -> bool:
 
 
 def point(example: dict) -> models.PointStruct:
-    return models.PointStruct(
+    # model_construct: the fields are built right here, and validating each point again costs
+    # as much as reading it; Qdrant (or local mode) checks the vector against the collection.
+    return models.PointStruct.model_construct(
         id=vectorstore.point_id(example["_id"]),
         vector=example["context_embedding"],
         payload={
@@ -80,14 +84,15 @@ def sync_sessions(db: Database, qc: QdrantClient, collection: str, dim: int, ses
     return upserted, deleted
 
 
-def retire_synthetic(qc: QdrantClient, collection: str, threshold: int) -> tuple[dict[str, int], dict[str, int]]:
+def retire_synthetic(
+    qc: QdrantClient, collection: str, threshold: int, known: tuple[dict[str, int], dict[str, int]] | None = None
+) -> tuple[dict[str, int], dict[str, int]]:
     """(real, synthetic) points per category, after a category at the threshold lost its synthetic points.
 
-    A delete by filter reads the whole collection in local mode, so only categories that still
-    have synthetic points are asked to lose them."""
-    counted = vectorstore.counts_by_category(qc, collection, "real")
-    real = {c: counted.get(c, 0) for c in CATEGORIES}
-    synthetic = _synthetic(qc, collection)
+    `known`: those counts, when the caller already has them (each count reads the whole collection
+    in local mode). A delete by filter does too, so only categories that still have synthetic points
+    are asked to lose them."""
+    real, synthetic = known or (_counts(qc, collection, "real"), _counts(qc, collection, "synthetic"))
     retiring = [c for c, n in real.items() if n >= threshold and synthetic[c]]
     for category in retiring:
         qc.delete(
@@ -95,16 +100,17 @@ def retire_synthetic(qc: QdrantClient, collection: str, threshold: int) -> tuple
             points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)),
             wait=True,
         )
-    return real, _synthetic(qc, collection) if retiring else synthetic
+    return real, _counts(qc, collection, "synthetic") if retiring else synthetic
 
 
-def _synthetic(qc: QdrantClient, collection: str) -> dict[str, int]:
-    counted = vectorstore.counts_by_category(qc, collection, "synthetic")
+def _counts(qc: QdrantClient, collection: str, source: str) -> dict[str, int]:
+    counted = vectorstore.counts_by_category(qc, collection, source)
     return {c: counted.get(c, 0) for c in CATEGORIES}
 
 
-def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list[str]:
-    stale, offset = [], None
+def real_point_ids(qc: QdrantClient, collection: str) -> set[str]:
+    ids: set[str] = set()
+    offset = None
     while True:
         # Large pages: local mode evaluates the filter over the whole collection once per page.
         points, offset = qc.scroll(
@@ -115,19 +121,21 @@ def stale_real_points(qc: QdrantClient, collection: str, keep: set[str]) -> list
             with_payload=False,
             with_vectors=False,
         )
-        stale += [str(p.id) for p in points if str(p.id) not in keep]
+        ids.update(str(p.id) for p in points)
         if offset is None:
-            return stale
+            return ids
 
 
-def _point_batches(db: Database, dim: int, out: queue.Queue, keep: set) -> None:
-    """Reader thread: MongoDB scan -> batches of points, so reading overlaps the upserts."""
+def _point_batches(db: Database, dim: int, out: queue.Queue, keep: dict[str, str | None]) -> None:
+    """Reader thread: MongoDB scan -> batches of points, so reading overlaps the upserts.
+
+    Whole documents: a server-side projection cost the local server more than sending the rest."""
     batch = []
     try:
-        for example in db[EXAMPLES].find({}, _FIELDS, batch_size=1000):
+        for example in db[EXAMPLES].find({}, batch_size=1000):
             if wanted(example, dim):
                 batch.append(point(example))
-                keep.add(batch[-1].id)
+                keep[str(batch[-1].id)] = example.get("final_category")
                 if len(batch) == UPSERT_BATCH:
                     out.put(batch)
                     batch = []
@@ -138,12 +146,26 @@ def _point_batches(db: Database, dim: int, out: queue.Queue, keep: set) -> None:
         out.put(exc)
 
 
-def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> tuple[int, int, int]:
-    """Every example in one scan, upserted in batches as it streams; then stale real points deleted."""
+@dataclass
+class FullSync:
+    kept: int  # examples that have a point
+    upserted: int
+    deleted: int
+    counts: tuple[dict[str, int], dict[str, int]]  # (real, synthetic) points per category afterwards
+
+
+def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> FullSync:
+    """Every example in one scan, upserted in batches as it streams; then stale real points deleted.
+
+    Only this run writes the collection (the step's lease), so the real points afterwards are
+    exactly the kept ones, and the synthetic ones are those before."""
     batches: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat on any collection size
-    keep: set[str] = set()
+    keep: dict[str, str | None] = {}  # point id -> category
     reader = threading.Thread(target=_point_batches, args=(db, dim, batches, keep), daemon=True)
     reader.start()
+    # While MongoDB prepares the first batch:
+    before = real_point_ids(qc, collection)
+    synthetic = _counts(qc, collection, "synthetic")
     upserted = 0
     while (batch := batches.get()) is not None:
         if isinstance(batch, BaseException):
@@ -151,23 +173,27 @@ def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> tuple
         qc.upsert(collection, points=batch, wait=True)
         upserted += len(batch)
     reader.join()
-    stale = stale_real_points(qc, collection, keep)
+    stale = sorted(before - keep.keys())
     if stale:
         qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](stale)), wait=True)
-    return len(keep), upserted, len(stale)
+    per_category = Counter(keep.values())
+    real = {c: per_category.get(c, 0) for c in CATEGORIES}
+    return FullSync(len(keep), upserted, len(stale), (real, synthetic))
 
 
 def run_vectors(
     db: Database, qc: QdrantClient, window: Window, *, collection: str, dim: int, threshold: int, full: bool = False
 ) -> dict:
     vectorstore.ensure_collection(qc, collection, dim)
+    known = None
     if full:
-        sessions, upserted, deleted = sync_all(db, qc, collection, dim)
+        synced = sync_all(db, qc, collection, dim)
+        sessions, upserted, deleted, known = synced.kept, synced.upserted, synced.deleted, synced.counts
     else:
         touched = sorted(touched_sessions(db, window))
         upserted, deleted = sync_sessions(db, qc, collection, dim, touched)
         sessions = len(touched)
-    real, synthetic = retire_synthetic(qc, collection, threshold)
+    real, synthetic = retire_synthetic(qc, collection, threshold, known)
     summary = {
         "window": str(window),
         "full": full,

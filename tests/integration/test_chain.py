@@ -358,6 +358,26 @@ def test_vectors_full_reconcile_removes_points_of_examples_that_no_longer_exist(
     assert vectorstore.count(qdrant, coll, "real") == 0
 
 
+def test_vectors_full_sync_reports_the_points_qdrant_then_has(settings, mongo, logs, qdrant):
+    """The full sync counts points from what it kept (no second pass over the collection): the counts must be Qdrant's."""
+    coll = settings.qdrant_collection
+    vectorstore.seed_synthetic(qdrant, settings, per_category=3, threshold=2)
+    for i, cat in enumerate(["email", "email", "report"]):
+        logs.full_session(10, f"s{i}", d={"field": cat})
+    run_etl(mongo, hour(10), now=NOW)
+    run_vectors(mongo, qdrant, hour(10), collection=coll, dim=384, threshold=5)
+    mongo.training_examples.delete_one({"_id": "s1"})  # its point is now stale
+
+    summary = run_vectors(mongo, qdrant, hour(10), collection=coll, dim=384, threshold=1, full=True)
+
+    assert summary["deleted"] == 1 and summary["upserted"] == 2
+    for source, key in (("real", "real_points"), ("synthetic", "synthetic_points")):
+        counted = vectorstore.counts_by_category(qdrant, coll, source)
+        assert summary[key] == {c: counted.get(c, 0) for c in summary[key]}
+    assert summary["real_points"]["email"] == 1 and summary["synthetic_points"]["email"] == 0
+    assert summary["synthetic_points"]["thesis"] == 3  # no real point there: still seeded
+
+
 # -- idempotency -------------------------------------------------------------------------------
 
 

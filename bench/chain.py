@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -292,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         client.close()
         stack.down(settings, only=services, echo=lambda _: None)
+    shutil.rmtree(stack_dir, ignore_errors=True)  # gigabytes of data; kept when the bench failed (its logs)
     window_rate, raw_window_rate = hour["touched"] / small, hour["raw_sessions"] / hour["raw"]
     print(
         f"window ETL: {small:.1f}s over {args.history} sessions, {large:.1f}s over {args.history * 10} sessions "

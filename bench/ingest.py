@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         large = _large_records_run(settings, args.large) if args.large else None
     finally:
         stack.down(settings, only=["kafka", "mongodb"], echo=lambda _: None)
+    shutil.rmtree(stack_dir, ignore_errors=True)  # gigabytes of data; kept when the bench failed (its logs)
     a, b, c, d = (results[v]["rate"] for v in ("consumer", "raw", "naive", "reference"))
     print(f"(a) consumer {a:.0f} events/s, (b) raw baseline {b:.0f} events/s, (c) naive baseline {c:.0f} events/s")
     print(

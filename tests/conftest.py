@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -23,8 +24,10 @@ from tests.helpers import ConsumerThread  # noqa: F401  (re-exported for tests)
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Settings:
-    """Kafka, MongoDB, Redis and PostgreSQL started for this test session, stopped at its end."""
+def stack_settings(request) -> Settings:
+    """Kafka, MongoDB, Redis and PostgreSQL started for this test session, stopped at its end.
+
+    Their directory is removed when every test passed; after a failure it stays, with the services' logs."""
     root = Path(os.environ.get("TEST_STACK_ROOT", tempfile.gettempdir()))
     stack_dir = Path(tempfile.mkdtemp(prefix="sentencify-test-stack-", dir=root))
     stack_dir.chmod(0o755)
@@ -34,6 +37,10 @@ def stack_settings() -> Settings:
         yield settings
     finally:  # also when `up` failed half-way: stop what did start
         stack.down(settings, echo=lambda line: print(line))
+        if request.session.testsfailed:
+            print(f"the test stack's logs are kept in {stack_dir}")
+        else:
+            shutil.rmtree(stack_dir, ignore_errors=True)
 
 
 @pytest.fixture

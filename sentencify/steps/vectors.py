@@ -132,7 +132,7 @@ def _point_batches(db: Database, dim: int, out: queue.Queue, keep: dict[str, str
     Whole documents: a server-side projection cost the local server more than sending the rest."""
     batch = []
     try:
-        for example in db[EXAMPLES].find({}, batch_size=1000):
+        for example in db[EXAMPLES].find({}, batch_size=UPSERT_BATCH):  # one reply, one upsert
             if wanted(example, dim):
                 batch.append(point(example))
                 keep[str(batch[-1].id)] = example.get("final_category")

@@ -108,3 +108,56 @@ def _wait_drawn(page, timeout_s: float) -> dict:
         elif time.monotonic() > deadline:
             return state
         page.wait_for_timeout(500)
+
+
+def airflow_screenshot(
+    url: str,
+    username: str,
+    password: str,
+    out: Path,
+    *,
+    path: str = "/dags/sentencify_etl/runs",
+    width: int = 1600,
+    height: int = 1250,
+    settle_ms: int = 4000,
+) -> Path:
+    """The Airflow UI (simple auth manager login) at `path`, e.g. a DAG's grid, for the docs."""
+    from playwright.sync_api import sync_playwright
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(f"{url}/auth/login")
+            page.fill("input[name='username']", username)
+            page.fill("input[name='password']", password)
+            page.click("button[type='submit']")
+            page.wait_for_url(lambda u: "/auth/login" not in u, timeout=30_000)
+            page.goto(url + path)
+            page.wait_for_timeout(settle_ms)  # the grid fills in over several API calls
+            page.screenshot(path=str(out))  # the runs table scrolls inside the page: the viewport is the picture
+        finally:
+            browser.close()
+    return out
+
+
+def main() -> int:
+    """`make screenshots`: refresh docs/img/ from the running local stack (after `make demo`)."""
+    from sentencify.dashboard.deploy import superset_password
+    from sentencify.settings import PROJECT_ROOT, Settings
+    from sentencify.stack import airflow
+
+    settings = Settings.from_env()
+    out = PROJECT_ROOT / "docs" / "img"
+    shot = screenshot(settings.superset_url, settings.superset_username, superset_password(settings), out / "dashboard.png")
+    print(f"{shot.path}: {shot.drawn}/{shot.charts} charts drawn")
+    grid = airflow_screenshot(
+        settings.airflow_url, airflow.ADMIN_USER, airflow.admin_password(settings), out / "airflow_grid.png"
+    )
+    print(f"{grid}: sentencify_etl's runs")
+    return 0 if shot.drawn == shot.charts and not shot.errors else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

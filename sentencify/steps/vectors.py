@@ -10,7 +10,9 @@ import logging
 import queue
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pymongo.database import Database
 from qdrant_client import QdrantClient, models
@@ -104,7 +106,10 @@ def retire_synthetic(
 
 
 def _counts(qc: QdrantClient, collection: str, source: str) -> dict[str, int]:
-    counted = vectorstore.counts_by_category(qc, collection, source)
+    return _every_category(vectorstore.counts_by_category(qc, collection, source))
+
+
+def _every_category(counted: Mapping[Any, int]) -> dict[str, int]:
     return {c: counted.get(c, 0) for c in CATEGORIES}
 
 
@@ -135,7 +140,7 @@ def _point_batches(db: Database, dim: int, out: queue.Queue, keep: dict[str, str
         for example in db[EXAMPLES].find({}, batch_size=UPSERT_BATCH):  # one reply, one upsert
             if wanted(example, dim):
                 batch.append(point(example))
-                keep[str(batch[-1].id)] = example.get("final_category")
+                keep[str(batch[-1].id)] = example.get("final_category")  # its payload's category
                 if len(batch) == UPSERT_BATCH:
                     out.put(batch)
                     batch = []
@@ -176,9 +181,7 @@ def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int) -> FullS
     stale = sorted(before - keep.keys())
     if stale:
         qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](stale)), wait=True)
-    per_category = Counter(keep.values())
-    real = {c: per_category.get(c, 0) for c in CATEGORIES}
-    return FullSync(len(keep), upserted, len(stale), (real, synthetic))
+    return FullSync(len(keep), upserted, len(stale), (_every_category(Counter(keep.values())), synthetic))
 
 
 def run_vectors(

@@ -30,6 +30,9 @@ INDEX_PLAN: dict[str, list[tuple[str, ...]]] = {
 # `ingested_at`: so a record becomes visible at most this long after its `ingested_at` (plus the
 # consumer's clock skew), which is how far back the chain looks (sentencify.steps.progress).
 WRITE_TIMEOUT_S = 60
+# The longest time from a consumer's `ingested_at` stamp until that write is visible (or abandoned for
+# good): the chain's look-back covers it (pipeline.md "Windows and late data").
+VISIBILITY_BOUND_S = WRITE_TIMEOUT_S
 
 
 def client(uri: str, app_name: str = "sentencify", timeout_ms: int = 5000, socket_timeout_s: float | None = None) -> MongoClient:

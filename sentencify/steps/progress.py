@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from pymongo.database import Database
 
-from sentencify.mongo import WRITE_TIMEOUT_S
+from sentencify.mongo import VISIBILITY_BOUND_S
 from sentencify.window import Window
 
 PROGRESS = "pipeline_progress"
@@ -30,7 +30,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {"etl": (), "profile": (), "vectors": ("e
 
 
 def lookback(clock_skew_s: float) -> timedelta:
-    return timedelta(seconds=clock_skew_s + WRITE_TIMEOUT_S)
+    return timedelta(seconds=clock_skew_s + VISIBILITY_BOUND_S)
 
 
 @dataclass(frozen=True)

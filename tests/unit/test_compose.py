@@ -1,84 +1,52 @@
 """docker-compose.yaml: valid for Compose (Debian's docker-compose parses and resolves it) and
-complete: every setting the code reads reaches the services that run that code."""
+complete: every setting the code reads reaches each service that runs that code.
+
+What a service reads is derived, not listed: the modules it runs (its entry points and everything
+they import, followed through the source) and every `Settings` field those modules touch, plus
+what Superset's configuration reads from the environment. A new setting therefore fails here
+until compose gives it to the services whose code reads it.
+"""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
+from dataclasses import fields
+from functools import cache
+from pathlib import Path
 
 import pytest
 import yaml
 
+from sentencify.settings import Settings
 from tests.helpers import ROOT
 
 SUPERSET_CONFIG = ROOT / "superset" / "superset_config.py"
-ENVIRON = re.compile(r'os\.environ(?:\.get\(|\[)"([A-Z0-9_]+)"')
+REQUIRED_ENV = re.compile(r'os\.environ\["([A-Z0-9_]+)"\]')
+OPTIONAL_ENV = re.compile(r'os\.environ\.get\("([A-Z0-9_]+)"')
+VAR = {f.name: f.metadata["var"] for f in fields(Settings)}
+OPTIONAL = {f.metadata["var"] for f in fields(Settings) if f.metadata["default"] is None}  # unset = off
+# The local stack's code (`sentencify stack ...`, its generated logins) never runs in a container:
+# the modules that fall back to it do so only for a setting compose always sets.
+LOCAL_STACK = "sentencify.stack"
+# pipeline/interfaces contract: "QDRANT_URL or QDRANT_PATH" - a server URL makes the path unused.
+ALTERNATIVE = {"QDRANT_PATH": "QDRANT_URL"}
 
-KAFKA = {"KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM"}
-# Present in every Kafka client's environment, empty unless the managed Kafka needs them.
-KAFKA_OPTIONAL = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"}
-CHAIN = {
-    "TOPIC_PREFIX",
-    "MONGO_URI",
-    "MONGO_DB",
-    "REDIS_URL",
-    "QDRANT_URL",
-    "QDRANT_API_KEY",
-    "CLOCK_SKEW_S",
-    "QDRANT_COLLECTION",
-    "ANALYTICS_DB_URI",
-    "EMBEDDING_DIM",
-    "ETL_TIME_GAP_S",
-    "VECTOR_REAL_THRESHOLD",
-    "SUPERSET_URL",
-} | KAFKA
-# service -> the variables its code needs
-NEEDS = {
-    "consumer": KAFKA
-    | {
-        "TOPIC_PREFIX",
-        "CONSUMER_GROUP",
-        "BATCH_SIZE",
-        "FLUSH_INTERVAL_MS",
-        "MONGO_URI",
-        "MONGO_DB",
-        "REDIS_URL",
-        "METRICS_PORT",
-        "MAX_BUFFERED_RECORDS",
-        "MAX_BUFFERED_BYTES",
-        "WRITE_CONCURRENCY",
-        "DLQ_MAX_BAD_RATIO",
-        "DLQ_WINDOW",
-        "MAX_RECORD_BYTES",
-    },
-    "airflow-scheduler": CHAIN,  # LocalExecutor: the tasks run here
-    "airflow-dag-processor": CHAIN,
-    "airflow-api": CHAIN,  # the dashboard link plugin
-    "superset": {"SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI", "SUPERSET_CACHE_REDIS_URL", "SUPERSET_SESSION_COOKIE_SECURE"},
-    "superset-init": {"SUPERSET_SECRET_KEY", "SUPERSET_METADATA_URI"},
-    "dashboard-deploy": {"SUPERSET_URL", "SUPERSET_USERNAME", "SUPERSET_PASSWORD", "ANALYTICS_READER_URI", "AIRFLOW_URL"},
+AIRFLOW_CODE = tuple(f"dags.{p.stem}" for p in sorted((ROOT / "dags").glob("*.py"))) + tuple(
+    f"sentencify_airflow.{p.stem}" for p in sorted((ROOT / "plugins" / "sentencify_airflow").glob("*.py"))
+)
+# service -> the modules it runs. Airflow imports every plugin module in each of its processes.
+SERVICE_CODE = {
+    "consumer": ("consumer.__main__",),
+    "airflow-scheduler": AIRFLOW_CODE,  # LocalExecutor: the tasks run here
+    "airflow-dag-processor": AIRFLOW_CODE,
+    "airflow-api": AIRFLOW_CODE,
+    "dashboard-deploy": ("sentencify.dashboard.deploy",),
 }
-# Read by the code but meaningless in compose: the local stack's ports and paths, Superset's
-# local secrets, knobs whose defaults are right in production too.
-LOCAL_OR_DEFAULT = {
-    "STACK_DIR",
-    "KAFKA_PORT",
-    "MONGO_PORT",
-    "REDIS_PORT",
-    "POSTGRES_PORT",
-    "AIRFLOW_PORT",
-    "SUPERSET_PORT",
-    "AIRFLOW_METADATA_DB",
-    "SUPERSET_METADATA_DB",
-    "QDRANT_PATH",
-    "TOPIC_PARTITIONS",
-    "SHUTDOWN_TIMEOUT_S",
-    "DEAD_LETTER_PREFIX_BYTES",
-    "SUPERSET_ENABLE_PROXY_FIX",
-    "SUPERSET_AUTH_RATE_LIMITED",
-    "SUPERSET_WEBSERVER_TIMEOUT",
-}
+SUPERSET_SERVICES = ("superset", "superset-init")  # both load superset_config.py
+
 LONG_RUNNING = {
     "kafka",
     "mongo",
@@ -92,31 +60,91 @@ LONG_RUNNING = {
     "superset",
 }
 ONE_SHOT = {"kafka-init", "airflow-init", "superset-init", "dashboard-deploy"}
+CERTS = "/etc/sentencify/kafka"
 
 
-def code_reads() -> set[str]:
-    """Every variable of Settings, and what Superset's configuration reads."""
-    from sentencify.settings import Settings
+def _source(module: str) -> Path | None:
+    for base in (ROOT, ROOT / "plugins"):
+        path = base.joinpath(*module.split("."))
+        for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None  # not ours (a library)
 
-    return set(Settings.variables()) | set(ENVIRON.findall(SUPERSET_CONFIG.read_text()))
+
+@cache
+def _parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
 
 
-@pytest.fixture(scope="module")
-def resolved(tmp_path_factory) -> dict:
-    """`docker-compose config` with .env.example, every secret filled in."""
+def modules_run_by(entries: tuple[str, ...]) -> dict[str, Path]:
+    """The project's modules `entries` import, directly or not (imports inside functions included)."""
+    seen: dict[str, Path] = {}
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name in seen or name == LOCAL_STACK or name.startswith(LOCAL_STACK + "."):
+            continue
+        path = _source(name)
+        if path is None:
+            continue
+        seen[name] = path
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(_parsed(path)):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*parts, base] if base else parts)
+                todo += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return seen
+
+
+def settings_read_by(modules: dict[str, Path]) -> set[str]:
+    """Variables of the Settings fields these modules touch (`settings.batch_size` -> BATCH_SIZE)."""
+    names = set()
+    for module, path in modules.items():
+        if module == "sentencify.settings":
+            continue
+        names |= {node.attr for node in ast.walk(_parsed(path)) if isinstance(node, ast.Attribute) and node.attr in VAR}
+    return {VAR[name] for name in names}
+
+
+def superset_reads() -> dict[str, bool]:
+    """Variable -> required (os.environ["X"]) for what superset_config.py reads."""
+    text = SUPERSET_CONFIG.read_text()
+    return dict.fromkeys(OPTIONAL_ENV.findall(text), False) | dict.fromkeys(REQUIRED_ENV.findall(text), True)
+
+
+def needs() -> dict[str, set[str]]:
+    out = {service: settings_read_by(modules_run_by(entries)) for service, entries in SERVICE_CODE.items()}
+    for service in SUPERSET_SERVICES:
+        out[service] = set(superset_reads())
+    return out
+
+
+def _compose_config(env_file: Path) -> subprocess.CompletedProcess:
     compose = shutil.which("docker-compose")
     assert compose, "docker-compose is missing: `make install` installs it (apt-get install docker-compose)"
-    env = tmp_path_factory.mktemp("compose") / ".env"
-    lines = [re.sub(r"^([A-Z0-9_]+)=$", r"\1=test-secret-\1", line) for line in (ROOT / ".env.example").read_text().splitlines()]
-    env.write_text("\n".join(lines) + "\n")
-    out = subprocess.run(
-        [compose, "--env-file", str(env), "-f", str(ROOT / "docker-compose.yaml"), "config"],
+    return subprocess.run(
+        [compose, "--env-file", str(env_file), "-f", str(ROOT / "docker-compose.yaml"), "config"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=120,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def resolved(tmp_path_factory) -> dict:
+    """`docker-compose config` with .env.example, every secret filled in."""
+    env = tmp_path_factory.mktemp("compose") / ".env"
+    lines = [re.sub(r"^([A-Z0-9_]+)=$", r"\1=test-secret-\1", line) for line in (ROOT / ".env.example").read_text().splitlines()]
+    env.write_text("\n".join(lines) + "\n")
+    out = _compose_config(env)
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
@@ -124,14 +152,7 @@ def resolved(tmp_path_factory) -> dict:
 def test_a_missing_secret_is_named(tmp_path):
     env = tmp_path / ".env"
     env.write_text((ROOT / ".env.example").read_text())  # secrets left empty, as committed
-    out = subprocess.run(
-        ["docker-compose", "--env-file", str(env), "-f", str(ROOT / "docker-compose.yaml"), "config"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
+    out = _compose_config(env)
     assert out.returncode != 0 and "in .env" in out.stderr
 
 
@@ -151,32 +172,122 @@ def test_services_are_complete_healthy_and_only_the_uis_are_published(resolved):
     assert "--replSet" in (ROOT / "deploy" / "mongo" / "entrypoint.sh").read_text()
 
 
-def test_every_setting_the_code_reads_reaches_the_services_that_need_it(resolved):
-    reads = code_reads()
-    needed = set().union(*NEEDS.values()) | KAFKA_OPTIONAL
-    assert reads - needed - LOCAL_OR_DEFAULT == set(), "a new setting: add it to the compose services that need it (and here)"
-    for service, names in NEEDS.items():
-        env = resolved["services"][service].get("environment") or {}
-        missing = names - set(env)
-        assert not missing, f"{service} lacks {sorted(missing)}"
-        assert all(str(env[n]).strip() for n in names), f"{service}: empty values"
-        if "KAFKA_BOOTSTRAP_SERVERS" in names:
-            assert set(env) >= KAFKA_OPTIONAL, f"{service} lacks the optional Kafka security settings"
-    # no secret is written in the file itself
+def test_the_derivation_sees_what_each_service_runs():
+    """The import walk finds the code each service runs (else the next test would prove nothing)."""
+    consumer = modules_run_by(SERVICE_CODE["consumer"])
+    assert {"consumer.service", "consumer.writepath", "sentencify.kafka_config"} <= set(consumer)
+    airflow = modules_run_by(AIRFLOW_CODE)
+    assert {"sentencify_airflow.operators", "sentencify.steps.runner", "sentencify.dashboard"} <= set(airflow)
+    assert not any(m.startswith(LOCAL_STACK) for m in {*consumer, *airflow})
+    reads = needs()
+    assert {"SHUTDOWN_TIMEOUT_S", "DEAD_LETTER_PREFIX_BYTES", "METRICS_PORT", "KAFKA_SSL_CAFILE"} <= reads["consumer"]
+    assert {"CLOCK_SKEW_S", "MONGO_DB", "SUPERSET_URL"} <= reads["airflow-scheduler"]
+    assert {"SUPERSET_PASSWORD", "ANALYTICS_READER_URI"} <= reads["dashboard-deploy"]
+
+
+def test_every_setting_the_code_reads_reaches_the_services_that_run_it(resolved):
+    services = resolved["services"]
+    for service, names in needs().items():
+        env = services[service].get("environment") or {}
+        missing = {n for n in names if n not in env and ALTERNATIVE.get(n) not in env}
+        assert not missing, f"{service} runs code that reads {sorted(missing)}: add them to its environment in compose"
+        required = {n for n in names & set(env) if n not in OPTIONAL and superset_reads().get(n, True)}
+        empty = sorted(n for n in required if not str(env[n]).strip())
+        assert not empty, f"{service}: empty values for {empty}"
+
+
+def test_settings_no_service_reads_belong_to_the_local_stack_only():
+    """A setting no compose service reads is one only the local tools use (its stack, the CLI's
+    stack commands, the benches); any other code reading it would have to be wired."""
+    read = set().union(*needs().values())
+    unread = set(Settings.variables()) - read
+    local_tools = {"sentencify.cli", "sentencify.demo_chain", "bench.ingest", "bench.chain", "sentencify.settings"}
+    everything = {
+        ".".join(p.relative_to(base).with_suffix("").parts): p
+        for base, top in ((ROOT, "sentencify"), (ROOT, "consumer"), (ROOT, "bench"), (ROOT / "plugins", "sentencify_airflow"))
+        for p in (base / top).rglob("*.py")
+    }
+    elsewhere = {m: p for m, p in everything.items() if not m.startswith(LOCAL_STACK) and m not in local_tools}
+    leaked = unread & settings_read_by(elsewhere)
+    assert not leaked, f"read outside the local stack but by no compose service: {sorted(leaked)}"
+
+
+def test_kafka_clients_get_every_security_setting_and_the_certificates_read_only(resolved):
+    kafka_vars = {v for v in Settings.variables() if v.startswith("KAFKA_") and v != "KAFKA_PORT"}
+    for name, service in resolved["services"].items():
+        env = service.get("environment") or {}
+        if "KAFKA_BOOTSTRAP_SERVERS" not in env:
+            continue
+        assert kafka_vars <= set(env), f"{name} lacks {sorted(kafka_vars - set(env))}"
+        mounts = [v for v in service.get("volumes") or [] if str(v).split(":")[1:2] == [CERTS]]
+        assert mounts, f"{name} names Kafka certificate files but mounts none at {CERTS}"
+        assert all(str(v).endswith(":ro") for v in mounts), f"{name}: certificates must be mounted read-only"
+    example = (ROOT / ".env.example").read_text()
+    for var in ("KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"):
+        paths = re.findall(rf"^# ?{var}=(\S+)", example, re.M)
+        assert paths and all(p.startswith(CERTS + "/") for p in paths), f".env.example's {var} example is not under {CERTS}"
+
+
+def test_metrics_are_reachable_from_the_network_and_shutdown_fits_the_grace_period(resolved):
+    consumer = resolved["services"]["consumer"]
+    env = consumer["environment"]
+    assert env["METRICS_HOST"] == "0.0.0.0"
+    assert env["METRICS_PORT"].startswith("9") and "METRICS_PORT" in " ".join(consumer["healthcheck"]["test"])
+    grace = consumer["stop_grace_period"]
+    seconds = int(re.fullmatch(r"(\d+)s", grace).group(1)) if isinstance(grace, str) else int(grace)
+    assert seconds >= int(env["SHUTDOWN_TIMEOUT_S"]) + 10, "SIGTERM: the flush must end before the kill"
+
+
+def _airflow_options() -> set[tuple[str, str]]:
+    """Options Airflow knows: its config template, the installed providers', and the targets of
+    its own renames (how `[fab] cookie_secure` is known while the FAB provider is image-only)."""
+    import airflow
+
+    base = Path(airflow.__file__).parent
+    known = {
+        (section, option)
+        for section, spec in yaml.safe_load((base / "config_templates" / "config.yml").read_text()).items()
+        for option in spec["options"]
+    }
+    for info in base.glob("providers/*/get_provider_info.py"):
+        tree = ast.parse(info.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict) and any(isinstance(k, ast.Constant) and k.value == "config" for k in node.keys):
+                config = node.values[[k.value for k in node.keys if isinstance(k, ast.Constant)].index("config")]
+                for section, spec in ast.literal_eval(config).items():
+                    known |= {(section, option) for option in spec["options"]}
+    renames = (base / "cli" / "commands" / "config_command.py").read_text()
+    known |= set(re.findall(r'renamed_to=ConfigParameter\("(\w+)", "(\w+)"\)', renames))
+    return known
+
+
+def test_every_airflow_option_compose_sets_exists(resolved):
+    known = _airflow_options()
+    assert ("fab", "cookie_secure") in known and ("core", "executor") in known
+    for name, service in resolved["services"].items():
+        for var in service.get("environment") or {}:
+            if var.startswith("AIRFLOW__"):
+                section, option = var[len("AIRFLOW__") :].lower().split("__", 1)
+                assert (section, option) in known, f"{name}: {var} is no Airflow option"
+
+
+def test_no_secret_is_written_in_the_file():
     text = (ROOT / "docker-compose.yaml").read_text()
     assert not re.search(r"[A-Z_]*(PASSWORD|SECRET|KEY): (?!\$\{)[^\s#]+", text)
 
 
 def test_production_airflow_and_superset_are_secured(resolved):
-    """Airflow on the FAB auth manager with an admin from .env, a connection per store; Superset's
-    session cookie secure behind TLS."""
+    """Airflow on the FAB auth manager with an admin from .env, a connection per store, session
+    cookies over HTTPS only; Superset's session cookie secure behind TLS."""
     services = resolved["services"]
     for name in ("airflow-init", "airflow-api", "airflow-scheduler", "airflow-dag-processor"):
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager"), name
         assert not any("SIMPLE_AUTH_MANAGER" in k for k in env), f"{name} still configures the simple auth manager"
+        assert env["AIRFLOW__FAB__COOKIE_SECURE"] == "true", name
         for conn in ("MONGO_DEFAULT", "REDIS_DEFAULT", "QDRANT_DEFAULT", "SENTENCIFY_ANALYTICS"):
             assert env.get(f"AIRFLOW_CONN_{conn}"), f"{name} lacks the {conn.lower()} connection"
+    assert "--proxy-headers" in services["airflow-api"]["command"]
     init = " ".join(services["airflow-init"]["command"])
     assert "airflow users create --role Admin" in init and "AIRFLOW_ADMIN_PASSWORD" in init
     assert "apache-airflow-providers-fab" in (ROOT / "deploy" / "airflow" / "Dockerfile").read_text()

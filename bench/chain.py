@@ -34,6 +34,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.report import write_figures
 from consumer.records import Position
 from consumer.validate import Validator
 from sentencify import mongo, stack, vectorstore
@@ -295,16 +296,16 @@ def main(argv: list[str] | None = None) -> int:
         stack.down(settings, only=services, echo=lambda _: None)
     shutil.rmtree(stack_dir, ignore_errors=True)  # gigabytes of data; kept when the bench failed (its logs)
     window_rate, raw_window_rate = hour["touched"] / small, hour["raw_sessions"] / hour["raw"]
-    print(
+    lines = [
         f"window ETL: {small:.1f}s over {args.history} sessions, {large:.1f}s over {args.history * 10} sessions "
-        f"({window_rate:.0f} sessions/s; raw window read {raw_window_rate:.0f} sessions/s)"
-    )
-    print(f"the hour through the chain: {hour['total']:.1f}s")
-    print(f"rebuild {rate:.0f} sessions/s vs raw {raw_rate:.0f}; vectors {vec:.0f} points/s vs raw {vec_raw:.0f}")
-    print(
+        f"({window_rate:.0f} sessions/s; raw window read {raw_window_rate:.0f} sessions/s)",
+        f"the hour through the chain: {hour['total']:.1f}s",
+        f"rebuild {rate:.0f} sessions/s vs raw {raw_rate:.0f}; vectors {vec:.0f} points/s vs raw {vec_raw:.0f}",
         f"ratios history10x={large / small:.2f} window/raw={window_rate / raw_window_rate:.2f} "
-        f"rebuild/raw={rate / raw_rate:.2f} vectors/raw={vec / vec_raw:.2f}"
-    )
+        f"rebuild/raw={rate / raw_rate:.2f} vectors/raw={vec / vec_raw:.2f}",
+    ]
+    print("\n".join(lines))
+    print(f"figures written to {write_figures('chain', lines)}")  # docs/benchmarks/chain.md, the one source README links
     return 0
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import orjson
 
+from bench.report import write_figures
 from sentencify import stack
 from sentencify.settings import Settings
 
@@ -299,18 +300,21 @@ def main(argv: list[str] | None = None) -> int:
         stack.down(settings, only=["kafka", "mongodb"], echo=lambda _: None)
     shutil.rmtree(stack_dir, ignore_errors=True)  # gigabytes of data; kept when the bench failed (its logs)
     a, b, c, d = (results[v]["rate"] for v in ("consumer", "raw", "naive", "reference"))
-    print(f"(a) consumer {a:.0f} events/s, (b) raw baseline {b:.0f} events/s, (c) naive baseline {c:.0f} events/s")
-    print(
+    lines = [
+        f"(a) consumer {a:.0f} events/s, (b) raw baseline {b:.0f} events/s, (c) naive baseline {c:.0f} events/s "
+        f"(first {results['naive']['records']} records)",
         f"(d) reference: sequential insert_many({settings.batch_size}) from memory, no Kafka {d:.0f} events/s "
-        f"(a/d={a / d:.2f}; d/c={d / c:.1f}: how far batching alone gets on this server)"
-    )
-    print(f"consumer peak RSS {results['consumer']['peak_rss_mb']:.0f} MB")
+        f"(a/d={a / d:.2f}; d/c={d / c:.1f}: how far batching alone gets on this server)",
+        f"consumer peak RSS {results['consumer']['peak_rss_mb']:.0f} MB",
+    ]
     if large:
-        print(
+        lines.append(
             f"large records: {large['rate']:.0f} events/s peak_rss_mb={large['peak_rss_mb']:.0f} "
             f"({large['records']} records, {large['mb']:.0f} MB)"
         )
-    print(f"ratios a/b={a / b:.2f} a/c={a / c:.1f}")
+    lines.append(f"ratios a/b={a / b:.2f} a/c={a / c:.1f}")
+    print("\n".join(lines))
+    print(f"figures written to {write_figures('ingest', lines)}")  # docs/benchmarks/ingest.md, the one source README links
     return 0
 
 

@@ -8,7 +8,14 @@ LOGS=.stack/logs
 SESSIONS="${DEMO_SESSIONS:-3000}"
 HOURS="${DEMO_HOURS:-24}"
 began=$(date +%s)
-stage() { echo; echo "== [$(( $(date +%s) - began ))s] $*"; }
+times=()  # "<stage>: <seconds>s", written to docs/benchmarks/demo.md at the end (bench/report.py)
+current="" last=$began
+stage() {
+  local now; now=$(date +%s)
+  [ -z "$current" ] || times+=("$current: $(( now - last ))s")
+  current="${1%%:*}" last=$now
+  echo; echo "== [$(( now - began ))s] $*"
+}
 fail() { echo; echo "demo FAILED at stage: $1 (log: $2)" >&2; exit 1; }
 mkdir -p "$LOGS"
 
@@ -42,4 +49,8 @@ echo
 $S stack status | tail -n 3
 echo "Dashboard:  $(.venv/bin/python -c 'from sentencify.dashboard import dashboard_url; from sentencify.settings import Settings; print(dashboard_url(Settings.from_env()))')"
 echo
-echo "demo took $(( $(date +%s) - began ))s"
+now=$(date +%s)
+times+=("$current: $(( now - last ))s")
+.venv/bin/python -m bench.report demo --command "make demo (DEMO_SESSIONS=$SESSIONS DEMO_HOURS=$HOURS)" \
+  "demo took $(( now - began ))s" "${times[@]}" || echo "(could not write docs/benchmarks/demo.md)"
+echo "demo took $(( now - began ))s"

@@ -122,6 +122,7 @@ class Settings:
     # local stack: its directory and ports (127.0.0.1); the defaults below follow them
     stack_dir: Path = _setting("STACK_DIR", _path, PROJECT_ROOT / ".stack")
     kafka_port: int = _setting("KAFKA_PORT", _int(1), 19092)
+    kafka_storage_port: int = _setting("KAFKA_STORAGE_PORT", _int(1), 19094)  # the broker's object store
     mongo_port: int = _setting("MONGO_PORT", _int(1), 27027)
     redis_port: int = _setting("REDIS_PORT", _int(1), 6389)
     postgres_port: int = _setting("POSTGRES_PORT", _int(1), 15432)

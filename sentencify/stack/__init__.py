@@ -11,7 +11,7 @@ from sentencify.stack.process import StackError, free_port, is_running, port_ope
 from sentencify.stack.services import PostgresService, Service, services
 from sentencify.stack.topics import create_topics
 
-CORE_SERVICES = ["kafka", "mongodb", "redis", "postgres"]
+CORE_SERVICES = ["kafka-storage", "kafka", "mongodb", "redis", "postgres"]
 AIRFLOW_SERVICES = ["airflow-api", "airflow-scheduler", "airflow-dag-processor"]
 SUPERSET_SERVICES = ["superset"]
 
@@ -44,7 +44,10 @@ def private_settings(stack_dir: Path, env: dict[str, str] | None = None) -> Sett
 
     ports = {
         name: str(free_port())
-        for name in ("KAFKA_PORT", "MONGO_PORT", "REDIS_PORT", "POSTGRES_PORT", "AIRFLOW_PORT", "SUPERSET_PORT")
+        for name in (
+            *("KAFKA_PORT", "KAFKA_STORAGE_PORT", "MONGO_PORT", "REDIS_PORT", "POSTGRES_PORT"),
+            *("AIRFLOW_PORT", "SUPERSET_PORT"),
+        )
     }
     # from_env derives every URI from the ports, as for the default stack.
     return Settings.from_env({**(env or {}), **ports, "STACK_DIR": str(stack_dir), "METRICS_PORT": "0"})
@@ -58,6 +61,13 @@ def _select(settings: Settings, only: list[str] | None) -> list[Service]:
             raise StackError(f"unknown service(s) {sorted(unknown)}; choose from {[s.name for s in chosen]}")
         chosen = [s for s in chosen if s.name in only]
     return chosen
+
+
+def _with_needs(only: list[str] | None) -> list[str] | None:
+    """`kafka` means the broker and its storage: starting or stopping one alone is never wanted."""
+    if only and "kafka" in only and "kafka-storage" not in only:
+        return ["kafka-storage", *only]
+    return only
 
 
 def _start(service: Service, echo) -> None:
@@ -79,7 +89,7 @@ def _start(service: Service, echo) -> None:
 
 def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
     """Start what is not running (idempotent), then create topics and databases."""
-    chosen = _select(settings, only)
+    chosen = _select(settings, _with_needs(only))
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
     settings.stack_dir.chmod(0o755)  # services running as their own users (postgres) must enter it
     for service in chosen:
@@ -94,7 +104,7 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
 
 def down(settings: Settings, only: list[str] | None = None, echo=print) -> None:
     """Stop only what this stack started (by PID file), in reverse start order."""
-    for service in reversed(_select(settings, only)):
+    for service in reversed(_select(settings, _with_needs(only))):
         pid = read_pid(service.pid_file)
         if pid is None or not is_running(pid, service.expect_in_cmdline):
             echo(f"  {service.name:<22} not running")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import sys
+import urllib.request
 
 from sentencify.settings import Settings
-from sentencify.stack import airflow, superset
+from sentencify.stack import airflow, kafka_storage, superset
 from sentencify.stack.postgres import PostgresService, postgres_service
 from sentencify.stack.process import port_open
 from sentencify.stack.service import Service, need, tansu_binary, venv_script
@@ -15,6 +17,47 @@ __all__ = ["PostgresService", "Service", "postgres_service", "services"]
 
 class KafkaService(Service):
     pass
+
+
+class KafkaStorageService(Service):
+    """The broker's object store (sentencify.stack.kafka_storage): healthy once it lists its buckets."""
+
+    def healthy(self) -> bool:
+        if not port_open(self.port):
+            return False
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as resp:
+            return resp.status == 200
+
+
+def kafka_services(settings: Settings) -> list[Service]:
+    """The broker and, first, its durable storage: records, watermarks and committed offsets are
+    files under STACK_DIR/kafka/tansu/ (one object per record batch), kept across restarts."""
+    data = settings.stack_dir / "kafka"
+    storage = KafkaStorageService(
+        name="kafka-storage",
+        port=settings.kafka_storage_port,
+        argv=[sys.executable, "-m", "sentencify.stack.kafka_storage", str(data), str(settings.kafka_storage_port)],
+        data_dir=data,
+        expect_in_cmdline="sentencify.stack.kafka_storage",
+    )
+    broker = KafkaService(
+        name="kafka",
+        port=settings.kafka_port,
+        argv=[
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{settings.kafka_port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{settings.kafka_port}",
+            "--storage-engine",
+            f"s3://{kafka_storage.BUCKET}/",
+        ],
+        data_dir=data,
+        expect_in_cmdline="tansu",
+        env={"PATH": "/usr/bin:/bin", **kafka_storage.broker_env(settings.kafka_storage_port)},
+    )
+    return [storage, broker]
 
 
 class MongoService(Service):
@@ -131,22 +174,7 @@ def services(settings: Settings) -> list[Service]:
     root = settings.stack_dir
     redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
     return [
-        KafkaService(
-            name="kafka",
-            port=settings.kafka_port,
-            argv=[
-                tansu_binary(),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{settings.kafka_port}",
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{settings.kafka_port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            data_dir=root / "kafka",
-            expect_in_cmdline="tansu",
-        ),
+        *kafka_services(settings),
         MongoService(
             name="mongodb",
             port=settings.mongo_port,

@@ -16,7 +16,7 @@ from tests.helpers import ROOT
 
 def test_status_reports_every_service_healthy_and_up_is_idempotent(stack_settings):
     rows = stack.status(stack_settings, only=stack.CORE_SERVICES)
-    assert [r.name for r in rows] == ["kafka", "mongodb", "redis", "postgres"]
+    assert [r.name for r in rows] == ["kafka-storage", "kafka", "mongodb", "redis", "postgres"]
     assert all(r.healthy and r.pid for r in rows), rows
     pids = [r.pid for r in rows]
     lines: list[str] = []
@@ -122,3 +122,44 @@ def test_summary_json(settings, mongo):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["records per collection"]["I recommend_log"] == 1
+
+
+def test_kafka_keeps_records_and_committed_offsets_across_a_restart_and_a_crash(settings, mongo, tmp_path):
+    """issue 22: the local broker's storage is durable (STACK_DIR/kafka), so a restart loses nothing."""
+    import signal
+
+    from sentencify.simulate import generate
+    from sentencify.stack.process import free_port
+    from sentencify.stack.topics import create_topics
+    from tests.helpers import assert_manifest_stored, committed_offsets, consume_until_idle, send, services_started
+
+    port = free_port()
+    own = dataclasses.replace(
+        settings,
+        stack_dir=tmp_path,
+        kafka_port=port,
+        kafka_storage_port=free_port(),
+        kafka_bootstrap_servers=f"127.0.0.1:{port}",
+    )
+    with services_started(own, ["kafka"]):
+        create_topics(own)
+        first = send(own, generate(150, seed=21, embedding_dim=own.embedding_dim))
+        consume_until_idle(own)
+        assert_manifest_stored(mongo, first)
+        offsets = committed_offsets(own)
+        assert sum(offsets.values()) == first.records
+        second = send(own, generate(150, seed=22, embedding_dim=own.embedding_dim))
+
+        stack.down(own, only=["kafka"], echo=print)  # `stack down` + `stack up`
+        stack.up(own, only=["kafka"], echo=print)
+        assert committed_offsets(own) == offsets
+        broker = read_pid(tmp_path / "run" / "kafka.pid")
+        assert broker and stop_pid(broker, sig=signal.SIGKILL)  # a crash of the broker
+        stack.up(own, only=["kafka"], echo=print)
+        assert committed_offsets(own) == offsets
+
+        consume_until_idle(own)
+        for collection, ids in second.expected_ids.items():
+            first.expected_ids.setdefault(collection, set()).update(ids)
+        assert_manifest_stored(mongo, first)
+        assert sum(committed_offsets(own).values()) == first.records + second.records

@@ -1,19 +1,17 @@
 """Step 1: training examples (H) for the sessions a window touches, rebuilt from all their records.
 
-Gather: the window's touched sessions (by `ingested_at` range), then every record they need by key,
-in bounded `$in` batches (`mongo.find_in`): their A, B and C by session, E by context hash, D by
-correction id, and F by document for the point-in-time join, done in Python in one pass per chunk.
-The full rebuild gathers the same `JoinedSession`s from one scan per collection. Decide:
-`examples.build` (pure). Publish: one transaction per window (up to MAX_SESSIONS_PER_TRANSACTION
-sessions), writing only what changed, so a failure leaves readers the previous state, never half
-a window.
+Gather: the window's touched sessions (by `ingested_at` range), then their records joined by the
+database: the aggregation pipeline of `sentencify.steps.join` (earliest A; B, C, D, E and the
+point-in-time F by indexed `$lookup`s), the same pipeline for the full rebuild over every session;
+sessions with B or C but no A come back as orphans. Decide: `examples.build` (pure). Publish: one
+transaction per window (up to MAX_SESSIONS_PER_TRANSACTION sessions), writing only what changed,
+so a failure leaves readers the previous state, never half a window.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,54 +19,17 @@ from pymongo import DeleteMany, InsertOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
 from sentencify.mongo import find_in
-from sentencify.steps import examples
+from sentencify.steps import examples, join
 from sentencify.steps.examples import JoinedSession
+from sentencify.steps.join import F  # noqa: F401  (re-exported: the bench and tests name it from here)
 from sentencify.steps.publish import publish
-from sentencify.steps.touched import A, B, C, D, E, chunks, group_by, touched_sessions
+from sentencify.steps.touched import chunks, touched_sessions
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.etl")
 
 EXAMPLES = "training_examples"
 REJECTS = "etl_rejects"
-F = "document_context_cache"
-
-_A_FIELDS = [
-    "insert_id",
-    "recommend_session_id",
-    "created_at",
-    "user_id",
-    "doc_id",
-    "context_hash",
-    "reco_category_input",
-    "reco_options",
-    "P_vec",
-    "P_rule",
-    "P_doc",
-    "doc_maturity_score",
-    "applied_weight_doc",
-]
-_B_FIELDS = [
-    "insert_id",
-    "recommend_session_id",
-    "source_recommend_event_id",
-    "created_at",
-    "target_category",
-    "target_intensity",
-    "target_language",
-]
-_C_FIELDS = [
-    "insert_id",
-    "recommend_session_id",
-    "source_recommend_event_id",
-    "created_at",
-    "was_accepted",
-    "selected_option_index",
-    "correction_history_id",
-]
-_D_FIELDS = ["field", "intensity", "user_prompt", "selected_index"]
-_E_FIELDS = ["embedding_v1", "embedding_version"]
-_F_FIELDS = ["doc_id", "last_updated", "valid_until", "macro_category_hint"]
 
 Orphans = dict[str, tuple[list[dict], list[dict]]]  # session without an A -> (its B, its C)
 
@@ -93,68 +54,14 @@ class EtlResult:
         }
 
 
-def join(
-    a_by: dict[str, list[dict]],
-    b_by: dict[str, list[dict]],
-    c_by: dict[str, list[dict]],
-    e_by_hash: dict[str, dict],
-    d_by_id: dict[str, dict],
-    f_by_doc: dict[str, list[dict]],
-    sessions: Iterable[str],
-) -> tuple[list[JoinedSession], Orphans]:
-    """Pure: the records of `sessions`, grouped -> one JoinedSession per session with an A, and the orphans."""
-    joined: list[JoinedSession] = []
-    orphans: Orphans = {}
-    for s in sessions:
-        a_all, b, c = a_by.get(s), b_by.get(s, []), c_by.get(s, [])
-        if not a_all:
-            if b or c:
-                orphans[s] = (b, c)
-            continue
-        a = examples.earliest(a_all)
-        e = e_by_hash.get(a["context_hash"])
-        f = examples.in_force(f_by_doc.get(a["doc_id"], []), a["created_at"])
-        d = [d_by_id[x["correction_history_id"]] for x in c if x.get("correction_history_id") in d_by_id]
-        joined.append(
-            JoinedSession(
-                _id=s,
-                a=a,
-                a_ids=sorted({x["insert_id"] for x in a_all}),
-                b=b,
-                c=c,
-                d=d,
-                e=[e] if e else [],
-                f=[{"_id": f["_id"], "macro_category_hint": f.get("macro_category_hint")}] if f else [],
-            )
-        )
-    return joined, orphans
-
-
 def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], Orphans]:
-    """Every record these sessions need, fetched by key in bounded batches, then joined."""
-    a_by = group_by(find_in(db[A], "recommend_session_id", session_ids, _A_FIELDS))
-    b_by = group_by(find_in(db[B], "recommend_session_id", session_ids, _B_FIELDS))
-    c_by = group_by(find_in(db[C], "recommend_session_id", session_ids, _C_FIELDS))
-    first = [examples.earliest(a_all) for a_all in a_by.values()]
-    e_by_hash = {e["_id"]: e for e in find_in(db[E], "_id", (a["context_hash"] for a in first), _E_FIELDS)}
-    d_ids = (c.get("correction_history_id") for cs in c_by.values() for c in cs)
-    d_by_id = {d["_id"]: d for d in find_in(db[D], "_id", d_ids, _D_FIELDS)}
-    f_by_doc = group_by(find_in(db[F], "doc_id", (a["doc_id"] for a in first), _F_FIELDS), key="doc_id")
-    return join(a_by, b_by, c_by, e_by_hash, d_by_id, f_by_doc, session_ids)
+    """These sessions joined by the aggregation pipeline (`join.gather`), and their orphans."""
+    return join.gather(db, session_ids)
 
 
 def scan_all(db: Database) -> tuple[list[JoinedSession], Orphans]:
-    """Every session joined from one scan of each collection: for full rebuilds, where fetching by
-    key would cost more than reading everything once. Whole documents: a server-side projection
-    cost the local server more than sending the fields it would drop."""
-    a_by = group_by(db[A].find({}, batch_size=5000))
-    b_by = group_by(db[B].find({}, batch_size=5000))
-    c_by = group_by(db[C].find({}, batch_size=5000))
-    wanted_e = {examples.earliest(a_all)["context_hash"] for a_all in a_by.values()}
-    e_by_hash = {e["_id"]: e for e in db[E].find({}, _E_FIELDS, batch_size=5000) if e["_id"] in wanted_e}
-    d_by_id = {d["_id"]: d for d in db[D].find({}, batch_size=5000)}
-    f_by_doc = group_by(db[F].find({}, batch_size=5000), key="doc_id")
-    return join(a_by, b_by, c_by, e_by_hash, d_by_id, f_by_doc, sorted(set(a_by) | set(b_by) | set(c_by)))
+    """Every session joined by the same pipeline, for full rebuilds (`join.gather_all`)."""
+    return join.gather_all(db)
 
 
 def decide(joined: list[JoinedSession], orphans: Orphans, rules: examples.Rules, now: datetime):

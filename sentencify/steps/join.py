@@ -1,0 +1,180 @@
+"""The ETL's join: one MongoDB aggregation pipeline over A, run by the database (pipeline.md, Step 1).
+
+`pipeline(match)` is the one definition; the window path runs it for bounded batches of touched
+session ids (`gather`), the full rebuild for every session (`gather_all`). Per session it yields
+one `examples.JoinedSession`:
+
+- A: the earliest A (by created_at, then insert_id) and every distinct A insert_id (`multiple_a`);
+- B, C by `recommend_session_id`: every one of them, since `source_mismatch` needs the ones that
+  answer another A; `examples.pick` takes the latest that answers A;
+- D by `_id` from every C's `correction_history_id`;
+- E by `_id` = A.context_hash;
+- F by `doc_id`, point-in-time: the latest F (by last_updated, then `_id`) with last_updated <=
+  A.created_at and valid_until null, absent or >= A.created_at.
+
+Every `$lookup` is the concise form (`localField`/`foreignField`, MongoDB 5.0+), so the equality
+runs as a seek on the foreign collection's index (`mongo.INDEX_PLAN`); the optional sub-pipeline
+only filters, sorts and limits what that seek found. The `let`/`$expr`-only form scans the foreign
+collection once per session (40x slower here). I is not joined: no field of H comes from it.
+
+B or C records of a session without an A never reach the pipeline (it runs over A): `orphans`
+finds them, as before, for `etl_rejects`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo.database import Database
+
+from sentencify.mongo import find_in
+from sentencify.steps.examples import JoinedSession
+from sentencify.steps.touched import A, B, C, D, E, group_by
+
+F = "document_context_cache"
+SESSION = "recommend_session_id"
+
+A_FIELDS = (
+    "insert_id",
+    SESSION,
+    "created_at",
+    "user_id",
+    "doc_id",
+    "context_hash",
+    "reco_category_input",
+    "reco_options",
+    "P_vec",
+    "P_rule",
+    "P_doc",
+    "doc_maturity_score",
+    "applied_weight_doc",
+)
+B_FIELDS = (
+    "insert_id",
+    SESSION,
+    "source_recommend_event_id",
+    "created_at",
+    "target_category",
+    "target_intensity",
+    "target_language",
+)
+C_FIELDS = (
+    "insert_id",
+    SESSION,
+    "source_recommend_event_id",
+    "created_at",
+    "was_accepted",
+    "selected_option_index",
+    "correction_history_id",
+)
+E_FIELDS = ("embedding_v1", "embedding_version")
+F_FIELDS = ("macro_category_hint",)
+
+# Sessions per aggregation on the window path: the `$match` is an `$in` over them, which the local
+# server plans at a cost growing with the square of its length (sentencify.mongo.IN_BATCH).
+WINDOW_BATCH = 200
+
+
+def _keep(fields: tuple[str, ...]) -> dict[str, int]:
+    return dict.fromkeys(fields, 1)
+
+
+def _lookup(collection: str, local: str, foreign: str, as_: str, *, fields=(), pipeline: list | None = None, **extra) -> dict:
+    """A concise `$lookup` (an index seek on `foreign`), then `pipeline` and a projection on `fields`."""
+    sub = [*(pipeline or []), *([{"$project": _keep(fields)}] if fields else [])]
+    spec = {"from": collection, "localField": local, "foreignField": foreign, **extra, "as": as_}
+    return {"$lookup": {**spec, "pipeline": sub} if sub else spec}
+
+
+# F in force when A was shown: pipeline.md's point-in-time join. `$ifNull` makes an absent
+# valid_until count as unset, as a null one does.
+_IN_FORCE = {
+    "$expr": {
+        "$and": [
+            {"$lte": ["$last_updated", "$$at"]},
+            {"$or": [{"$eq": [{"$ifNull": ["$valid_until", None]}, None]}, {"$gte": ["$valid_until", "$$at"]}]},
+        ]
+    }
+}
+
+
+def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
+    """The aggregation over A for the sessions whose A records `match` selects -> one document per
+    session: `_id`, `a` (the earliest A), `a_ids`, `b`, `c` (each C with its D under `d`), `e`, `f`.
+
+    `match`: a filter on A (e.g. `{"recommend_session_id": {"$in": [...]}}`, or `{}` for all).
+    Ties resolve as `examples.earliest` and `examples.in_force` do (insert_id, then `_id`, last).
+    B, C and D come whole: projecting them cost the local server more than sending their few
+    fields. D is joined inside the C lookup, by each C's own correction_history_id: the local server
+    does not follow a path through an array of documents (`c.correction_history_id`) as MongoDB does."""
+    return [
+        {"$match": match},
+        {
+            "$group": {
+                "_id": f"${SESSION}",
+                "a": {"$top": {"sortBy": {"created_at": 1, "insert_id": 1}, "output": "$$ROOT"}},
+                "a_ids": {"$addToSet": "$insert_id"},
+            }
+        },
+        _lookup(B, "_id", SESSION, "b"),
+        _lookup(C, "_id", SESSION, "c", pipeline=[_lookup(D, "correction_history_id", "_id", "d")]),
+        _lookup(E, "a.context_hash", "_id", "e", fields=E_FIELDS),
+        _lookup(
+            F,
+            "a.doc_id",
+            "doc_id",
+            "f",
+            fields=F_FIELDS,
+            let={"at": "$a.created_at"},
+            pipeline=[{"$match": _IN_FORCE}, {"$sort": {"last_updated": -1, "_id": -1}}, {"$limit": 1}],
+        ),
+    ]
+
+
+def _joined(doc: dict[str, Any]) -> JoinedSession:
+    """A pipeline document -> the JoinedSession `examples.build` takes (D lifted out of its C)."""
+    c = doc["c"]
+    return JoinedSession(
+        _id=doc["_id"],
+        a=doc["a"],
+        a_ids=sorted(doc["a_ids"]),
+        b=doc["b"],
+        c=c,
+        d=[d for x in c for d in x.pop("d")],
+        e=doc["e"],
+        f=doc["f"],
+    )
+
+
+def run(db: Database, match: dict[str, Any]) -> list[JoinedSession]:
+    """The pipeline's joined sessions (in no particular order)."""
+    return [_joined(doc) for doc in db[A].aggregate(pipeline(match), allowDiskUse=True, batchSize=5000)]
+
+
+def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], dict]:
+    """The window path: `session_ids` joined, WINDOW_BATCH per aggregation, and their orphans."""
+    ids = sorted(set(session_ids))
+    joined: list[JoinedSession] = []
+    for i in range(0, len(ids), WINDOW_BATCH):
+        joined += run(db, {SESSION: {"$in": ids[i : i + WINDOW_BATCH]}})
+    with_a = {j["_id"] for j in joined}
+    return joined, orphans(db, [s for s in ids if s not in with_a])
+
+
+def gather_all(db: Database) -> tuple[list[JoinedSession], dict]:
+    """The full rebuild: every session with an A joined by one aggregation, and every orphan."""
+    joined = run(db, {})
+    with_a = {j["_id"] for j in joined}
+    candidates: set[str] = set()
+    for collection in (B, C):
+        for doc in db[collection].aggregate([{"$group": {"_id": f"${SESSION}"}}], allowDiskUse=True):
+            if doc["_id"] not in with_a:
+                candidates.add(doc["_id"])
+    return joined, orphans(db, sorted(candidates))
+
+
+def orphans(db: Database, session_ids: list[str]) -> dict[str, tuple[list[dict], list[dict]]]:
+    """B and C of sessions that have no A: session -> (its B, its C); sessions with neither left out."""
+    b_by = group_by(find_in(db[B], SESSION, session_ids, list(B_FIELDS)))
+    c_by = group_by(find_in(db[C], SESSION, session_ids, list(C_FIELDS)))
+    return {s: (b_by.get(s, []), c_by.get(s, [])) for s in sorted(set(b_by) | set(c_by))}

@@ -101,3 +101,14 @@ create table if not exists sentencify.freshness (
     newest           timestamptz,
     measured_at      timestamptz not null
 );
+
+-- Sessions a step could not publish (sentencify/steps/quarantine.py; replaced by every views run).
+create table if not exists sentencify.quarantine (
+    step             text not null,
+    session_id       text not null,
+    reason           text not null,
+    detail           text not null,
+    first_seen       timestamptz not null,
+    last_seen        timestamptz not null,
+    primary key (step, session_id)
+);

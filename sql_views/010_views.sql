@@ -20,8 +20,12 @@ create or replace view sentencify.v_category_distribution as
 select category, sum(recommendations)::bigint as recommendations, event_hour
 from sentencify.fact_categories group by category, event_hour;
 
+-- The mean through numeric: a float8 sum of finite latencies can overflow (PostgreSQL then raises
+-- "value out of range"), a numeric one cannot; the mean lies within the inputs, so its float8
+-- form is finite (least(): numeric keeps 15 digits of a float8, which can round its largest up).
 create or replace view sentencify.v_latency_hourly as
-select event_hour, count(*)::bigint as requests, avg(latency_ms) as avg_latency_ms,
+select event_hour, count(*)::bigint as requests,
+       least(avg(latency_ms::numeric), max(latency_ms)::numeric, 1.7976931348623157e308)::double precision as avg_latency_ms,
        percentile_cont(0.95) within group (order by latency_ms) as p95_latency_ms
 from sentencify.fact_latency group by event_hour;
 
@@ -73,19 +77,28 @@ left join (select consumer_group, count(*) as consumers from sentencify.consumer
        using (consumer_group)
 group by l.consumer_group, c.consumers;
 
--- Freshness of each stage. Raw logs are stale after 2 h without a new log (is the consumer
+-- Freshness of each stage, against now() when it is read: the table is what the views step
+-- measured at its last run (measured_at), so if the views step stalls, the ages keep growing and
+-- the statuses turn stale. Raw logs are stale after 2 h without a new log (is the consumer
 -- running?); every later stage is stale once it is over 2 h behind the raw logs (is the chain
--- running?), so a quiet hour never looks like a stalled chain.
+-- running?), so a quiet hour never looks like a stalled chain; and every stage is stale once the
+-- measurement itself is over 2 h old (the views step stalled: nothing shown is current).
 create or replace view sentencify.v_freshness as
 with raw as (select newest from sentencify.freshness where stage = 'raw_logs')
 select f.stage_order, f.stage, f.newest,
-       round(extract(epoch from (f.measured_at - f.newest)) / 60.0)::bigint as age_minutes,
+       round(extract(epoch from (now() - f.newest)) / 60.0)::bigint as age_minutes,
        case when f.stage = 'raw_logs' then 0
             else greatest(0, round(extract(epoch from (raw.newest - f.newest)) / 60.0))::bigint end as behind_raw_minutes,
        case when f.newest is null and (f.stage = 'raw_logs' or raw.newest is null) then 'no data yet'
             when f.newest is null then 'stale'
-            when f.stage = 'raw_logs' and f.measured_at - f.newest > interval '2 hours' then 'stale'
+            when now() - f.measured_at > interval '2 hours' then 'stale'
+            when f.stage = 'raw_logs' and now() - f.newest > interval '2 hours' then 'stale'
             when f.stage <> 'raw_logs' and raw.newest - f.newest > interval '2 hours' then 'stale'
             else 'fresh' end as status,
        f.measured_at
 from sentencify.freshness f cross join raw;
+
+-- Sessions a step could not publish, by step and reason (the dashboard's quarantine chart).
+create or replace view sentencify.v_quarantine as
+select step, reason, count(*)::bigint as sessions, min(first_seen) as oldest, max(last_seen) as newest
+from sentencify.quarantine group by step, reason;

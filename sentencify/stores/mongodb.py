@@ -1,0 +1,43 @@
+"""MongoDB (the derived collections the chain writes): transaction size, and data errors.
+
+Rules (pipeline.md, opening; MongoDB manual "Production Considerations" for transactions):
+- a transaction holds at most `TRANSACTION_DOCS` whole documents: no window, however large (a
+  first run, a catch-up), needs a larger one, and each document is written whole;
+- a document over 16 MB (BSONObjectTooLarge) or one the server refuses for its content is about
+  that document: the session is isolated and quarantined. Connection errors, timeouts, write
+  concern errors and transient transaction errors are about the store: the run fails.
+"""
+
+from __future__ import annotations
+
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    ExecutionTimeout,
+    InvalidDocument,
+    OperationFailure,
+    WriteConcernError,
+    WriteError,
+)
+
+TRANSACTION_DOCS = 1000
+
+# Server error codes about a document's content (src/mongo/base/error_codes.yml): BadValue,
+# TypeMismatch, Overflow, InvalidLength, BSONObjectTooLarge, KeyTooLong, DollarPrefixedFieldName,
+# InvalidBSON, BSONObjectTooLarge (old code), document too large on update.
+DATA_CODES = frozenset({2, 14, 15, 16, 10334, 17280, 52, 22, 17419, 17420})
+
+
+def is_data_error(exc: BaseException) -> bool:
+    if isinstance(exc, InvalidDocument):  # DocumentTooLarge included: refused before it is sent
+        return True
+    if isinstance(exc, ConnectionFailure | ExecutionTimeout | WriteConcernError):
+        return False
+    if isinstance(exc, OperationFailure) and exc.has_error_label("TransientTransactionError"):
+        return False
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors") or []
+        return bool(errors) and all(e.get("code") in DATA_CODES for e in errors) and not exc.details.get("writeConcernErrors")
+    if isinstance(exc, WriteError | OperationFailure):
+        return exc.code in DATA_CODES
+    return False

@@ -1,0 +1,74 @@
+"""PostgreSQL: what the views step may write, and which errors are about the rows written.
+
+Rules (pipeline.md, opening; PostgreSQL 15 manual):
+- text: PostgreSQL text cannot hold NUL (0x00), nor can it hold a lone UTF-16 surrogate (not
+  UTF-8): each becomes U+FFFD, the Unicode replacement character. The same inside jsonb, which
+  refuses the escape \\u0000 ("unsupported Unicode escape sequence", manual 8.14).
+- jsonb: strict JSON only (jsonb refuses NaN and Infinity tokens): a non-finite float becomes null.
+- double precision: a non-finite value is not a measurement; the caller leaves it out (the fact
+  row counts records whose value is finite).
+- timestamps: timestamptz holds 4713 BC .. 294276 AD, a superset of the years 1..9999 a MongoDB
+  record may carry after ingestion; nothing to do.
+- aggregates: the SQL in sql_views/ computes means through numeric (arbitrary precision), so
+  finite inputs cannot overflow a float8 sum (PostgreSQL raises "value out of range: overflow").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import date, datetime
+from typing import Any
+
+_NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def text(value: str) -> str:
+    """`value` with every NUL and lone surrogate replaced by U+FFFD (same length, same order)."""
+    return _NOT_STORABLE.sub(REPLACEMENT, value) if _NOT_STORABLE.search(value) else value
+
+
+def value(v: Any) -> Any:
+    """One column value made storable: text as `text`, lists element-wise, the rest unchanged."""
+    if isinstance(v, str):
+        return text(v)
+    if isinstance(v, list | tuple):
+        return [value(x) for x in v]
+    return v
+
+
+def row(values: tuple) -> tuple:
+    return tuple(value(v) for v in values)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, str):
+        return text(v)
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {text(str(k)): _json_safe(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | set):
+        return [_json_safe(x) for x in v]
+    if isinstance(v, datetime | date):
+        return v.isoformat()
+    if v is None or isinstance(v, bool | int):
+        return v
+    return text(str(v))
+
+
+def jsonb(v: Any) -> str:
+    """JSON text that a jsonb column accepts: NUL-free strings, finite numbers, ISO-8601 times."""
+    return json.dumps(_json_safe(v), allow_nan=False, separators=(",", ":"))
+
+
+# Errors about the rows written (SQLSTATE class 22 data exception, class 23 integrity constraint
+# violation), by DB-API class name so psycopg2 (the CLI) and psycopg 3 (Airflow's hook) both match.
+# Anything else (connection lost, timeouts, permissions) is about the store: the run fails.
+_DATA_ERRORS = {"DataError", "IntegrityError"}
+
+
+def is_data_error(exc: BaseException) -> bool:
+    return any(cls.__name__ in _DATA_ERRORS for cls in type(exc).__mro__)

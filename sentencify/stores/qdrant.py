@@ -1,0 +1,38 @@
+"""Qdrant: vectors it can store as float32, and which errors are about the points written.
+
+Rule: the collection measures cosine similarity, for which a vector's length does not matter, and
+Qdrant keeps float32 unit vectors (it normalises on upsert, in float32: a vector of values near
+float32's largest, 3.4e38, overflows its norm and is stored as zeros; a float64 value past
+float32's range is stored as NaN). So the point's vector is the embedding normalised here, in
+float64, after scaling by its largest magnitude: any finite vector becomes a unit vector (every
+component in [-1, 1]) with the same direction, which float32 holds. A zero vector stays zero
+(Qdrant keeps it as is). A vector with a NaN or an infinity has no direction: `unit_vector`
+returns None and the session is quarantined (records stored before ingestion refused such
+embeddings, events.md "Bad input", may still hold one).
+Payloads are JSON objects: strings (NUL included) and integers within 64 bits are kept as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def unit_vector(values: Sequence[float]) -> list[float] | None:
+    """`values` scaled to length 1 (float64), or None when one of them is not a finite number."""
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in values):
+        return None
+    largest = max((abs(x) for x in values), default=0.0)
+    if largest == 0:
+        return [0.0] * len(values)
+    scaled = [x / largest for x in values]
+    norm = math.sqrt(math.fsum(x * x for x in scaled))
+    return [x / norm for x in scaled]
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A point Qdrant refused (HTTP 400/422, or local mode's ValueError), not a Qdrant that is away."""
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        return status in (400, 422)
+    return isinstance(exc, ValueError | TypeError)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from sentencify.schemas.common import EventModel, ScoreMap, Timestamp, UnitInterval
+from sentencify.schemas.common import EventModel, Float32Vector, ScoreMap, Timestamp, UnitInterval
 
 DEFAULT_EMBEDDING_DIM = 384
 
@@ -119,7 +119,7 @@ class LogE(EventModel):
     context_next: str | None = None
     context_preview: str | None = None
     context_full: str | None = None
-    embedding_v1: list[float] | None = None
+    embedding_v1: Float32Vector | None = None  # finite float32 values (events.md 'Bad input')
     embedding_version: str | None = None
     source: str | None = None
 

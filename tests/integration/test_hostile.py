@@ -198,3 +198,38 @@ def test_a_document_mongodb_refuses_is_dead_lettered_with_its_bytes_and_the_batc
     letter = mongo.dead_letters.find_one()
     assert letter["reason"] == "rejected_by_mongodb" and bytes(letter["raw"]) == b"raw-2" and bytes(letter["key"]) == b"k2"
     assert path.tracker.committable() == {(topic, 0): 5}
+
+
+def test_ingestion_rules_of_events_md_through_kafka_and_mongodb(settings, mongo):
+    """Integer literals past 64 bits, leap seconds, float32 embeddings, NUL in values, lone surrogates."""
+    nul = record("A", reco_category_input="email\u0000", user_id="u\u0000\u0000x")
+    leap = record("C", created_at="2016-12-31T23:59:60.5+09:00")
+    big = json.dumps(record("I")).encode()[:-1] + b', "counter": 18446744073709551616}'
+    huge = record("E", embedding_v1=[0.5] * 383 + [3.5e38])
+    surrogate = json.dumps(record("A")).encode()[:-1] + b', "note": "\\ud800"}'
+    values = {
+        "editor_recommend_options": [json.dumps(nul).encode(), surrogate],
+        "editor_selected_paraphrasing": [json.dumps(leap).encode()],
+        "recommend_log": [big],
+        "context_block": [json.dumps(huge).encode()],
+    }
+    good = good_records()
+    for collection, raws in values.items():
+        send_raw(settings, collection, good[collection][:1] + raws + good[collection][1:], key=b"k")
+
+    consume_until_idle(settings)
+
+    stored = mongo.editor_recommend_options.find_one({"_id": nul["insert_id"]})
+    assert stored["reco_category_input"] == "email\u0000" and stored["user_id"] == "u\u0000\u0000x"
+    assert mongo.editor_selected_paraphrasing.find_one({"_id": leap["insert_id"]})["created_at"] == datetime(
+        2016, 12, 31, 14, 59, 59, 999000, tzinfo=UTC
+    )
+    letters = {bytes(d["raw"]): d for d in mongo.dead_letters.find()}
+    assert len(letters) == 3
+    assert letters[big]["reason"] == "unstorable" and "counter" in letters[big]["error"]
+    assert letters[surrogate]["reason"] == "not_json" and "surrogate" in letters[surrogate]["error"]
+    embedding = letters[json.dumps(huge).encode()]
+    assert embedding["reason"] == "schema" and "embedding_v1" in embedding["error"] and "float32" in embedding["error"]
+    for collection in values:
+        key_field = next(e.key_field for e in BY_CODE.values() if e.name == collection)
+        assert {json.loads(v)[key_field] for v in good[collection]} <= stored_ids(mongo, collection)

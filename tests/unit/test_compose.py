@@ -213,7 +213,8 @@ def test_settings_no_service_reads_belong_to_the_local_stack_only():
 
 
 def test_kafka_clients_get_every_security_setting_and_the_certificates_read_only(resolved):
-    kafka_vars = {v for v in Settings.variables() if v.startswith("KAFKA_") and v != "KAFKA_PORT"}
+    kafka_vars = settings_read_by(modules_run_by(("sentencify.kafka_config",)))
+    assert {"KAFKA_SECURITY_PROTOCOL", "KAFKA_SSL_CAFILE"} <= kafka_vars
     for name, service in resolved["services"].items():
         env = service.get("environment") or {}
         if "KAFKA_BOOTSTRAP_SERVERS" not in env:

@@ -239,6 +239,27 @@ def test_metrics_are_reachable_from_the_network_and_shutdown_fits_the_grace_peri
     assert seconds >= int(env["SHUTDOWN_TIMEOUT_S"]) + 10, "SIGTERM: the flush must end before the kill"
 
 
+def _bytes(size: str | int) -> int:
+    if isinstance(size, int):
+        return size
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)i?b?", str(size).strip().lower()).groups()
+    return int(float(number) * 1024 ** " kmg".index(unit or " "))
+
+
+def test_the_consumers_memory_limit_covers_its_measured_peak(resolved):
+    """The limit is above the peak RSS bench-ingest measured (docs/benchmarks/ingest.md), with a
+    quarter of headroom: a container sized from MAX_BUFFERED_BYTES alone is OOM-killed."""
+    consumer = resolved["services"]["consumer"]
+    limit = _bytes(consumer["deploy"]["resources"]["limits"]["memory"])
+    assert limit >= 2 * int(consumer["environment"]["MAX_BUFFERED_BYTES"]), "below twice MAX_BUFFERED_BYTES"
+    figures = ROOT / "docs" / "benchmarks" / "ingest.md"
+    if figures.exists():
+        text = figures.read_text()
+        peaks = [int(mb) for mb in re.findall(r"(?:peak RSS|peak_rss_mb=)\s*(\d+)", text)]
+        assert peaks, "docs/benchmarks/ingest.md has no peak RSS"
+        assert limit >= 1.25 * max(peaks) * 1e6, f"limit {limit / 2**20:.0f} MiB vs measured peak {max(peaks)} MB"
+
+
 def _airflow_options() -> set[tuple[str, str]]:
     """Options Airflow knows: its config template, the installed providers', and the targets of
     its own renames (how `[fab] cookie_secure` is known while the FAB provider is image-only)."""

@@ -242,8 +242,9 @@ def test_metrics_are_reachable_from_the_network_and_shutdown_fits_the_grace_peri
 def _bytes(size: str | int) -> int:
     if isinstance(size, int):
         return size
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)i?b?", str(size).strip().lower()).groups()
-    return int(float(number) * 1024 ** " kmg".index(unit or " "))
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)i?b?", str(size).strip().lower())
+    assert match, f"not a memory size: {size!r}"
+    return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " "))
 
 
 def test_the_consumers_memory_limit_covers_its_measured_peak(resolved):

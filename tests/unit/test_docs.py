@@ -121,7 +121,8 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 def _documented(parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
     """(long option strings, positional choices) a user may type; hidden (SUPPRESS) ones left out."""
-    flags, choices = [], []
+    flags: list[str] = []
+    choices: list[str] = []
     for action in parser._actions:
         if action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
             continue

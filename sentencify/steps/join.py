@@ -113,13 +113,11 @@ def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "$group": {
                 "_id": f"${SESSION}",
-                "a": {"$top": {"sortBy": {"created_at": 1, "insert_id": 1}, "output": "$$ROOT"}},
+                # only the fields H uses: every later stage copies the session document
+                "a": {"$top": {"sortBy": {"created_at": 1, "insert_id": 1}, "output": {f: f"${f}" for f in ("_id", *A_FIELDS)}}},
                 "a_ids": {"$addToSet": "$insert_id"},
             }
         },
-        _lookup(B, "_id", SESSION, "b"),
-        _lookup(C, "_id", SESSION, "c", pipeline=[_lookup(D, "correction_history_id", "_id", "d")]),
-        _lookup(E, "a.context_hash", "_id", "e", fields=E_FIELDS),
         _lookup(
             F,
             "a.doc_id",
@@ -129,6 +127,9 @@ def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
             let={"at": "$a.created_at"},
             pipeline=[{"$match": _IN_FORCE}, {"$sort": {"last_updated": -1, "_id": -1}}, {"$limit": 1}],
         ),
+        _lookup(B, "_id", SESSION, "b"),
+        _lookup(C, "_id", SESSION, "c", pipeline=[_lookup(D, "correction_history_id", "_id", "d")]),
+        _lookup(E, "a.context_hash", "_id", "e", fields=E_FIELDS),  # last: the embedding is the largest part
     ]
 
 

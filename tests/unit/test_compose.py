@@ -10,6 +10,7 @@ until compose gives it to the services whose code reads it.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -264,9 +265,9 @@ def test_the_consumers_memory_limit_covers_its_measured_peak(resolved):
 def _airflow_options() -> set[tuple[str, str]]:
     """Options Airflow knows: its config template, the installed providers', and the targets of
     its own renames (how `[fab] cookie_secure` is known while the FAB provider is image-only)."""
-    import airflow
-
-    base = Path(airflow.__file__).parent
+    spec = importlib.util.find_spec("airflow")  # located, not imported (an import takes seconds)
+    assert spec and spec.submodule_search_locations, "apache-airflow is not installed"
+    base = Path(next(iter(spec.submodule_search_locations)))
     known = {
         (section, option)
         for section, spec in yaml.safe_load((base / "config_templates" / "config.yml").read_text()).items()

@@ -22,6 +22,7 @@ from sentencify.mongo import find_in
 from sentencify.steps import examples, join
 from sentencify.steps.examples import JoinedSession
 from sentencify.steps.join import F  # noqa: F401  (re-exported: the bench and tests name it from here)
+from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.publish import publish
 from sentencify.steps.touched import chunks, touched_sessions
 from sentencify.window import Window
@@ -89,9 +90,15 @@ MAX_SESSIONS_PER_TRANSACTION = 20_000
 
 
 def run_etl(
-    db: Database, window: Window, rules: examples.Rules | None = None, now: datetime | None = None, full: bool = False
+    db: Database,
+    window: Window,
+    rules: examples.Rules | None = None,
+    now: datetime | None = None,
+    full: bool = False,
+    fence: Fence = NO_FENCE,
 ) -> EtlResult:
-    """`full`: rebuild every session (one scan per collection), not just the window's."""
+    """`full`: rebuild every session (one scan per collection), not just the window's. `fence`: the
+    run's lease token (sentencify.steps.fence); each transaction is published only while it holds."""
     rules = rules or examples.Rules()
     now = now or datetime.now(UTC)
     if full:
@@ -117,7 +124,7 @@ def run_etl(
             result.rejects[rej.doc["reason"]] += 1
         ops = _ops(built, rejected, old if full else Existing.fetch(db, part))
         result.written += sum(len(o) for o in ops.values())
-        publish(db, ops)
+        publish(db, ops, fence)
     log.info("etl done", extra={"fields": result.summary()})
     return result
 

@@ -19,6 +19,7 @@ from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
 from sentencify.steps.examples import earliest, latest
+from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.publish import publish
 from sentencify.steps.touched import A, B, C, E, chunks, group_by, touched_sessions
 from sentencify.window import Window
@@ -137,7 +138,8 @@ def redis_value(profile: dict) -> str:
     return json.dumps(doc, separators=(",", ":"))
 
 
-def run_profile(db: Database, redis_client, window: Window, now: datetime | None = None) -> dict:
+def run_profile(db: Database, redis_client, window: Window, now: datetime | None = None, fence: Fence = NO_FENCE) -> dict:
+    """`fence`: the run's lease token (sentencify.steps.fence): MongoDB and Redis writes go through it."""
     now = now or datetime.now(UTC)
     users = sorted(touched_users(db, window))
     profiles: list[dict] = []
@@ -145,13 +147,10 @@ def run_profile(db: Database, redis_client, window: Window, now: datetime | None
         for user_id, rec in gather(db, part).items():
             profiles.append(build_profile(user_id, rec, now))
     summary = {"window": str(window), "users": len(profiles)}
-    publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p in profiles]})
+    publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p in profiles]}, fence)
     # Redis after MongoDB: a failure here fails the run (not recorded, progress not moved), and the
     # retry rewrites both.
     for part in chunks(profiles, 1000):
-        pipe = redis_client.pipeline(transaction=False)
-        for p in part:
-            pipe.set(REDIS_KEY.format(user_id=p["user_id"]), redis_value(p))
-        pipe.execute()
+        fence.redis_set(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): redis_value(p) for p in part})
     log.info("profiles done", extra={"fields": summary})
     return summary

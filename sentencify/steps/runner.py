@@ -1,8 +1,11 @@
-"""Run one step for one window from settings: what `sentencify run` and the Airflow operators share.
+"""Run one step for one window, or with no window, from settings: what `sentencify run` and the
+Airflow operators share.
 
-Every run, whoever starts it: take the step's lease (runs of one step go one after the other),
-plan what to read from the step's progress (sentencify.steps.progress), do the work, and only
-once every store it writes is written record the run and move the progress.
+Every run, whoever starts it: take the step's lease (runs of one step go one after the other;
+sentencify.steps.lease), plan what to read from the step's progress (sentencify.steps.progress)
+as of MongoDB's time when the lease was taken, do the work with every store write fenced by the
+lease's token (sentencify.steps.fence), and only once every store it writes is written record
+the run and move the progress, in one fenced MongoDB transaction.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pymongo.database import Database
@@ -18,8 +21,9 @@ from pymongo.database import Database
 from sentencify import mongo
 from sentencify.settings import Settings
 from sentencify.steps import progress
+from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
 from sentencify.steps.lease import StepLease
-from sentencify.steps.publish import record_run
+from sentencify.steps.publish import RUNS, publish, run_op
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.runner")
@@ -56,15 +60,25 @@ class Stores:
 
 
 class _Opened:
-    """The clients one run opened, closed when it ends."""
+    """The clients one run opened, closed when it ends. Opening Redis or PostgreSQL raises the
+    step's token there (before the run reads), so an older holder's later writes are refused.
+    PostgreSQL comes wrapped so that each transaction ends with the fence's guard, Qdrant so that
+    each point write checks the lease first (sentencify.steps.fence)."""
 
-    def __init__(self, stores: Stores) -> None:
-        self.stores = stores
+    def __init__(self, stores: Stores, fence: Fence) -> None:
+        self.stores, self.fence = stores, fence
         self.opened: list[Any] = []
 
     def __call__(self, kind: str):
         client = getattr(self.stores, kind)()
         self.opened.append(client)
+        if kind == "qdrant":
+            return FencedQdrant(client, self.fence)
+        if kind == "analytics":
+            self.fence.claim_postgres(client)
+            return FencedPostgres(client, self.fence)
+        if kind == "redis":
+            self.fence.claim_redis(client)
         return client
 
     def close(self) -> None:
@@ -79,7 +93,8 @@ def _etl(db: Database, plan: progress.Plan, settings: Settings, full: bool, open
     from sentencify.steps.etl import run_etl
     from sentencify.steps.examples import Rules
 
-    return run_etl(db, plan.scan, Rules(time_gap=timedelta(seconds=settings.etl_time_gap_s)), full=full).summary()
+    rules = Rules(time_gap=timedelta(seconds=settings.etl_time_gap_s))
+    return run_etl(db, plan.scan, rules, full=full, fence=open_.fence).summary()
 
 
 def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
@@ -87,8 +102,8 @@ def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
     from sentencify.steps.profiles import run_profile
 
     r = open_("redis")
-    summary = run_profile(db, r, plan.scan)
-    r.set(REDIS_MARKER, plan.safe_until.isoformat())  # Redis's own freshness, next to the profiles
+    summary = run_profile(db, r, plan.scan, fence=open_.fence)
+    open_.fence.redis_set(r, {REDIS_MARKER: plan.safe_until.isoformat()})  # Redis's own freshness, next to the profiles
     return summary
 
 
@@ -110,7 +125,12 @@ def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool, op
     from sentencify.steps.views import run_views
 
     return run_views(
-        db, open_("analytics"), plan.scan, redis_client=open_("redis"), label=plan.window, safe_until=plan.safe_until
+        db,
+        open_("analytics"),
+        plan.scan,
+        redis_client=open_("redis"),
+        label=plan.window,
+        safe_until=plan.safe_until,
     )
 
 
@@ -138,32 +158,45 @@ REGISTRY: dict[str, Step] = {
 STEPS = tuple(REGISTRY)
 
 
-def run_step(step: str, window: Window, settings: Settings, *, full: bool = False, db=None, stores: Stores | None = None) -> dict:
-    """`db` and `stores` let a caller (the Airflow operators, with their hooks) pass its own clients;
-    by default they are made from the settings."""
+def run_step(
+    step: str, window: Window | None, settings: Settings, *, full: bool = False, db=None, stores: Stores | None = None
+) -> dict:
+    """Run `step` (one of STEPS) for `window`, or with no window (`None`: everything not yet processed
+    up to the run's start, pipeline.md); returns the step's summary plus what was read.
+
+    `db` and `stores` let a caller (the Airflow operators, with their hooks) pass its own clients;
+    by default they are made from the settings. Raises ValueError for an unknown step, LeaseTimeout
+    when another run holds the lease for hours, LeaseLost when this run lost its lease (nothing more
+    was published, the run is not recorded), and whatever a store raises."""
     if step not in REGISTRY:
         raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
     client = mongo.client(settings.mongo_uri, app_name=f"sentencify-{step}") if db is None else None
     if client is not None:
         db = client[settings.mongo_db]
     try:
-        with StepLease(db, step) as lease:
-            started_at = datetime.now(UTC)
+        with StepLease(db, step, ttl_s=settings.lease_ttl_s) as lease:
+            assert lease.fence is not None and lease.acquired_at is not None
+            started_at = lease.acquired_at  # MongoDB's time: no host clock decides what is safe
             plan = progress.plan(db, step, window, look_back=progress.lookback(settings.clock_skew_s), now=started_at)
-            if plan.scan != window:
+            if plan.scan != plan.window:
                 log.info(
                     "also reading what earlier runs could not see",
-                    extra={"fields": {"step": step, "window": str(window), "reads": str(plan.scan)}},
+                    extra={"fields": {"step": step, "window": str(plan.window), "reads": str(plan.scan)}},
                 )
-            opened = _Opened(stores or Stores.from_settings(settings))
+            opened = _Opened(stores or Stores.from_settings(settings), lease.fence)
             try:
                 summary = REGISTRY[step].run(db, plan, settings, full, opened)
             finally:
                 opened.close()
-            summary.update(window=str(window), read=str(plan.scan), safe_until=plan.safe_until.isoformat())
-            lease.check()  # a run that lost its lease must not claim success
-            record_run(db, step, window, summary, started_at)
-            progress.advance(db, step, plan)
+            summary.update(
+                window=str(plan.window) if not plan.unwindowed else f"none: everything up to {plan.window.end.isoformat()}",
+                read=str(plan.scan),
+                safe_until=plan.safe_until.isoformat(),
+                unwindowed=plan.unwindowed,
+            )
+            # Success and progress together, fenced: a run that lost its lease records neither.
+            finished = run_op(step, plan.window, summary, started_at, unwindowed=plan.unwindowed)
+            publish(db, {RUNS: [finished], progress.PROGRESS: [progress.advance_op(step, plan)]}, lease.fence)
             return summary
     finally:
         if client is not None:

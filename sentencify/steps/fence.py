@@ -1,0 +1,276 @@
+"""The fencing token of a step's lease, and the guard each store write of a run goes through.
+
+A run publishes only while it holds its step's lease (sentencify.steps.lease). Holding is judged by
+MongoDB's clock (`$$NOW`), never a host's, and proven at each write, so a run that froze past its
+lease (a paused VM, SIGSTOP, a lost network) publishes nothing more once it resumes
+(pipeline.md "Windows and late data"; M. Kleppmann, "How to do distributed locking", 2016):
+- MongoDB: the write's transaction first writes the lease document, on the condition that this run
+  still holds it. A take-over of the lease then waits for the transaction, or the transaction
+  fails with a write conflict; either way no write of a run lands after another run took over.
+  Without transactions (a standalone server) the lease is checked right before each bulk write.
+- PostgreSQL: the transaction ends by raising `sentencify.step_fences`' token for the step (a
+  row lock held to the commit; refused when a newer token is there) and checking the lease.
+- Redis: one Lua script per batch compares the step's fence key with the token and writes only
+  when it is not newer; the lease is checked right before each batch.
+- Qdrant has no conditional write: the lease is checked right before each batch, and the vectors
+  step's reconcile repairs points from MongoDB.
+Each run also raises the Redis and PostgreSQL tokens when it opens those stores (`claim_*`), before
+it reads, so a write of an older holder that resumes later is refused there.
+
+The token is max(previous + 1, MongoDB's time in ms) at each take-over (lease.py): it grows on every
+take-over, and also after the lease collection was lost, so the stores' tokens never stay ahead.
+Delivery: a write goes through only if no newer holder has written, or claimed, that store.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pymongo.client_session import ClientSession
+from pymongo.collection import Collection
+
+log = logging.getLogger("sentencify.fence")
+
+LEASES = "pipeline_leases"
+# MongoDB's time, in ms since the epoch. `$toLong` on both sides: a date comparison with `$$NOW`
+# directly is wrong on the local server (it compares naive with aware datetimes and is always false).
+DB_NOW_MS = {"$toLong": "$$NOW"}
+LIVE = {"$expr": {"$gt": [{"$ifNull": [{"$toLong": "$expires_at"}, 0]}, DB_NOW_MS]}}  # not expired, by the DB's clock
+
+# Redis: compare-and-write in one script. KEYS[1] the fence key, ARGV[1] the token; then pairs.
+_REDIS_FENCED_SET = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local token = tonumber(ARGV[1])
+if current > token then
+  return redis.error_reply('FENCED a newer run of the step holds token ' .. current)
+end
+if current < token then redis.call('SET', KEYS[1], ARGV[1]) end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end
+return #KEYS - 1
+"""
+
+_PG_FENCE_DDL = """create schema if not exists sentencify;
+create table if not exists sentencify.step_fences (
+  scope text not null, step text not null, token bigint not null, updated_at timestamptz not null default now(),
+  primary key (scope, step))"""
+_PG_RAISE = """insert into sentencify.step_fences (scope, step, token) values (%s, %s, %s)
+on conflict (scope, step) do update set token = excluded.token, updated_at = now()
+where sentencify.step_fences.token <= excluded.token returning token"""
+
+
+class LeaseLost(RuntimeError):
+    """This run no longer holds its step's lease (it stalled past it, or a newer run took over):
+    nothing more may be published; the retry (or the next run) redoes the work."""
+
+
+class Fence:
+    """One holder's fencing token for one step, and the guarded write of each store.
+
+    `leases`: the `pipeline_leases` collection; `scope`: the MongoDB database's name (the Redis
+    and PostgreSQL fences are shared by every deployment that uses the same server)."""
+
+    def __init__(self, leases: Collection, step: str, holder: str, token: int, scope: str) -> None:
+        self.leases, self.step, self.holder, self.token, self.scope = leases, step, holder, token, scope
+        self._lost_reason: str | None = None
+
+    # -- the lease itself, judged by MongoDB's clock
+    def held_filter(self) -> dict:
+        return {"_id": self.step, "holder": self.holder, "token": self.token, **LIVE}
+
+    def mark_lost(self, reason: str) -> None:
+        """The renewer could not prove the lease within its ttl: every later check fails."""
+        self._lost_reason = reason
+
+    def lost(self, detail: str) -> LeaseLost:
+        return LeaseLost(
+            f"run of step {self.step!r} (token {self.token}) lost its lease: {detail}; "
+            "nothing more is published, a retry or the next run redoes it"
+        )
+
+    def check(self) -> None:
+        """Raise LeaseLost unless this run still holds the lease now (one MongoDB round trip)."""
+        if self._lost_reason:
+            raise self.lost(self._lost_reason)
+        if self.leases.find_one(self.held_filter(), {"_id": 1}) is None:
+            raise self.lost(f"another run took it over or it expired ({self.current()})")
+
+    def current(self) -> str:
+        doc = self.leases.find_one({"_id": self.step}) or {}
+        return f"now held by {doc.get('holder') or 'nobody'} with token {doc.get('token')} until {doc.get('expires_at', '-')}"
+
+    # -- MongoDB
+    def guard_mongo(self, session: ClientSession | None) -> None:
+        """Inside a transaction: write the lease document on the condition that it is still ours."""
+        if self._lost_reason:
+            raise self.lost(self._lost_reason)
+        if session is None:
+            self.check()
+            return
+        written = self.leases.update_one(self.held_filter(), {"$currentDate": {"fenced_write_at": True}}, session=session)
+        if written.matched_count == 0:
+            raise self.lost("another run took it over or it expired")
+
+    # -- Redis
+    def redis_key(self) -> str:
+        return f"sentencify:fence:{self.scope}:{self.step}"
+
+    def claim_redis(self, client) -> None:
+        """Raise the step's Redis token to ours before reading (LeaseLost when a newer one is there)."""
+        self.redis_set(client, {}, check=False)
+
+    def redis_set(self, client, values: dict[str, str], *, check: bool = True) -> None:
+        """SET every key of `values` in one script, only if no newer token wrote this step's keys."""
+        import redis
+
+        if check:
+            self.check()
+        try:
+            client.register_script(_REDIS_FENCED_SET)(keys=[self.redis_key(), *values], args=[self.token, *values.values()])
+        except redis.exceptions.ResponseError as exc:
+            if "FENCED" in str(exc):
+                raise self.lost(str(exc)) from None
+            raise
+
+    # -- PostgreSQL
+    def claim_postgres(self, conn) -> None:
+        """Raise the step's PostgreSQL token to ours, in a transaction of its own (the fence table
+        is created if missing)."""
+        try:
+            with conn.cursor() as cur:
+                cur.execute(_PG_FENCE_DDL)
+                self._raise_pg(cur)
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+
+    def guard_postgres(self, cur) -> None:
+        """Last statement of a transaction: raise the token (the row stays locked to the commit:
+        a newer holder's transaction waits, an older one is refused), then check the lease."""
+        self._raise_pg(cur)
+        self.check()
+
+    def _raise_pg(self, cur) -> None:
+        cur.execute(_PG_RAISE, (self.scope, self.step, self.token))
+        if cur.fetchone() is None:
+            raise self.lost("a newer run of the step wrote PostgreSQL")
+
+
+class FencedQdrant:
+    """A Qdrant client whose point writes each check the lease first (Qdrant has no conditional
+    write); everything else is the client's own. The runner hands it to the vectors step."""
+
+    WRITES = frozenset(
+        {
+            "upsert",
+            "upload_points",
+            "upload_collection",
+            "batch_update_points",
+            "delete",
+            "set_payload",
+            "overwrite_payload",
+            "delete_payload",
+            "clear_payload",
+            "update_vectors",
+            "delete_vectors",
+        }
+    )
+
+    def __init__(self, client, fence: Fence) -> None:
+        self._client, self._fence = client, fence
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if name not in self.WRITES:
+            return attr
+
+        def fenced(*args, **kwargs):
+            self._fence.check()
+            return attr(*args, **kwargs)
+
+        return fenced
+
+
+class FencedPostgres:
+    """A PostgreSQL connection (psycopg2 or psycopg 3) whose every committed transaction ends with
+    the fence's guard (`Fence.guard_postgres`): `with conn:` (psycopg2), `with conn.transaction():`
+    (psycopg 3) and `conn.commit()`. Everything else is the connection's own. The runner hands it
+    to the views step, so each of its transactions is fenced whatever its shape."""
+
+    def __init__(self, conn, fence: Fence) -> None:
+        self._conn, self._fence = conn, fence
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._conn, name)  # AttributeError as the connection's: `transaction` on psycopg2
+        if name == "transaction":
+            return lambda *args, **kwargs: _FencedTransaction(self, attr(*args, **kwargs))
+        return attr
+
+    def _guard(self) -> None:
+        with self._conn.cursor() as cur:
+            self._fence.guard_postgres(cur)
+
+    def commit(self) -> None:
+        self._guard()
+        self._conn.commit()
+
+    def __enter__(self):
+        self._conn.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self._guard()
+            except BaseException as lost:
+                self._conn.__exit__(type(lost), lost, lost.__traceback__)  # rolls back
+                raise
+        return self._conn.__exit__(exc_type, exc, tb)
+
+
+class _FencedTransaction:
+    """psycopg 3's `conn.transaction()` block, with the guard before its commit."""
+
+    def __init__(self, owner: FencedPostgres, inner) -> None:
+        self._owner, self._inner = owner, inner
+
+    def __enter__(self):
+        return self._inner.__enter__()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self._owner._guard()
+            except BaseException as lost:
+                self._inner.__exit__(type(lost), lost, lost.__traceback__)
+                raise
+        return self._inner.__exit__(exc_type, exc, tb)
+
+
+class _NoFence(Fence):
+    """For direct calls of a step's functions (tests, benches, one-off tools): every write goes through."""
+
+    def __init__(self) -> None:
+        super().__init__(None, "-", "-", 0, "-")  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        return None
+
+    def guard_mongo(self, session: ClientSession | None) -> None:
+        return None
+
+    def claim_redis(self, client) -> None:
+        return None
+
+    def redis_set(self, client, values: dict[str, str], *, check: bool = True) -> None:
+        if values:
+            client.mset(values)
+
+    def claim_postgres(self, conn) -> None:
+        return None
+
+    def guard_postgres(self, cur) -> None:
+        return None
+
+
+NO_FENCE: Fence = _NoFence()

@@ -12,7 +12,15 @@
    writing its output (plain inserts of the same examples): the floor of any rebuild.
 3. Vector migration (`run vectors --full`) of --vectors high examples, against raw qdrant-client
    upserts of the same points in batches of 256 into a fresh collection (target >= 0.9).
-Last line: `ratios history10x=X window/raw=Y rebuild/raw=Z vectors/raw=W`.
+4. The join (sentencify.steps.join, a MongoDB aggregation pipeline) against the find-and-join it
+   replaced (bench/find_join.py), on the same sessions in the same run: the window's touched
+   sessions and the rebuild's every session (`agg/finds`, speed ratio; target >= 0.8).
+5. Keeping up with ingestion: --ingest sessions produced to Kafka, stored by the consumer
+   (IngestService, first record to last commit), then the whole chain over them, each step through
+   the runner; `chain/ingest` = chain sessions/s over consumer sessions/s (goal >= 1.0). Each
+   step also runs over an empty hour: its fixed cost per run; the rest is its cost per session.
+Last line: `ratios history10x=X window/raw=Y rebuild/raw=Z vectors/raw=W agg/finds(window)=A
+agg/finds(rebuild)=B chain/ingest=C`. The figures go to docs/benchmarks/chain.md (bench/report.py).
 
 History is loaded straight into MongoDB, as the consumer would have stored it (validated
 simulator records with `ingested_at` in past days). This measures the chain, not ingestion.
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import random
 import shutil
 import sys
@@ -34,6 +43,7 @@ from pathlib import Path
 
 import orjson
 
+from bench import find_join
 from bench.report import write_figures
 from consumer.records import Position
 from consumer.validate import Validator
@@ -41,10 +51,10 @@ from sentencify import mongo, stack, vectorstore
 from sentencify.progress import Progress
 from sentencify.schemas import BY_NAME
 from sentencify.simulate import generate
-from sentencify.steps import progress
-from sentencify.steps.etl import F, run_etl
+from sentencify.steps import examples, join, progress
+from sentencify.steps.etl import F, decide, run_etl
 from sentencify.steps.runner import STEPS, run_step
-from sentencify.steps.touched import A, B, C, D, E, I
+from sentencify.steps.touched import A, B, C, D, E, I, touched_sessions
 from sentencify.window import Window
 
 WINDOW = Window.parse("2026-11-20T10:00:00+00:00")
@@ -92,10 +102,25 @@ def timed(f, db=None):
     return out, time.perf_counter() - began
 
 
-def _from_window_start(db) -> None:
+def _from_window_start(db, window: Window = WINDOW) -> None:
     """Every step has processed everything before the window (as after earlier hourly runs)."""
     for step in STEPS:
-        db[progress.PROGRESS].replace_one({"_id": step}, {"_id": step, "safe_until": WINDOW.start}, upsert=True)
+        db[progress.PROGRESS].replace_one({"_id": step}, {"_id": step, "safe_until": window.start}, upsert=True)
+
+
+def agg_vs_finds(db, label: str, agg, finds) -> float:
+    """The pipeline's gather against the find-and-join on the same sessions: speed ratio (same output)."""
+    (joined, orphans), agg_took = timed(agg, db)
+    (ref_joined, ref_orphans), finds_took = timed(finds, db)
+    if {j["_id"] for j in joined} != {j["_id"] for j in ref_joined} or set(orphans) != set(ref_orphans):
+        raise SystemExit(f"{label}: the pipeline and the find-and-join gathered different sessions")
+    n = len(joined) + len(orphans)
+    print(
+        f"  {label} gather of {n} sessions: aggregation pipeline {agg_took:.2f}s ({n / agg_took:.0f} sessions/s), "
+        f"find-and-join {finds_took:.2f}s ({n / finds_took:.0f} sessions/s): agg/finds={finds_took / agg_took:.2f}",
+        flush=True,
+    )
+    return finds_took / agg_took
 
 
 def raw_window_read(db) -> tuple[int, int]:
@@ -144,6 +169,15 @@ def bench_history(db, settings, history: int, window_sessions: int, dim: int) ->
     _from_window_start(db)
     _, large = timed(lambda: run_step("etl", WINDOW, s), db)
     print(f"  ETL of one hour: {touched} touched sessions over {history * 10} sessions of history: {large:.1f}s", flush=True)
+    ids, touched_took = timed(lambda: sorted(touched_sessions(db, WINDOW)), db)
+    agg_finds = agg_vs_finds(db, "window", lambda: join.gather(db, ids), lambda: find_join.gather(db, ids))
+    (joined, orphans), gather_took = timed(lambda: join.gather(db, ids), db)
+    _, decide_took = timed(lambda: decide(joined, orphans, examples.Rules(), datetime.now(UTC)))
+    print(
+        f"  the ETL's parts, each run alone: touched sessions {touched_took:.2f}s, gather (pipeline) {gather_took:.2f}s, "
+        f"decide (examples.build) {decide_took:.2f}s; the whole run {large:.2f}s (publish, lease and progress are the rest)",
+        flush=True,
+    )
     steps = {"etl": (large, touched, "sessions")}
     for step in ("profile", "vectors", "views"):
         out, took = timed(lambda step=step: run_step(step, WINDOW, s), db)
@@ -168,10 +202,11 @@ def bench_history(db, settings, history: int, window_sessions: int, dim: int) ->
         "raw_sessions": raw_sessions,
         "steps": steps,
         "total": total,
+        "agg_finds": agg_finds,
     }
 
 
-def bench_rebuild(db, sessions: int, dim: int) -> tuple[float, float]:
+def bench_rebuild(db, sessions: int, dim: int) -> tuple[float, float, float]:
     began = datetime(2026, 9, 1, tzinfo=UTC)
     load(db, sessions, seed=4, ingested=lambda i: began + timedelta(seconds=i), dim=dim, label="rebuild set")
     everything = Window(began, began + timedelta(days=30))
@@ -203,7 +238,8 @@ def bench_rebuild(db, sessions: int, dim: int) -> tuple[float, float]:
         f"(rebuild/(read+insert)={floor / took:.2f}: as close as the rebuild gets to the cost of its data)",
         flush=True,
     )
-    return rate, raw_rate
+    agg_finds = agg_vs_finds(db, "rebuild", lambda: join.gather_all(db), lambda: find_join.scan_all(db))
+    return rate, raw_rate, agg_finds
 
 
 def bench_vectors(db, qc, settings, count: int) -> tuple[float, float]:
@@ -257,6 +293,58 @@ def bench_vectors(db, qc, settings, count: int) -> tuple[float, float]:
     return rate, raw_rate
 
 
+EMPTY_HOUR = Window.parse("2020-01-01T00:00:00+00:00")  # no record was ingested then
+
+
+def _count(out: dict, step: str) -> int:
+    return out.get({"etl": "touched_sessions", "profile": "users"}.get(step, "sessions"), 0)
+
+
+def bench_ingest_chain(settings, sessions: int) -> dict:
+    """`sessions` through Kafka and the consumer, then through the chain: sessions/s of each, and
+    each step's fixed cost per run (the same step over an empty hour) and cost per session."""
+    from bench.ingest import run_consumer
+    from sentencify.produce import produce
+    from sentencify.stack.topics import create_topics
+
+    s = dataclasses.replace(settings, mongo_db="bench_ingest_chain", topic_prefix="bench-chain.", consumer_group="bench-chain")
+    create_topics(s)
+    client = mongo.client(s.mongo_uri)
+    db = client[s.mongo_db]
+    mongo.ensure_indexes(db)
+    records = list(generate(sessions, seed=6, anomalies=0.0, embedding_dim=s.embedding_dim))
+    produce(s, records, total=len(records))
+    began = datetime.now(UTC)
+    consumed = run_consumer(s, len(records), s.consumer_group, 0)  # first record -> last commit
+    window = Window(began - timedelta(minutes=1), datetime.now(UTC) + timedelta(minutes=1))
+    ingest_rate = sessions / consumed["seconds"]
+    print(
+        f"  consumer: {len(records)} records of {sessions} sessions in {consumed['seconds']:.1f}s "
+        f"= {ingest_rate:.0f} sessions/s ({len(records) / consumed['seconds']:.0f} events/s)",
+        flush=True,
+    )
+    _from_window_start(db, window)
+    steps = {}
+    for step in STEPS:
+        out, took = timed(lambda step=step: run_step(step, window, s), db)
+        steps[step] = [took, _count(out, step)]
+    _from_window_start(db, EMPTY_HOUR)
+    for step in STEPS:
+        _, fixed = timed(lambda step=step: run_step(step, EMPTY_HOUR, s), db)
+        steps[step].append(fixed)
+    client.close()
+    total = sum(t for t, _, _ in steps.values())
+    chain_rate = sessions / total
+    for step, (took, n, fixed) in steps.items():
+        print(
+            f"  {step}: {took:.2f}s for {n} {'users' if step == 'profile' else 'sessions'} = {fixed:.2f}s fixed per run "
+            f"+ {(took - fixed) / sessions * 1000:.2f} ms per session",
+            flush=True,
+        )
+    print(f"  the chain: {total:.1f}s = {chain_rate:.0f} sessions/s; chain/ingest={chain_rate / ingest_rate:.2f}", flush=True)
+    return {"ingest_rate": ingest_rate, "chain_rate": chain_rate, "total": total, "steps": steps}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench-chain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--history", type=int, default=50_000, help="sessions of history (then 10x)")
@@ -264,14 +352,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rebuild", type=int, default=50_000, help="sessions of the full rebuild")
     parser.add_argument("--vectors", type=int, default=20_000, help="high examples migrated to Qdrant")
     parser.add_argument("--dim", type=int, default=16, help="embedding size of the loaded history")
+    parser.add_argument("--ingest", type=int, default=2_000, help="sessions through Kafka, the consumer and the chain")
     args = parser.parse_args(argv)
 
+    load_start = os.getloadavg()[0]
     stack_dir = Path(tempfile.mkdtemp(prefix="sentencify-bench-chain-"))
     stack_dir.chmod(0o755)
     settings = stack.private_settings(stack_dir)
     settings = dataclasses.replace(settings, qdrant_path=str(stack_dir / "qdrant-chain"), embedding_dim=args.dim)
-    services = ["mongodb", "redis", "postgres"]
-    print(f"bench-chain: private MongoDB, Redis, PostgreSQL and local Qdrant in {stack_dir}", flush=True)
+    services = ["kafka-storage", "kafka", "mongodb", "redis", "postgres"]
+    print(f"bench-chain: private Kafka, MongoDB, Redis, PostgreSQL and local Qdrant in {stack_dir}", flush=True)
     stack.up(settings, only=services, echo=lambda line: print(line, flush=True))
     client = mongo.client(settings.mongo_uri)
     try:
@@ -283,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         print("2. full rebuild", flush=True)
         rebuild_db = client["bench_rebuild"]
         mongo.ensure_indexes(rebuild_db)
-        rate, raw_rate = bench_rebuild(rebuild_db, args.rebuild, args.dim)
+        rate, raw_rate, rebuild_agg_finds = bench_rebuild(rebuild_db, args.rebuild, args.dim)
         print("3. vector migration", flush=True)
         full_dim = dataclasses.replace(settings, embedding_dim=stack.private_settings(stack_dir).embedding_dim)
         qc = vectorstore.client(dataclasses.replace(full_dim, qdrant_path=str(stack_dir / "qdrant")))
@@ -291,18 +381,29 @@ def main(argv: list[str] | None = None) -> int:
             vec, vec_raw = bench_vectors(client["bench_vectors"], qc, full_dim, args.vectors)
         finally:
             qc.close()
+        print("4. keeping up with ingestion: the consumer, then the chain, over the same sessions", flush=True)
+        ingest = bench_ingest_chain(dataclasses.replace(full_dim, qdrant_path=str(stack_dir / "qdrant-ingest")), args.ingest)
     finally:
         client.close()
         stack.down(settings, only=services, echo=lambda _: None)
     shutil.rmtree(stack_dir, ignore_errors=True)  # gigabytes of data; kept when the bench failed (its logs)
     window_rate, raw_window_rate = hour["touched"] / small, hour["raw_sessions"] / hour["raw"]
+    per_step = ", ".join(
+        f"{step} {fixed:.2f}s fixed + {(t - fixed) / args.ingest * 1000:.2f} ms/session"
+        for step, (t, _, fixed) in ingest["steps"].items()
+    )
+    load_end = os.getloadavg()[0]
     lines = [
+        f"load average {load_start:.1f} at the start, {load_end:.1f} at the end ({os.cpu_count()} cores: above that, "
+        "the machine was shared and the times are longer than its own)",
         f"window ETL: {small:.1f}s over {args.history} sessions, {large:.1f}s over {args.history * 10} sessions "
         f"({window_rate:.0f} sessions/s; raw window read {raw_window_rate:.0f} sessions/s)",
         f"the hour through the chain: {hour['total']:.1f}s",
         f"rebuild {rate:.0f} sessions/s vs raw {raw_rate:.0f}; vectors {vec:.0f} points/s vs raw {vec_raw:.0f}",
+        f"ingestion {ingest['ingest_rate']:.0f} sessions/s, the chain {ingest['chain_rate']:.0f} sessions/s ({per_step})",
         f"ratios history10x={large / small:.2f} window/raw={window_rate / raw_window_rate:.2f} "
-        f"rebuild/raw={rate / raw_rate:.2f} vectors/raw={vec / vec_raw:.2f}",
+        f"rebuild/raw={rate / raw_rate:.2f} vectors/raw={vec / vec_raw:.2f} agg/finds(window)={hour['agg_finds']:.2f} "
+        f"agg/finds(rebuild)={rebuild_agg_finds:.2f} chain/ingest={ingest['chain_rate'] / ingest['ingest_rate']:.2f}",
     ]
     print("\n".join(lines))
     print(f"figures written to {write_figures('chain', lines)}")  # docs/benchmarks/chain.md, the one source README links

@@ -35,6 +35,10 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     args.only = args.only or args.only_opt or None
     if args.action == "logs":
         return _stack_logs(args, settings)
+    if args.secure:  # its own directory, ports and settings (sentencify.stack.secure)
+        from sentencify.stack.secure import secure_settings
+
+        settings = secure_settings(Path(f"{settings.stack_dir}-secure"))
     if args.action == "up":
         print(f"starting the local stack in {settings.stack_dir}")
         stack.up(settings, only=args.only)
@@ -83,6 +87,10 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     print(f"MONGO_URI={settings.shown('mongo_uri')}  MONGO_DB={settings.mongo_db}")
     print(f"REDIS_URL={settings.shown('redis_url')}")
     print(f"ANALYTICS_DB_URI={settings.shown('analytics_db_uri')}")
+    if args.secure:
+        print(f"KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}  KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile}")
+        print(f"KAFKA_SSL_CERTFILE={settings.kafka_ssl_certfile}  KAFKA_SSL_KEYFILE={settings.kafka_ssl_keyfile}")
+        print(f"every setting, passwords included (mode 600): set -a; . {settings.stack_dir / 'secure.env'}; set +a")
     if any(r.name.startswith("airflow") and r.running for r in rows):
         from sentencify.stack.airflow import ADMIN_USER, admin_password, admin_password_file
 
@@ -372,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild everything, not just the window: etl rebuilds every session, vectors reconciles every example",
     )
     p.set_defaults(func=cmd_run)
+    p.add_argument("--secure", action="store_true", help="the stack with TLS and a login on every data service")
 
     p = sub.add_parser("seed-synthetic", help="create the vector collection with synthetic points per category")
     p.add_argument("--per-category", type=int, default=50, metavar="N")
@@ -456,3 +465,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+    from sentencify.kafka_config import explain_connection_error
+
+    if refused := explain_connection_error(exc, settings):  # TLS trust and logins (the secured stack)
+        return redact_text(refused)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentencify.settings import Settings
+from sentencify.stack import secure
 from sentencify.stack.process import StackError, free_port, is_running, port_open, read_pid, spawn, stop_pid, wait_until
 from sentencify.stack.services import PostgresService, Service, services
 from sentencify.stack.topics import create_topics
@@ -54,7 +55,7 @@ def private_settings(stack_dir: Path, env: dict[str, str] | None = None) -> Sett
 
 
 def _select(settings: Settings, only: list[str] | None) -> list[Service]:
-    chosen = services(settings)
+    chosen = secure.secure_services(settings) if secure.is_secure(settings) else services(settings)
     if only:
         unknown = set(only) - {s.name for s in chosen}
         if unknown:

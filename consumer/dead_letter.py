@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import deque
 from datetime import datetime
@@ -23,15 +24,16 @@ def dead_letter_doc(
     position: Position, key: bytes | None, value: bytes | None, error: BadRecord, prefix_bytes: int, now: datetime
 ) -> dict[str, Any]:
     """Delivery: pure; keeps the key and value bytes exactly as received (a prefix when too large);
-    `_id` = topic:partition:offset, so a redelivered bad record is stored once."""
+    `_id` is `letter_id`: a redelivered bad record is stored once, a new one never collides with an old one."""
     raw = value or b""
     limit = prefix_bytes if error.reason == "too_large" else MAX_KEPT_BYTES
     kept = raw[:limit]
     return {
-        "_id": f"{position.topic}:{position.partition}:{position.offset}",
+        "_id": letter_id(position, key, value),
         "topic": position.topic,
         "partition": position.partition,
         "offset": position.offset,
+        "kafka_timestamp": position.timestamp,
         "key": None if key is None else Binary(key),
         "key_text": None if key is None else key.decode("utf-8", errors="replace"),
         "raw": Binary(kept),
@@ -42,6 +44,21 @@ def dead_letter_doc(
         "error": error.detail,
         "failed_at": now,
     }
+
+
+def letter_id(position: Position, key: bytes | None, value: bytes | None) -> str:
+    """`topic:partition:offset:timestamp:digest` - the record's place, its Kafka timestamp (epoch ms, `-`
+    when unknown) and the first 16 hex digits of SHA-256 over its key and value.
+
+    The same record read again gives the same id (stored once). Offsets start again at 0 when a topic
+    is re-created or ingestion moves to another cluster (events.md "Bad input"): a new record at an old
+    offset differs in timestamp or bytes, so it never collides with an old dead letter."""
+    digest = hashlib.sha256()
+    for part in (key, value):
+        digest.update(b"-" if part is None else b"%d:" % len(part))
+        digest.update(part or b"")
+    stamp = "-" if position.timestamp is None else str(position.timestamp)
+    return f"{position.topic}:{position.partition}:{position.offset}:{stamp}:{digest.hexdigest()[:16]}"
 
 
 def note_dead_letter(metrics, position: Position, error: BadRecord) -> None:

@@ -1,4 +1,8 @@
-"""In-flight writes: batches written by a small thread pool while the loop keeps fetching."""
+"""In-flight writes: batches written by a small thread pool while the loop keeps fetching.
+
+Two in-flight writes never hold the same `_id` of one log collection: a record whose key is
+already being written waits (in a batch of its own) until that write is accounted, so the
+earlier offset of a partition is always written first and wins a conflict (events.md)."""
 
 from __future__ import annotations
 
@@ -6,9 +10,11 @@ import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from consumer.dead_letter import DEAD_LETTERS
 from consumer.records import Item
 from consumer.validate import stamp_ingested
 from consumer.write import MongoWriter, TransientWriteError, WriteOutcome
@@ -17,12 +23,13 @@ from sentencify.logs import kv
 log = logging.getLogger("sentencify.consumer")
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a batch is found in the queues by `is`
 class Batch:
     collection: str
     items: list[Item]
     future: Future | None = None  # set while a writer has it
     size: int = 0  # bytes of its items, counted once (the loop asks for it after every record)
+    keys: list[tuple[str, Any]] = field(default_factory=list)  # (collection, _id) it holds; log collections only
 
     def __post_init__(self) -> None:
         self.size = sum(item.size for item in self.items)
@@ -44,7 +51,8 @@ class InFlightWrites:
     """Delivery: a submitted batch is retried (with backoff) until MongoDB takes it; it is only ever
     given up by `abandon()`, whose records stay uncommitted and so are read again.
 
-    Batches may finish out of order; the offset tracker only commits contiguous progress.
+    Batches may finish out of order; the offset tracker only commits contiguous progress. Records
+    of one key of a log collection are written one after the other, in the order submitted.
     """
 
     def __init__(self, writer: MongoWriter, concurrency: int, backoff_first_s: float, backoff_max_s: float) -> None:
@@ -53,6 +61,8 @@ class InFlightWrites:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="mongo-write")
         self._running: deque[Batch] = deque()
         self._failed: deque[Batch] = deque()  # waiting for `retry_at`
+        self._waiting: deque[Batch] = deque()  # behind an earlier batch holding one of its keys
+        self._holders: dict[tuple[str, Any], deque[Batch]] = {}  # key -> batches holding it, in order
         self.retry_at = 0.0
         self._backoff_first = backoff_first_s
         self._backoff_max = backoff_max_s
@@ -70,23 +80,56 @@ class InFlightWrites:
         return not self._failed and len(self._running) < self.concurrency
 
     def records(self) -> int:
-        return sum(len(b.items) for b in self._running) + sum(len(b.items) for b in self._failed)
+        return sum(len(b.items) for q in (self._running, self._failed, self._waiting) for b in q)
 
     def bytes(self) -> int:
-        return sum(b.size for b in self._running) + sum(b.size for b in self._failed)
+        return sum(b.size for q in (self._running, self._failed, self._waiting) for b in q)
 
     def idle(self) -> bool:
-        return not self._running and not self._failed
+        return not self._running and not self._failed and not self._waiting
 
     # -- work ---------------------------------------------------------------------------------
 
     def submit(self, collection: str, items: list[Item]) -> None:
-        self._start(Batch(collection, items))
+        if collection == DEAD_LETTERS:  # a letter's duplicate is always a no-op: no order to keep
+            self._start(Batch(collection, items))
+            return
+        rounds: list[list[Item]] = []  # a key's n-th record of this batch goes in round n
+        seen: dict[Any, int] = {}
+        for item in items:
+            n = seen[item.doc["_id"]] = seen.get(item.doc["_id"], -1) + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(item)
+        for part in rounds:
+            batch = Batch(collection, part, keys=[(collection, item.doc["_id"]) for item in part])
+            for key in batch.keys:
+                self._holders.setdefault(key, deque()).append(batch)
+            if self._ready(batch) and len(self._running) < self.concurrency and not self._failed:
+                self._start(batch)
+            else:
+                self._waiting.append(batch)
+
+    def _ready(self, batch: Batch) -> bool:
+        return all(self._holders[key][0] is batch for key in batch.keys)
+
+    def _release(self, batch: Batch, keys: list[tuple[str, Any]]) -> None:
+        for key in keys:
+            holders = self._holders[key]
+            holders.remove(batch)
+            if not holders:
+                del self._holders[key]
 
     def _start(self, batch: Batch) -> None:
         docs = [item.doc for item in batch.items]
         stamp_ingested(docs, datetime.now(UTC))
-        batch.future = self._pool.submit(self.writer.write, batch.collection, docs)
+        batch.future = self._pool.submit(
+            self.writer.write,
+            batch.collection,
+            docs,
+            logs=batch.collection != DEAD_LETTERS,
+            record_ms=[item.position.timestamp for item in batch.items],
+        )
         self._running.append(batch)
 
     def collect(self, timeout: float = 0.0) -> list[Written]:
@@ -103,11 +146,24 @@ class InFlightWrites:
                 written.append(Written(batch.collection, batch.items, batch.running.result()))
             except TransientWriteError as exc:
                 self._fail(batch, exc)
+            else:
+                self._release(batch, batch.keys)
         self._running = still
         if written and not self._failed:
             self._backoff = self._backoff_first
         self._retry_due(progressed=bool(written))
+        self._start_waiting()
         return written
+
+    def _start_waiting(self) -> None:
+        if self._failed or not self._waiting:
+            return
+        for batch in list(self._waiting):
+            if len(self._running) >= self.concurrency:
+                return
+            if self._ready(batch):
+                self._waiting.remove(batch)
+                self._start(batch)
 
     def _fail(self, batch: Batch, exc: Exception) -> None:
         self.write_errors += 1
@@ -134,13 +190,19 @@ class InFlightWrites:
     def abandon(self, partitions: set[tuple[str, int]]) -> int:
         """Forget failed batches' records of these partitions (uncommitted: their new owner re-reads them)."""
         dropped = 0
-        for batch in list(self._failed):
-            keep = [i for i in batch.items if (i.position.topic, i.position.partition) not in partitions]
-            dropped += len(batch.items) - len(keep)
-            batch.items = keep
-            batch.size = sum(item.size for item in keep)
-            if not keep:
-                self._failed.remove(batch)
+        for queue in (self._failed, self._waiting):
+            for batch in list(queue):
+                keep = [i for i in batch.items if (i.position.topic, i.position.partition) not in partitions]
+                dropped += len(batch.items) - len(keep)
+                if batch.keys:
+                    kept_keys = [(batch.collection, i.doc["_id"]) for i in keep]
+                    self._release(batch, sorted(set(batch.keys) - set(kept_keys), key=repr))
+                    batch.keys = kept_keys
+                batch.items = keep
+                batch.size = sum(item.size for item in keep)
+                if not keep:
+                    queue.remove(batch)
+        self._start_waiting()
         return dropped
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ class Position(NamedTuple):
     topic: str
     partition: int
     offset: int
+    timestamp: int | None = None  # the Kafka record's timestamp, epoch ms (part of a dead letter's identity)
 
 
 class BadRecord(Exception):

@@ -20,7 +20,8 @@ log = logging.getLogger("sentencify.consumer")
 
 class WritePath:
     """Delivery: a record's offset becomes committable only once it is stored, a duplicate, or dead-lettered;
-    a document MongoDB refuses for its content becomes a dead letter with its original bytes and key."""
+    a document MongoDB refuses for its content, or that conflicts with the stored record of its key,
+    becomes a dead letter with its original bytes and key (offset committable once the letter is written)."""
 
     def __init__(
         self, batcher: Batcher, writes: InFlightWrites, tracker: OffsetTracker, metrics: Metrics, dead_letter_prefix_bytes: int
@@ -110,7 +111,11 @@ class WritePath:
         for index, item in enumerate(items):
             reason = outcome.rejected.get(index)
             if reason is not None:  # stays tracked until its dead letter is written
-                self._dead_letter_after_write(collection, item, reason)
+                self._dead_letter_after_write(collection, item, BadRecord("rejected_by_mongodb", reason))
+                continue
+            conflict = outcome.conflicts.get(index)
+            if conflict is not None:
+                self._dead_letter_after_write(collection, item, BadRecord("conflict", conflict))
                 continue
             self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
             event_time = item.doc.get("created_at") or item.doc.get("last_updated")
@@ -125,19 +130,18 @@ class WritePath:
             self.metrics.inc("sentencify_consumer_records_total", outcome.inserted, topic=topic, outcome="stored")
             self.metrics.inc("sentencify_consumer_records_total", outcome.duplicates, topic=topic, outcome="duplicate")
 
-    def _dead_letter_after_write(self, collection: str, item: Item, reason: str) -> None:
+    def _dead_letter_after_write(self, collection: str, item: Item, err: BadRecord) -> None:
         now = datetime.now(UTC)
         if collection == DEAD_LETTERS:  # the letter itself was refused: keep a prefix, never loop
             if item.doc.get("truncated") and not item.doc.get("raw"):
                 log.error(
                     "dead letter refused even without its bytes; offset released",
-                    extra=kv(id=item.doc.get("_id"), error=reason[:300]),
+                    extra=kv(id=item.doc.get("_id"), error=err.detail[:300]),
                 )
                 self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
                 return
-            doc = dict(item.doc, raw=b"", truncated=True, error=f"{item.doc.get('error')}; letter refused: {reason}")
+            doc = dict(item.doc, raw=b"", truncated=True, error=f"{item.doc.get('error')}; letter refused: {err.detail}")
         else:
-            err = BadRecord("rejected_by_mongodb", reason)
             doc = dead_letter_doc(item.position, item.key, item.raw, err, self.prefix_bytes, now)
             note_dead_letter(self.metrics, item.position, err)
         self.batcher.add(DEAD_LETTERS, Item(doc, item.position, item.key, item.raw), time.monotonic())

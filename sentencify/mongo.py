@@ -26,12 +26,21 @@ INDEX_PLAN: dict[str, list[tuple[str, ...]]] = {
 }
 
 
-# The consumer gives up on a write that has not answered after this long, and retries it with a new
-# `ingested_at`: so a record becomes visible at most this long after its `ingested_at` (plus the
-# consumer's clock skew), which is how far back the chain looks (sentencify.steps.progress).
+# Every consumer write runs under a client-side operation timeout of this long (`pymongo.timeout`:
+# server selection, the driver's own retry of a retryable write, and `maxTimeMS` sent to the server
+# are all inside it). The consumer stamps `ingested_at` just before the insert and retries a batch
+# that timed out with a new stamp.
 WRITE_TIMEOUT_S = 60
-# The longest time from a consumer's `ingested_at` stamp until that write is visible (or abandoned for
-# good): the chain's look-back covers it (pipeline.md "Windows and late data").
+# The longest time from a log document's final `ingested_at` until it is visible (pipeline.md
+# "Windows and late data"; the chain's look-back is CLOCK_SKEW_S + this):
+# - an acknowledged insert was applied before its answer, and the answer came within
+#   WRITE_TIMEOUT_S of the stamp (driver retries included): visible <= stamp + 60 s;
+# - an insert the server applies after the client gave up (a stalled server, a request left in a
+#   socket buffer) is never committed in Kafka, so its record is written again (the batch retry, or
+#   the partition's next owner); that write meets it as a duplicate and, its stamp being older than
+#   WRITE_TIMEOUT_S, stamps it anew with the server's time (`$currentDate`): from then on it is
+#   visible with a stamp no older than the write that made it so (consumer/write.py).
+# So 60 s + 0 = 60 s.
 VISIBILITY_BOUND_S = WRITE_TIMEOUT_S
 
 

@@ -233,3 +233,34 @@ def test_ingestion_rules_of_events_md_through_kafka_and_mongodb(settings, mongo)
     for collection in values:
         key_field = next(e.key_field for e in BY_CODE.values() if e.name == collection)
         assert {json.loads(v)[key_field] for v in good[collection]} <= stored_ids(mongo, collection)
+
+
+def test_replay_rechecks_each_letter_and_by_default_sends_only_what_would_now_be_stored(settings, mongo):
+    from consumer.dead_letter import dead_letter_doc
+    from consumer.records import BadRecord
+    from sentencify.replay import Rules
+
+    topic = settings.topic_prefix + "recommend_log"
+    now_good = encoded("I")  # e.g. refused by a rule since relaxed
+    still_bad = encoded("I", latency_ms="fast")  # a producer bug: the same bytes fail again
+    stored = record("I", insert_id="i-kept")
+    mongo.recommend_log.insert_one({**stored, "_id": "i-kept"})
+    conflicting = encoded("I", insert_id="i-kept", latency_ms=999.0)
+    letters = [(now_good, "schema"), (still_bad, "schema"), (conflicting, "conflict")]
+    mongo.dead_letters.insert_many(
+        [
+            dead_letter_doc(Position(topic, 0, n, 1), b"k", raw, BadRecord(reason, "x"), 4096, datetime.now(UTC))
+            for n, (raw, reason) in enumerate(letters)
+        ]
+    )
+    rules = Rules(settings.topic_prefix, settings.embedding_dim, settings.max_record_bytes)
+    kafka = producer(settings)
+    try:
+        dry = replay_dead_letters(mongo, kafka, known_topics={topic}, rules=rules, skip_failing=False, dry_run=True)
+        assert dry.sent == 3 and dry.fail_again == {"schema": 1, "conflict": 1}
+        done = replay_dead_letters(mongo, kafka, known_topics={topic}, rules=rules, skip_failing=True)
+    finally:
+        kafka.close()
+    assert done.sent == 1 and done.skipped == 2 and done.fail_again == {"schema": 1, "conflict": 1}
+    assert [(k, v) for k, v in read_all(settings, [topic], skip={})] == [(b"k", now_good)]
+    assert mongo.dead_letters.count_documents({"replayed_at": {"$exists": True}}) == 1

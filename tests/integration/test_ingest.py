@@ -120,7 +120,9 @@ def test_every_bad_input_class_is_dead_lettered_and_good_records_around_it_are_s
     for letter in letters:
         by_reason[letter["reason"]] = by_reason.get(letter["reason"], 0) + 1
         assert letter["error"] and letter["failed_at"] and letter["topic"].startswith(settings.topic_prefix)
-        assert letter["_id"] == f"{letter['topic']}:{letter['partition']}:{letter['offset']}"
+        # topic:partition:offset:kafka-timestamp:digest (survives a topic re-created, events.md)
+        assert letter["_id"].startswith(f"{letter['topic']}:{letter['partition']}:{letter['offset']}:")
+        assert letter["_id"].split(":")[-2] == str(letter["kafka_timestamp"])
     assert by_reason == {"not_json": 2, "not_object": 1, "schema": 6, "too_large": 1, "empty": 1, "unknown_topic": 1}
     oversized = mongo.dead_letters.find_one({"reason": "too_large"})
     assert oversized["truncated"] and len(oversized["raw"]) == settings.dead_letter_prefix_bytes

@@ -12,6 +12,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
 # tests/test_compose.py validates docker-compose.yaml with it (no Docker engine needed to parse).
 [ -x /usr/bin/docker-compose ] || missing+=(docker-compose)
+# `sentencify stack up --secure`: the TLS terminator in front of the local Kafka broker.
+command -v stunnel4 >/dev/null 2>&1 || missing+=(stunnel4)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "system packages: all present"

@@ -280,7 +280,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify import mongo
     from sentencify.produce import producer
-    from sentencify.replay import replay_dead_letters
+    from sentencify.replay import Rules, replay_dead_letters
     from sentencify.schemas import topics
 
     known = set(topics(settings.topic_prefix))
@@ -300,6 +300,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             topic=args.topic,
             to_topic=args.to_topic,
             dry_run=args.dry_run,
+            rules=Rules(settings.topic_prefix, settings.embedding_dim, settings.max_record_bytes),
+            skip_failing=not args.force,
         )
     finally:
         if kafka is not None:
@@ -310,6 +312,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         f"{verb} {done.sent} dead letters {done.by_topic or ''}; left alone: {done.truncated} oversized "
         f"(only a prefix kept), {done.unknown_topic} of topics that are not log topics"
     )
+    if done.fail_again:
+        what = "sent anyway (--force)" if args.force else "not sent (--force sends them)"
+        print(
+            f"{sum(done.fail_again.values())} would fail again under today's rules {done.fail_again}, {what}; "
+            "replay cannot repair bytes: after a producer bug, the fixed producer must send those records again"
+        )
     if done.sent and not args.dry_run:
         print("the consumer stores them once it reads them (`sentencify consume`); any that fail again become new dead letters")
     return 0
@@ -405,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", help="only records that came from this topic")
     p.add_argument("--to-topic", help="send them here instead of their original topic (e.g. a renamed topic)")
     p.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+    p.add_argument("--force", action="store_true", help="also send letters today's rules would refuse again")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")

@@ -108,6 +108,18 @@ def _from_window_start(db, window: Window = WINDOW) -> None:
         db[progress.PROGRESS].replace_one({"_id": step}, {"_id": step, "safe_until": window.start}, upsert=True)
 
 
+def etl_parts(db, window: Window, whole: float) -> None:
+    """Where an ETL run's time goes: its read-only parts, each timed alone after the run."""
+    ids, touched_took = timed(lambda: sorted(touched_sessions(db, window)), db)
+    (joined, orphans), gather_took = timed(lambda: join.gather(db, ids), db)
+    _, decide_took = timed(lambda: decide(joined, orphans, examples.Rules(), datetime.now(UTC)))
+    print(
+        f"  the ETL's parts, each run alone: touched sessions {touched_took:.2f}s, gather (pipeline) {gather_took:.2f}s, "
+        f"decide (examples.build) {decide_took:.2f}s; the whole run {whole:.2f}s (publish, lease and progress are the rest)",
+        flush=True,
+    )
+
+
 def agg_vs_finds(db, label: str, agg, finds) -> float:
     """The pipeline's gather against the find-and-join on the same sessions: speed ratio (same output)."""
     (joined, orphans), agg_took = timed(agg, db)
@@ -169,15 +181,9 @@ def bench_history(db, settings, history: int, window_sessions: int, dim: int) ->
     _from_window_start(db)
     _, large = timed(lambda: run_step("etl", WINDOW, s), db)
     print(f"  ETL of one hour: {touched} touched sessions over {history * 10} sessions of history: {large:.1f}s", flush=True)
-    ids, touched_took = timed(lambda: sorted(touched_sessions(db, WINDOW)), db)
+    ids = sorted(touched_sessions(db, WINDOW))
     agg_finds = agg_vs_finds(db, "window", lambda: join.gather(db, ids), lambda: find_join.gather(db, ids))
-    (joined, orphans), gather_took = timed(lambda: join.gather(db, ids), db)
-    _, decide_took = timed(lambda: decide(joined, orphans, examples.Rules(), datetime.now(UTC)))
-    print(
-        f"  the ETL's parts, each run alone: touched sessions {touched_took:.2f}s, gather (pipeline) {gather_took:.2f}s, "
-        f"decide (examples.build) {decide_took:.2f}s; the whole run {large:.2f}s (publish, lease and progress are the rest)",
-        flush=True,
-    )
+    etl_parts(db, WINDOW, large)
     steps = {"etl": (large, touched, "sessions")}
     for step in ("profile", "vectors", "views"):
         out, took = timed(lambda step=step: run_step(step, WINDOW, s), db)
@@ -328,6 +334,7 @@ def bench_ingest_chain(settings, sessions: int) -> dict:
     for step in STEPS:
         out, took = timed(lambda step=step: run_step(step, window, s), db)
         steps[step] = [took, _count(out, step)]
+    etl_parts(db, window, steps["etl"][0])
     _from_window_start(db, EMPTY_HOUR)
     for step in STEPS:
         _, fixed = timed(lambda step=step: run_step(step, EMPTY_HOUR, s), db)

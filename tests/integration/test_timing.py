@@ -244,3 +244,35 @@ def test_rerunning_an_old_hour_changes_nothing_and_never_moves_progress_back(cha
     for step in STEPS:
         assert progress.safe_until(mongo, step) == hour(11).end
     assert hour(11).end > DAY
+
+
+def test_a_run_with_no_window_processes_everything_not_yet_processed_up_to_its_start(chain, mongo, redis):
+    """pipeline.md: a run with no window (an Airflow run with no logical date) covers [progress, its start)."""
+    s = chain
+    logs = Logs(mongo)
+    logs.full_session(10, "old")  # hours ago, never processed
+    recent = datetime.now(UTC) - timedelta(seconds=30)
+    logs.e(10, "recent", ingested=recent), logs.a(10, "recent", ingested=recent), logs.b(10, "recent", ingested=recent)
+    for step in STEPS:
+        summary = run_step(step, None, s)
+        assert summary["unwindowed"] is True and summary["window"].startswith("none: everything up to ")
+    assert {d["_id"] for d in mongo.training_examples.find()} == {"old", "recent"}
+    assert point_payload(s, "old") is not None and point_payload(s, "recent") is not None
+    assert kpis(s) == (2, 2)
+    runs = list(mongo.pipeline_runs.find({"step": "etl"}))
+    assert len(runs) == 1 and runs[0]["_id"].startswith("etl:up-to:") and runs[0]["unwindowed"] is True
+    assert runs[0]["window_start"] == progress.EPOCH
+    first = progress.safe_until(mongo, "etl")
+    # The progress stops a look-back before the run's start (MongoDB's time), so "recent" is read again next time.
+    assert runs[0]["window_end"] - progress.lookback(s.clock_skew_s) == first < recent
+    assert progress.safe_until(mongo, "vectors") <= first  # capped by its upstream, as a windowed run
+    assert progress.safe_until(mongo, "views") <= min(first, progress.safe_until(mongo, "profile"))
+
+    # The next run with no window starts from the progress and takes the newer record; then an hourly run still works.
+    logs.c(10, "recent", was_accepted=True, correction_history_id=None)
+    second = run_step("etl", None, s)
+    assert second["read"].startswith(f"[{first.isoformat()}, ")
+    assert example(mongo, "recent")["was_accepted"] is True
+    assert mongo.pipeline_runs.count_documents({"step": "etl", "unwindowed": True}) == 2
+    run_step("etl", hour(10), s)
+    assert mongo.pipeline_runs.count_documents({"step": "etl"}) == 3

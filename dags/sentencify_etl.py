@@ -20,7 +20,7 @@ from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from sentencify_airflow.assets import TRAINING_EXAMPLES
-from sentencify_airflow.defaults import DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.defaults import DEFAULT_ARGS, END, FULL, START, START_DATE, TAGS, WINDOW_PARAMS, deadline
 from sentencify_airflow.operators import TrainingExamplesOperator
 
 with DAG(
@@ -32,6 +32,7 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params=WINDOW_PARAMS,
     tags=TAGS,
+    deadline=deadline("etl", hourly=True),
     doc_md=__doc__,
 ):
-    TrainingExamplesOperator(task_id="build_training_examples", start=START, end=END, outlets=[TRAINING_EXAMPLES])
+    TrainingExamplesOperator(task_id="build_training_examples", start=START, end=END, full=FULL, outlets=[TRAINING_EXAMPLES])

@@ -12,7 +12,17 @@ starting at that logical date (or params `start`/`end`).
 from airflow.sdk import DAG
 
 from sentencify_airflow.assets import TRAINING_EXAMPLES, USER_PROFILES
-from sentencify_airflow.defaults import ASSET_TRIGGERED_MAX_RUNS, DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.defaults import (
+    ASSET_TRIGGERED_MAX_RUNS,
+    DEFAULT_ARGS,
+    END,
+    FULL,
+    START,
+    START_DATE,
+    TAGS,
+    WINDOW_PARAMS,
+    deadline,
+)
 from sentencify_airflow.operators import UserProfilesOperator
 
 with DAG(
@@ -24,6 +34,7 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params=WINDOW_PARAMS,
     tags=TAGS,
+    deadline=deadline("profile", hourly=False),
     doc_md=__doc__,
 ):
-    UserProfilesOperator(task_id="update_user_profiles", start=START, end=END, outlets=[USER_PROFILES])
+    UserProfilesOperator(task_id="update_user_profiles", start=START, end=END, full=FULL, outlets=[USER_PROFILES])

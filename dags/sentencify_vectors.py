@@ -12,7 +12,17 @@ Run alone: `airflow dags test sentencify_vectors 2026-11-24T05:00:00+00:00`.
 from airflow.sdk import DAG
 
 from sentencify_airflow.assets import USER_PROFILES, VECTORS
-from sentencify_airflow.defaults import ASSET_TRIGGERED_MAX_RUNS, DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.defaults import (
+    ASSET_TRIGGERED_MAX_RUNS,
+    DEFAULT_ARGS,
+    END,
+    FULL,
+    START,
+    START_DATE,
+    TAGS,
+    WINDOW_PARAMS,
+    deadline,
+)
 from sentencify_airflow.operators import VectorMigrationOperator
 
 with DAG(
@@ -24,6 +34,7 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params=WINDOW_PARAMS,
     tags=TAGS,
+    deadline=deadline("vectors", hourly=False),
     doc_md=__doc__,
 ):
-    VectorMigrationOperator(task_id="migrate_vectors", start=START, end=END, outlets=[VECTORS])
+    VectorMigrationOperator(task_id="migrate_vectors", start=START, end=END, full=FULL, outlets=[VECTORS])

@@ -11,7 +11,17 @@ Run alone: `airflow dags test sentencify_views 2026-11-24T05:00:00+00:00`.
 from airflow.sdk import DAG
 
 from sentencify_airflow.assets import VECTORS, VIEWS
-from sentencify_airflow.defaults import ASSET_TRIGGERED_MAX_RUNS, DEFAULT_ARGS, END, START, START_DATE, TAGS, WINDOW_PARAMS
+from sentencify_airflow.defaults import (
+    ASSET_TRIGGERED_MAX_RUNS,
+    DEFAULT_ARGS,
+    END,
+    FULL,
+    START,
+    START_DATE,
+    TAGS,
+    WINDOW_PARAMS,
+    deadline,
+)
 from sentencify_airflow.operators import AnalyticsViewsOperator
 
 with DAG(
@@ -23,6 +33,7 @@ with DAG(
     default_args=DEFAULT_ARGS,
     params=WINDOW_PARAMS,
     tags=TAGS,
+    deadline=deadline("views", hourly=False),
     doc_md=__doc__,
 ):
-    AnalyticsViewsOperator(task_id="export_views", start=START, end=END, outlets=[VIEWS])
+    AnalyticsViewsOperator(task_id="export_views", start=START, end=END, full=FULL, outlets=[VIEWS])

@@ -77,8 +77,9 @@ class AirflowApi:
     def unpause(self, dag_id: str) -> None:
         self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, logical_date: datetime, conf: dict | None = None, run_id: str | None = None) -> dict:
-        body = {"logical_date": logical_date.isoformat(), "conf": conf or {}}
+    def trigger(self, dag_id: str, logical_date: datetime | None, conf: dict | None = None, run_id: str | None = None) -> dict:
+        """A manual run; `logical_date=None` is a run with no logical date (it covers no window)."""
+        body = {"logical_date": None if logical_date is None else logical_date.isoformat(), "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
         return self._call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
@@ -110,6 +111,18 @@ class AirflowApi:
             return run_id
         self.clear(dag_id, existing["dag_run_id"])
         return existing["dag_run_id"]
+
+    def asset_id(self, uri: str) -> int:
+        """The id of the asset with exactly this URI; AirflowApiError when there is none."""
+        q = urllib.parse.urlencode({"uri_pattern": uri, "limit": 100})
+        for asset in self._call("GET", f"/api/v2/assets?{q}")["assets"]:
+            if asset["uri"] == uri:
+                return asset["id"]
+        raise AirflowApiError(f"no asset with URI {uri} (has the dag-processor parsed the DAGs?)")
+
+    def create_asset_event(self, uri: str, extra: dict | None = None) -> dict:
+        """An asset event made by hand (as the UI's 'Create Asset Event'): it triggers the DAGs scheduled on it."""
+        return self._call("POST", "/api/v2/assets/events", {"asset_id": self.asset_id(uri), "extra": extra or {}})
 
     def plugins(self) -> list[dict]:
         return self._call("GET", "/api/v2/plugins")["plugins"]

@@ -178,6 +178,24 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    """Full rebuild of a step and of every step after it, in chain order (pipeline.md: after a rule
+    or threshold change, so MongoDB, Redis, Qdrant and the views agree with the rebuilt examples)."""
+    import json
+    import time
+
+    from sentencify.steps.runner import STEPS, run_step
+
+    steps = STEPS[STEPS.index(args.from_step) :]
+    for n, step in enumerate(steps, 1):
+        print(f"[{n}/{len(steps)}] {step}: full rebuild ...", flush=True)
+        began = time.monotonic()
+        summary = run_step(step, None, settings, full=True)
+        took = time.monotonic() - began
+        print(f"[{n}/{len(steps)}] {step}: done in {took:.1f} s {json.dumps(summary, default=str)}", flush=True)
+    return 0
+
+
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify import vectorstore
 
@@ -247,11 +265,23 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
             bundle = build(settings)
             out = args.out or Path("build/sentencify_dashboard.zip")
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(bundle.zip_bytes("dashboard"))
+            data = bundle.zip_bytes("dashboard", with_passwords=args.with_password)
+            if args.with_password:  # a secret: readable by its owner only, from the first byte
+                out.unlink(missing_ok=True)
+                out.touch(mode=0o600)
+            out.write_bytes(data)
             print(
                 f"{out}: {len(bundle.charts)} charts, {len(bundle.datasets)} datasets "
-                f"(import with `superset import-dashboards -p {out} -u admin`)"
+                f"(import offline with `superset import-dashboards -p {out} -u admin`)"
             )
+            if bundle.passwords and not args.with_password:
+                print(
+                    "note: the database password is masked in this zip: `superset import-dashboards` keeps the "
+                    "password of a database Superset already has; for a first import build with --with-password "
+                    "(the zip then holds the password: keep it private) or use `sentencify dashboard deploy`"
+                )
+            elif args.with_password:
+                print("note: the zip holds the database password (mode 600): keep it private, delete it after the import")
             return 0
         if args.action == "deploy":
             print(f"deploying the dashboard to {settings.superset_url}")
@@ -350,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true", help="logs: keep printing new lines")
     p.add_argument("-n", "--lines", type=int, default=50, help="logs: how many lines to show first (default 50)")
     p.add_argument("--json", action="store_true", help="status: machine-readable (passwords never shown)")
+    p.add_argument("--secure", action="store_true", help="the stack with TLS and a login on every data service")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("simulate", help="produce realistic traffic to Kafka")
@@ -388,7 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild everything, not just the window: etl rebuilds every session, vectors reconciles every example",
     )
     p.set_defaults(func=cmd_run)
-    p.add_argument("--secure", action="store_true", help="the stack with TLS and a login on every data service")
+
+    p = sub.add_parser(
+        "rebuild",
+        help="full rebuild of a step and every step after it (after a rule or threshold change), with progress",
+        epilog="In Airflow: trigger the step's DAG with param full=true; the assets carry the rebuild down the chain.",
+    )
+    p.add_argument("--from", dest="from_step", choices=tuple(REGISTRY), default="etl", help="first step to rebuild (default etl)")
+    p.set_defaults(func=cmd_rebuild)
 
     p = sub.add_parser("seed-synthetic", help="create the vector collection with synthetic points per category")
     p.add_argument("--per-category", type=int, default=50, metavar="N")
@@ -405,6 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         help="build: the zip (default build/sentencify_dashboard.zip); screenshot: the PNG (default build/dashboard.png)",
+    )
+    p.add_argument(
+        "--with-password",
+        action="store_true",
+        help="build: put the database password in the zip, for a first offline `superset import-dashboards` (a secret)",
     )
     p.set_defaults(func=cmd_dashboard)
 

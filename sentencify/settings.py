@@ -174,6 +174,8 @@ class Settings:
     # chain (pipeline.md thresholds)
     etl_time_gap_s: float = _setting("ETL_TIME_GAP_S", _float(0.0, 86400.0), 5.0)
     vector_real_threshold: int = _setting("VECTOR_REAL_THRESHOLD", _int(1), 20)
+    # Airflow deadline: seconds after its hour's end (ETL) or its queueing (later steps) a run must be done
+    run_deadline_s: int = _setting("RUN_DEADLINE_S", _int(1), 1800)
 
     # consumer
     max_record_bytes: int = _setting("MAX_RECORD_BYTES", _int(1), 1024 * 1024)

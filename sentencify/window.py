@@ -1,4 +1,4 @@
-"""The one-hour window a step run covers: [start, end)."""
+"""The window a step run covers, [start, end), and how an Airflow run finds its windows."""
 
 from __future__ import annotations
 
@@ -54,20 +54,63 @@ class Window:
 def windows_for_run(
     *, start: str | None, end: str | None, event_windows: list[list[str]] | None, logical_date: datetime | None
 ) -> list[Window]:
-    """The windows one run of a step covers (interfaces.md, 'Airflow').
+    """The windows one run of a step covers (interfaces.md, 'Airflow'); [] for a run with no window.
 
     Explicit start/end params win; else the windows its triggering asset events carry (a downstream
-    step covers what its upstream covered); else the hour that starts at the logical date.
+    step covers what its upstream covered); else the hour that starts at the logical date; else none
+    (a run with no logical date: it processes everything not yet processed up to its start,
+    pipeline.md). Raises ValueError for an `end` without a `start` or an end not after its start.
     """
     if start:
         return [Window.parse(start, end or None)]
+    if end:
+        raise ValueError("param `end` was given without `start`: give both, or neither for the run's own hour")
     if event_windows:
         return sorted({Window.parse(s, e) for s, e in event_windows}, key=lambda w: w.start)
     if logical_date is None:
-        raise ValueError("no start/end, no triggering asset event and no logical date: cannot tell the window")
+        return []
     return [Window.parse(logical_date)]
 
 
-def as_extra(windows: list[Window]) -> dict:
-    """What an asset event carries so the next step covers the same windows."""
-    return {"windows": [[w.start.isoformat(), w.end.isoformat()] for w in windows]}
+@dataclass(frozen=True)
+class Triggered:
+    """What a run's triggering asset events ask of it (the extras `as_extra` wrote upstream)."""
+
+    windows: list[list[str]]  # [[start ISO, end ISO], ...] of every event that carries windows
+    unwindowed: bool  # some event carried no window (a run with no window upstream, or made by hand)
+    full: bool  # some event came from a full rebuild: this step rebuilds in full too
+
+
+def triggered_by(extras: list[dict | None]) -> Triggered:
+    """Read the extras of the triggering asset events; [] of them (no asset trigger) asks nothing."""
+    windows: list[list[str]] = []
+    unwindowed = full = False
+    for extra in extras:
+        extra = extra or {}
+        event_windows = extra.get("windows") or []
+        windows += event_windows
+        unwindowed = unwindowed or not event_windows or bool(extra.get("unwindowed"))
+        full = full or bool(extra.get("full"))
+    return Triggered(windows, unwindowed, full)
+
+
+def step_runs(windows: list[Window], *, unwindowed: bool, full: bool) -> list[Window | None]:
+    """The `run_step` calls of one Airflow run, each a window or None (no window, pipeline.md).
+
+    A full rebuild is one run: it reads everything, whatever window it is labelled with. Otherwise
+    each window in order, then one run with no window when something asked for it (or nothing
+    gave a window): it picks up whatever the windows did not cover, up to its start."""
+    if full:
+        return [None]
+    return [*windows, None] if unwindowed or not windows else list(windows)
+
+
+def as_extra(windows: list[Window], *, unwindowed: bool = False, full: bool = False) -> dict:
+    """What an asset event carries so the next step covers the same windows (and, when this run had
+    no window or rebuilt in full, does the same)."""
+    extra: dict = {"windows": [[w.start.isoformat(), w.end.isoformat()] for w in windows]}
+    if unwindowed:
+        extra["unwindowed"] = True
+    if full:
+        extra["full"] = True
+    return extra

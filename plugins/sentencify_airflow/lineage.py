@@ -27,6 +27,7 @@ VIEW_TABLES = [
     "consumer_state",
     "consumer_partition_lag",
     "freshness",
+    "quarantine",
 ]
 VIEWS = [
     "v_kpis",
@@ -41,6 +42,7 @@ VIEWS = [
     "v_pipeline_state",
     "v_consumer_lag",
     "v_freshness",
+    "v_quarantine",
 ]
 
 

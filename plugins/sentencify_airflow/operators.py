@@ -3,36 +3,48 @@
 Thin by design: keyword-only arguments, templated window, no I/O in __init__, the hooks as cached
 properties, and all the work in `sentencify.steps`, which knows nothing of Airflow. Every store
 is reached through an Airflow connection (MongoHook, RedisHook, QdrantHook, PostgresHook), so a
-secrets backend can hold them and task logs mask their passwords; a connection that is not
-defined falls back to the environment (the local stack keeps Qdrant in local mode, which no
-connection can describe).
+secrets backend can hold them and task logs mask their passwords. A connection the step needs that
+is not defined fails the task with its id (sentencify_airflow.connections): no environment fallback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import UTC
 from functools import cached_property
 from typing import Any
 
-from airflow.exceptions import AirflowNotFoundException
 from airflow.providers.mongo.hooks.mongo import MongoHook
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.qdrant.hooks.qdrant import QdrantHook
 from airflow.providers.redis.hooks.redis import RedisHook
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseOperator
 from bson.codec_options import CodecOptions
 
 from sentencify.settings import Settings
 from sentencify.steps.runner import REGISTRY, Stores, run_step
-from sentencify.window import as_extra, windows_for_run
+from sentencify.window import as_extra, step_runs, triggered_by, windows_for_run
+from sentencify_airflow import connections
 from sentencify_airflow.lineage import step_datasets
 
 
-class MongoWindowStepOperator(BaseOperator):
-    """Run core step `step` on the database of a Mongo connection, for this run's window(s)."""
+def _true(value: Any) -> bool:
+    """A templated flag: `{{ params.full }}` renders as the text "True"/"False"."""
+    return value is True or str(value).strip().lower() in ("true", "1", "yes")
 
-    template_fields: Sequence[str] = ("start", "end", "mongo_db")
+
+class MongoWindowStepOperator(BaseOperator):
+    """Run core step `step` on the database of a Mongo connection, for this run's window(s).
+
+    The windows: params `start`/`end`; else those of the triggering asset events; else the hour of
+    the logical date; else none, and the step processes everything not yet processed up to its
+    start (a run with no logical date, or an asset event without windows; pipeline.md). `full`
+    (param or an upstream full rebuild) rebuilds the step in full, and its asset event asks the next
+    step to do the same: `sentencify rebuild` from the Airflow UI.
+    """
+
+    template_fields: Sequence[str] = ("start", "end", "mongo_db", "full")
     ui_color = "#d8f0e4"
     step: str = ""  # a name of sentencify.steps.runner.REGISTRY
 
@@ -44,14 +56,14 @@ class MongoWindowStepOperator(BaseOperator):
     def __init__(
         self,
         *,
-        mongo_conn_id: str = "mongo_default",
-        redis_conn_id: str = "redis_default",
-        qdrant_conn_id: str = "qdrant_default",
-        postgres_conn_id: str = "sentencify_analytics",
+        mongo_conn_id: str = connections.DEFAULT_IDS.mongo,
+        redis_conn_id: str = connections.DEFAULT_IDS.redis,
+        qdrant_conn_id: str = connections.DEFAULT_IDS.qdrant,
+        postgres_conn_id: str = connections.DEFAULT_IDS.analytics,
         mongo_db: str | None = None,
         start: str | None = None,
         end: str | None = None,
-        full: bool = False,
+        full: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -59,10 +71,14 @@ class MongoWindowStepOperator(BaseOperator):
         self.redis_conn_id = redis_conn_id
         self.qdrant_conn_id = qdrant_conn_id
         self.postgres_conn_id = postgres_conn_id
-        self.mongo_db = mongo_db
+        self.mongo_db = mongo_db  # default: the Mongo connection's schema
         self.start = start
         self.end = end
         self.full = full
+
+    @property
+    def conn_ids(self) -> connections.ConnIds:
+        return connections.ConnIds(self.mongo_conn_id, self.redis_conn_id, self.qdrant_conn_id, self.postgres_conn_id)
 
     @cached_property
     def hook(self) -> MongoHook:
@@ -80,60 +96,73 @@ class MongoWindowStepOperator(BaseOperator):
     def postgres_hook(self) -> PostgresHook:
         return PostgresHook(postgres_conn_id=self.postgres_conn_id)
 
+    def _qdrant(self, settings: Settings):
+        path = connections.qdrant_local_path(connections.get(self.qdrant_conn_id, "Qdrant"))
+        if path is None:
+            return self.qdrant_hook.get_conn()
+        from sentencify import vectorstore  # local mode (the local stack): QdrantHook cannot open a path
+
+        return vectorstore.client(dataclasses.replace(settings, qdrant_url=None, qdrant_path=path))
+
     def stores(self, settings: Settings) -> Stores:
-        """The hooks' clients where the connection is defined, else the environment's."""
-        env = Stores.from_settings(settings)
+        """The hooks' clients; each raises MissingConnection naming its connection when it is not defined."""
 
-        def pick(conn_id: str, from_hook, fallback):
-            try:
-                BaseHook.get_connection(conn_id)
-            except AirflowNotFoundException:
-                self.log.info("connection %s is not defined: using the environment's settings", conn_id)
-                return fallback
-            return from_hook
+        def redis():
+            connections.get(self.redis_conn_id, "Redis")
+            return self.redis_hook.get_conn()
 
-        return Stores(
-            redis=pick(self.redis_conn_id, lambda: self.redis_hook.get_conn(), env.redis),
-            qdrant=pick(self.qdrant_conn_id, lambda: self.qdrant_hook.get_conn(), env.qdrant),
-            analytics=pick(self.postgres_conn_id, lambda: self.postgres_hook.get_conn(), env.analytics),
-        )
+        def analytics():
+            connections.get(self.postgres_conn_id, "analytics PostgreSQL")
+            return self.postgres_hook.get_conn()
 
-    def _event_windows(self, context) -> list[list[str]]:
-        windows: list[list[str]] = []
-        for events in (context.get("triggering_asset_events") or {}).values():
-            for event in events:
-                windows += (event.extra or {}).get("windows", [])
-        return windows
+        return Stores(redis=redis, qdrant=lambda: self._qdrant(settings), analytics=analytics)
 
     def execute(self, context) -> list[dict]:
         settings = Settings.from_env()
+        # Every connection the step needs, before any work (MissingConnection names the first one
+        # missing); their addresses name the lineage datasets, read here and not in the lineage
+        # hook, which runs after the task and must not reach the API server again.
+        self._named = connections.settings_from_connections(
+            settings, connections.STEP_STORES[self.step], self.conn_ids, self.mongo_db
+        )
+        events = [e.extra for evs in (context.get("triggering_asset_events") or {}).values() for e in evs]
+        asked = triggered_by(events)
         windows = windows_for_run(
             start=self.start or None,
             end=self.end or None,
-            event_windows=self._event_windows(context),
+            event_windows=asked.windows,
             logical_date=context.get("logical_date"),
         )
+        full = _true(self.full) or asked.full
+        runs = step_runs(windows, unwindowed=asked.unwindowed, full=full)
         # MongoHook's client is not tz-aware; the steps compare and convert UTC datetimes.
         db = self.hook.get_conn().get_database(
-            self.mongo_db or settings.mongo_db, codec_options=CodecOptions(tz_aware=True, tzinfo=UTC)
+            connections.mongo_database(self.mongo_conn_id, self.mongo_db),
+            codec_options=CodecOptions(tz_aware=True, tzinfo=UTC),
         )
         stores = self.stores(settings)
         summaries = []
-        for window in windows:
-            self.log.info("%s for window %s", self.step, window)
-            summary = run_step(self.step, window, settings, db=db, full=self.full, stores=stores)
+        for window in runs:
+            what = "everything not yet processed (no window)" if window is None else f"window {window}"
+            self.log.info("%s%s for %s", self.step, " (full rebuild)" if full else "", what)
+            summary = run_step(self.step, window, settings, db=db, full=full, stores=stores)
             self.log.info("%s", summary)
             summaries.append(summary)
+        extra = as_extra(windows if not full else [], unwindowed=None in runs, full=full)
         for outlet in self.outlets:  # the next step covers the same windows
-            context["outlet_events"][outlet].extra = as_extra(windows)
+            context["outlet_events"][outlet].extra = extra
         return summaries
 
     def get_openlineage_facets_on_complete(self, task_instance):
-        """What the step read and wrote, for apache-airflow-providers-openlineage (names: lineage.py)."""
+        """What the step read and wrote, for apache-airflow-providers-openlineage (names: lineage.py),
+        in the stores and database of this operator's connections (as `execute` read them)."""
         from airflow.providers.common.compat.openlineage.facet import Dataset
         from airflow.providers.openlineage.extractors import OperatorLineage
 
-        inputs, outputs = step_datasets(self.step, Settings.from_env(), self.mongo_db)
+        named = getattr(self, "_named", None)
+        if named is None:  # the task failed before reading its connections: nothing to report
+            return OperatorLineage()
+        inputs, outputs = step_datasets(self.step, named)
         return OperatorLineage(
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
             outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],

@@ -4,7 +4,8 @@ The templates hold what a person decides (names, fixed UUIDs, views, metrics, ch
 layout); this module fills in what Superset's import format needs besides, so the files stay
 readable: `${VAR}` settings, column and metric defaults, dataset references by view name, each
 chart's saved query context, and the dashboard's position tree from its `layout` rows.
-No network, no Superset: the output is plain zip files (`superset import-dashboards` takes them too).
+No network, no Superset: the output is plain zip files. `superset import-dashboards` takes them too:
+with the database password inside (`with_passwords`) for a first import, masked for a re-import.
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ class Bundle:
             out.update(self.dashboards)
         return out
 
-    def zip_bytes(self, kind: str) -> bytes:
+    def zip_bytes(self, kind: str, *, with_passwords: bool = False) -> bytes:
+        """The import zip of `kind`. Passwords stay masked (the REST import takes them apart, and
+        a re-import keeps the one Superset holds) unless `with_passwords`: then the database URI
+        carries its password, so `superset import-dashboards` can create the database offline,
+        and the zip is a secret."""
         if kind not in KINDS:
             raise BundleError(f"unknown bundle kind {kind!r}; choose from {sorted(KINDS)}")
         metadata = {"version": "1.0.0", "type": KINDS[kind], "timestamp": datetime.now(UTC).isoformat()}
@@ -66,6 +71,9 @@ class Bundle:
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(f"{TOP_FOLDER}/metadata.yaml", yaml.safe_dump(metadata, sort_keys=False))
             for path, config in sorted(self.files(kind).items()):
+                password = self.passwords.get(Path(path).stem) if path in self.databases else None
+                if with_passwords and password is not None:
+                    config = {**config, "sqlalchemy_uri": unmask_password(config["sqlalchemy_uri"], password)}
                 zf.writestr(f"{TOP_FOLDER}/{path}", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         return buf.getvalue()
 
@@ -112,6 +120,11 @@ def mask_password(uri: str) -> tuple[str, str | None]:
         host = f"{host}:{parts.port}"
     netloc = f"{parts.username}:{PASSWORD_MASK}@{host}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc)), urllib.parse.unquote(parts.password)
+
+
+def unmask_password(uri: str, password: str) -> str:
+    """`mask_password` undone: the URI with `password` in place of the mask."""
+    return uri.replace(f":{PASSWORD_MASK}@", f":{urllib.parse.quote(password, safe='')}@", 1)
 
 
 COLUMN_DEFAULTS = {

@@ -67,8 +67,8 @@ def airflow_env(settings: Settings, base: dict[str, str] | None = None) -> dict[
 def connections(settings: Settings) -> dict[str, str]:
     """The Airflow connections the operators' hooks read, from the settings (JSON form).
 
-    Qdrant only when it is a server: local mode (QDRANT_PATH) has no connection form, and the
-    operators fall back to the settings for it."""
+    Qdrant in local mode (QDRANT_PATH) has no provider form: its connection carries extra `path`
+    (sentencify_airflow.connections); the operators use no environment fallback."""
     from urllib.parse import parse_qs, urlsplit
 
     def conn(conn_type: str, uri: str, **extra) -> str:
@@ -96,7 +96,9 @@ def connections(settings: Settings) -> dict[str, str]:
         ),
         "AIRFLOW_CONN_SENTENCIFY_ANALYTICS": conn("postgres", settings.analytics_db_uri),
     }
-    if settings.qdrant_url:
+    if not settings.qdrant_url:
+        out["AIRFLOW_CONN_QDRANT_DEFAULT"] = json.dumps({"conn_type": "qdrant", "extra": {"path": settings.qdrant_path}})
+    else:
         u = urlsplit(settings.qdrant_url)
         out["AIRFLOW_CONN_QDRANT_DEFAULT"] = json.dumps(
             {

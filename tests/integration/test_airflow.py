@@ -10,7 +10,7 @@ import pytest
 
 from sentencify import vectorstore
 from sentencify.stack.airflow import airflow_bin, airflow_env, migrate
-from sentencify.window import Window, windows_for_run
+from sentencify.window import Triggered, Window, as_extra, step_runs, triggered_by, windows_for_run
 from tests.chain_data import Logs, hour
 
 DAG_IDS = ["sentencify_etl", "sentencify_profile", "sentencify_vectors", "sentencify_views"]
@@ -58,10 +58,60 @@ def test_the_dags_parse_and_chain_by_assets(airflow_settings, monkeypatch):
     assert list(profile.timetable.asset_condition.objects) == [etl_out]
     assert list(vectors.timetable.asset_condition.objects) == [profile.tasks[0].outlets[0]]
     assert list(views.timetable.asset_condition.objects) == [vectors.tasks[0].outlets[0]]
+    alerts = {}
     for dag in (etl, profile, vectors, views):
         assert dag.doc_md and "sentencify" in dag.tags and dag.default_args["retries"] >= 1
         task = dag.tasks[0]
-        assert set(task.template_fields) >= {"start", "end"}
+        assert set(task.template_fields) >= {"start", "end", "full"}
+        assert set(dag.params) == {"start", "end", "full"}
+        (alert,) = alerts[dag.dag_id] = dag.deadline  # Airflow keeps a list
+        assert alert.callback.path == "sentencify_airflow.deadlines.deadline_missed"
+        assert alert.callback.kwargs["step"] == task.step
+    assert alerts["sentencify_etl"][0].reference.reference_name == "DagRunLogicalDateDeadline"
+    assert alerts["sentencify_etl"][0].interval.total_seconds() == 3600 + airflow_settings.run_deadline_s
+    assert alerts["sentencify_views"][0].reference.reference_name == "DagRunQueuedAtDeadline"
+
+
+def test_a_missing_connection_fails_the_task_with_its_id(airflow_settings, settings, mongo):
+    """Inside Airflow no store falls back to the environment: the task fails naming the connection."""
+    env = airflow_env(dataclasses.replace(airflow_settings, mongo_db=settings.mongo_db))
+    del env["AIRFLOW_CONN_REDIS_DEFAULT"]
+    out = subprocess.run(
+        [airflow_bin(), "tasks", "test", "sentencify_profile", "update_user_profiles", "2026-11-01T10:00:00+00:00"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    logs = out.stdout + out.stderr
+    assert "MissingConnection" in logs and "new_state=up_for_retry" in logs, logs[-3000:]  # `tasks test` exits 0
+    assert "Airflow connection 'redis_default' (Redis) is not defined" in logs, logs[-3000:]
+    assert mongo.pipeline_runs.count_documents({}) == 0  # failed before any work
+
+
+def test_the_dags_name_their_assets_from_the_connections(airflow_settings, monkeypatch):
+    """Another database in the Mongo connection (not MONGO_DB) names other assets; a missing
+    connection is an import error naming it, in the DAGs that need it only."""
+    env = airflow_env(airflow_settings)
+    env["AIRFLOW_CONN_MONGO_DEFAULT"] = env["AIRFLOW_CONN_MONGO_DEFAULT"].replace(
+        f'"schema": "{airflow_settings.mongo_db}"', '"schema": "elsewhere"'
+    )
+    del env["AIRFLOW_CONN_QDRANT_DEFAULT"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AIRFLOW_CONN_QDRANT_DEFAULT", raising=False)
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.syspath_prepend(env["AIRFLOW__CORE__PLUGINS_FOLDER"])
+    from sentencify_airflow import assets
+
+    assets._asset.cache_clear()  # made once per process (the dag-processor parses each file in a new one)
+    bag = DagBag(dag_folder=env["AIRFLOW__CORE__DAGS_FOLDER"])
+    assets._asset.cache_clear()
+    assert sorted(bag.import_errors) == sorted(f"{env['AIRFLOW__CORE__DAGS_FOLDER']}/{d}.py" for d in DAG_IDS[2:])
+    assert all("'qdrant_default'" in e for e in bag.import_errors.values())
+    assert bag.get_dag("sentencify_etl").tasks[0].outlets[0].uri.endswith("/elsewhere/training_examples")
 
 
 def test_each_dag_runs_alone_with_airflow_dags_test(airflow_settings, settings, mongo, tmp_path):
@@ -150,3 +200,21 @@ def test_window_resolution_rules():
     assert windows_for_run(start=None, end=None, event_windows=events, logical_date=logical) == [hour(4), hour(6)]
     with pytest.raises(ValueError):
         Window.parse("2026-11-01T07:00", "2026-11-01T06:00")
+    # a run with no logical date, no params and no windowed event covers no window (pipeline.md)
+    assert windows_for_run(start=None, end=None, event_windows=[], logical_date=None) == []
+    with pytest.raises(ValueError, match="without `start`"):
+        windows_for_run(start=None, end="2026-11-01T09:00", event_windows=None, logical_date=logical)
+
+
+def test_asset_events_ask_for_windows_no_window_or_a_full_rebuild():
+    h4 = [hour(4).start.isoformat(), hour(4).end.isoformat()]
+    assert triggered_by([]) == Triggered([], unwindowed=False, full=False)
+    assert triggered_by([as_extra([hour(4)])]) == Triggered([h4], unwindowed=False, full=False)
+    assert triggered_by([None]) == Triggered([], unwindowed=True, full=False)  # made by hand, no extra
+    assert triggered_by([{}, as_extra([hour(4)])]) == Triggered([h4], unwindowed=True, full=False)
+    assert triggered_by([as_extra([], unwindowed=True)]).unwindowed
+    assert triggered_by([as_extra([], full=True)]).full
+    assert step_runs([], unwindowed=False, full=False) == [None]
+    assert step_runs([hour(4)], unwindowed=False, full=False) == [hour(4)]
+    assert step_runs([hour(4)], unwindowed=True, full=False) == [hour(4), None]
+    assert step_runs([hour(4)], unwindowed=False, full=True) == [None]

@@ -1,6 +1,7 @@
 """README's runbooks (Operations), run as written: the real `sentencify` commands against the real
 broker and MongoDB. What replay can recover (a platform rule or setting fixed since) and what it
-cannot (bytes a producer sent wrong), and the way back for the latter (the producer re-sends)."""
+cannot (bytes a producer sent wrong: not sent, or with --force dead-lettered again), and the way
+back for the latter (the producer re-sends)."""
 
 from __future__ import annotations
 
@@ -51,23 +52,27 @@ def test_replay_recovers_records_a_platform_setting_refused_once_it_is_fixed(set
     assert "would replay 0 dead letters" in cli(settings, "replay-dead-letters", "--reason", "schema", "--dry-run")
 
 
-def test_replaying_bytes_a_producer_sent_wrong_only_adds_dead_letters_and_a_resend_recovers_them(settings, mongo):
-    """README: replay cannot repair bytes. The producer's bad record fails again as one more dead
-    letter; the fixed producer re-sending the event stores it once, however often it is sent."""
+def test_replay_cannot_repair_bytes_a_producer_sent_wrong_and_the_producers_resend_recovers_them(settings, mongo):
+    """README: replay re-checks each letter and does not send what would fail again; `--force`
+    sends it anyway, and it only becomes one more dead letter. The fixed producer re-sending the
+    event stores it once, however often it is sent."""
     bad = record("A")
     del bad["created_at"]  # the producer bug: a required field missing
+    topic = settings.topic_prefix + "editor_recommend_options"
     send_raw(settings, "editor_recommend_options", [json.dumps(bad).encode()], key=b"s-1")
     consume_until_idle(settings)
     assert mongo.editor_recommend_options.count_documents({}) == 0
     assert mongo.dead_letters.count_documents({}) == 1
 
-    assert "replayed 1 dead letters" in cli(
-        settings, "replay-dead-letters", "--topic", settings.topic_prefix + "editor_recommend_options"
-    )
+    out = cli(settings, "replay-dead-letters", "--topic", topic)
+    assert "replayed 0 dead letters" in out and "1 would fail again" in out and "--force" in out
+    assert mongo.dead_letters.count_documents({"replayed_at": {"$exists": True}}) == 0, "left unmarked"
+
+    assert "replayed 1 dead letters" in cli(settings, "replay-dead-letters", "--topic", topic, "--force")
     consume_until_idle(settings)
     assert mongo.editor_recommend_options.count_documents({}) == 0, "replay stored bytes that are still wrong"
     letters = list(mongo.dead_letters.find().sort("offset", 1))
-    assert len(letters) == 2 and [d["reason"] for d in letters] == ["schema", "schema"]
+    assert [d["reason"] for d in letters] == ["schema", "schema"]
     assert letters[0].get("replayed_at") and not letters[1].get("replayed_at")
     assert bytes(letters[0]["raw"]) == bytes(letters[1]["raw"]), "the same bytes, dead-lettered again"
 

@@ -46,6 +46,15 @@ def machine() -> str:
     return f"{cpu}, {cores} cores{memory}; {platform.system()} {platform.release()}; Python {platform.python_version()}"
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages: above the core count, the machine was shared and
+    every time measured is longer than the machine's own. `unknown` where the OS has none."""
+    try:
+        return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def commit() -> str:
     """The checked-out commit, `+ changes` when the tree differs from it; `unknown` outside git."""
     try:
@@ -76,6 +85,7 @@ def render(name: str, lines: list[str], *, command: str | None = None, when: dt.
         f"- date: {when:%Y-%m-%d %H:%M} UTC\n"
         f"- machine: {machine()}\n"
         f"- commit: {commit()}\n"
+        f"- load average when written (1, 5, 15 min): {load()}\n"
         f"- command: `{command}`\n\n"
         f"```\n{body}\n```\n"
     )

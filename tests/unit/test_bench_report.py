@@ -18,6 +18,7 @@ def test_figures_file_has_date_machine_commit_and_the_lines_verbatim(tmp_path):
     assert re.search(r"^- date: \d{4}-\d\d-\d\d \d\d:\d\d UTC$", text, re.M)
     assert re.search(r"^- machine: .+\d+ cores", text, re.M)
     assert re.search(r"^- commit: \S+", text, re.M)
+    assert re.search(r"^- load average when written \(1, 5, 15 min\): \d+\.\d, \d+\.\d, \d+\.\d$", text, re.M)
     assert "- command: `make bench-ingest`" in text
     assert "```\nratios a/b=1.13 a/c=17.3\npeak_rss_mb=238\n```" in text
 

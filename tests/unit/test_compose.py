@@ -248,17 +248,32 @@ def _bytes(size: str | int) -> int:
     return int(float(match.group(1)) * 1024 ** " kmg".index(match.group(2) or " "))
 
 
+def measured_peaks_mb(buffered_bytes: int) -> list[int]:
+    """Peak RSS figures (MB) bench-ingest wrote for a consumer with this MAX_BUFFERED_BYTES:
+    docs/benchmarks/ingest.md (run at the default) and the lines of ingest-memory.md for that size."""
+    peaks: list[int] = []
+    figures = ROOT / "docs" / "benchmarks"
+    ingest = figures / "ingest.md"
+    if ingest.exists() and buffered_bytes == Settings.from_env({}).max_buffered_bytes:
+        peaks += [int(mb) for mb in re.findall(r"(?:peak RSS|peak_rss_mb=)\s*(\d+)", ingest.read_text())]
+    memory = figures / "ingest-memory.md"
+    if memory.exists():
+        for line in memory.read_text().splitlines():
+            if f"MAX_BUFFERED_BYTES={buffered_bytes // 2**20} MiB" in line:
+                peaks += [int(mb) for mb in re.findall(r"peak_rss_mb=(\d+)", line)]
+    return peaks
+
+
 def test_the_consumers_memory_limit_covers_its_measured_peak(resolved):
-    """The limit is above the peak RSS bench-ingest measured (docs/benchmarks/ingest.md), with a
-    quarter of headroom: a container sized from MAX_BUFFERED_BYTES alone is OOM-killed."""
+    """The limit is above the peak RSS bench-ingest measured with compose's MAX_BUFFERED_BYTES
+    (docs/benchmarks/), with a quarter of headroom: a container sized from the setting alone is
+    OOM-killed (decoded documents, fetch buffers and the interpreter come on top)."""
     consumer = resolved["services"]["consumer"]
     limit = _bytes(consumer["deploy"]["resources"]["limits"]["memory"])
-    assert limit >= 2 * int(consumer["environment"]["MAX_BUFFERED_BYTES"]), "below twice MAX_BUFFERED_BYTES"
-    figures = ROOT / "docs" / "benchmarks" / "ingest.md"
-    if figures.exists():
-        text = figures.read_text()
-        peaks = [int(mb) for mb in re.findall(r"(?:peak RSS|peak_rss_mb=)\s*(\d+)", text)]
-        assert peaks, "docs/benchmarks/ingest.md has no peak RSS"
+    buffered = int(consumer["environment"]["MAX_BUFFERED_BYTES"])
+    assert limit >= 2 * buffered, "below twice MAX_BUFFERED_BYTES"
+    peaks = measured_peaks_mb(buffered)
+    if peaks:  # until a bench has run on this tree, only the rule above
         assert limit >= 1.25 * max(peaks) * 1e6, f"limit {limit / 2**20:.0f} MiB vs measured peak {max(peaks)} MB"
 
 

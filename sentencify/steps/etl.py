@@ -21,10 +21,12 @@ from pymongo.database import Database
 from sentencify.mongo import find_in
 from sentencify.steps import examples, join
 from sentencify.steps.examples import JoinedSession
-from sentencify.steps.join import F  # noqa: F401  (re-exported: the bench and tests name it from here)
 from sentencify.steps.fence import NO_FENCE, Fence
+from sentencify.steps.join import F  # noqa: F401  (re-exported: the bench and tests name it from here)
 from sentencify.steps.publish import publish
+from sentencify.steps.quarantine import Quarantined, bisect, settle
 from sentencify.steps.touched import chunks, touched_sessions
+from sentencify.stores import mongodb
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.etl")
@@ -43,6 +45,7 @@ class EtlResult:
     reasons: Counter = field(default_factory=Counter)
     rejects: Counter = field(default_factory=Counter)
     written: int = 0  # examples and rejects that changed (the rest were already as computed)
+    quarantined: Counter = field(default_factory=Counter)  # sessions not published, by reason
 
     def summary(self) -> dict:
         return {
@@ -52,6 +55,7 @@ class EtlResult:
             "low_reasons": dict(self.reasons),
             "rejects": dict(self.rejects),
             "written": self.written,
+            **({"quarantined": dict(self.quarantined)} if self.quarantined else {}),
         }
 
 
@@ -65,11 +69,22 @@ def scan_all(db: Database) -> tuple[list[JoinedSession], Orphans]:
     return join.gather_all(db)
 
 
-def decide(joined: list[JoinedSession], orphans: Orphans, rules: examples.Rules, now: datetime):
+def decide(
+    joined: list[JoinedSession], orphans: Orphans, rules: examples.Rules, now: datetime, quarantined: Quarantined | None = None
+):
+    """Examples and rejects (pure). A session whose records the rules cannot be applied to (a value
+    of a type no rule expects, left by an older consumer) is added to `quarantined` (re-raised
+    without one)."""
     built: list[examples.Example] = []
     rejected: list[examples.Reject] = []
     for session in joined:
-        outcome = examples.build(session, rules, now)
+        try:
+            outcome = examples.build(session, rules, now)
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError) as exc:
+            if quarantined is None:
+                raise
+            quarantined.add(session["_id"], "example_not_computable", exc)
+            continue
         if isinstance(outcome, examples.Example):
             built.append(outcome)
         else:
@@ -79,13 +94,15 @@ def decide(joined: list[JoinedSession], orphans: Orphans, rules: examples.Rules,
     return built, rejected
 
 
-def build_window(db: Database, session_ids: set[str], rules: examples.Rules, now: datetime):
+def build_window(
+    db: Database, session_ids: set[str], rules: examples.Rules, now: datetime, quarantined: Quarantined | None = None
+):
     """Examples and rejects for these sessions, computed from all their records (nothing written)."""
-    return decide(*gather(db, sorted(session_ids)), rules, now)
+    return decide(*gather(db, sorted(session_ids)), rules, now, quarantined)
 
 
-# One transaction per window up to this many sessions; a larger window (a full rebuild) is
-# published in chunks of this size, each atomic, so every session is always all-or-nothing.
+# Sessions gathered and decided together (one pass of the join per chunk); each chunk is published
+# in transactions of at most `stores.mongodb.TRANSACTION_DOCS` sessions, each session whole.
 MAX_SESSIONS_PER_TRANSACTION = 20_000
 
 
@@ -109,24 +126,54 @@ def run_etl(
     else:
         sessions = sorted(touched_sessions(db, window))
     result = EtlResult(window, touched=len(sessions))
-    parts = list(chunks(sessions, MAX_SESSIONS_PER_TRANSACTION)) or [[]]
-    for part in parts:
+    quarantined = Quarantined("etl")
+    for part in chunks(sessions, MAX_SESSIONS_PER_TRANSACTION):
         if full:
             built, rejected = decide(
-                [by_session[s] for s in part if s in by_session], {s: orphans[s] for s in part if s in orphans}, rules, now
+                [by_session[s] for s in part if s in by_session],
+                {s: orphans[s] for s in part if s in orphans},
+                rules,
+                now,
+                quarantined,
             )
         else:
-            built, rejected = build_window(db, set(part), rules, now)
-        for ex in built:
-            result.flags[ex.doc["consistency_flag"]] += 1
-            result.reasons.update(ex.doc["consistency_reasons"])
-        for rej in rejected:
-            result.rejects[rej.doc["reason"]] += 1
-        ops = _ops(built, rejected, old if full else Existing.fetch(db, part))
-        result.written += sum(len(o) for o in ops.values())
-        publish(db, ops, fence)
+            built, rejected = build_window(db, set(part), rules, now, quarantined)
+        _publish(db, built, rejected, old if full else Existing.fetch(db, part), result, quarantined, fence)
+    settle(db, quarantined, None if full else sessions, now, fence)
+    result.quarantined.update(quarantined.counts())
     log.info("etl done", extra={"fields": result.summary()})
     return result
+
+
+def _publish(
+    db: Database,
+    built: list[examples.Example],
+    rejected: list[examples.Reject],
+    existing: Existing,
+    result: EtlResult,
+    quarantined: Quarantined,
+    fence: Fence,
+) -> None:
+    """Publish in transactions of at most TRANSACTION_DOCS sessions; a session MongoDB refuses (an
+    example over 16 MB) is found by bisection and quarantined, the others are published."""
+    examples_by = {ex.doc["_id"]: ex for ex in built}
+    rejects_by = {rej.doc["_id"]: rej for rej in rejected}
+
+    def write(sessions: list[str]) -> None:
+        mine = [examples_by[s] for s in sessions if s in examples_by]
+        theirs = [rejects_by[s] for s in sessions if s in rejects_by]
+        ops = _ops(mine, theirs, existing)
+        publish(db, ops, fence)
+        result.written += sum(len(o) for o in ops.values())
+        for ex in mine:
+            result.flags[ex.doc["consistency_flag"]] += 1
+            result.reasons.update(ex.doc["consistency_reasons"])
+        for rej in theirs:
+            result.rejects[rej.doc["reason"]] += 1
+
+    for part in chunks(sorted(examples_by.keys() | rejects_by.keys()), mongodb.TRANSACTION_DOCS):
+        for session, exc in bisect(part, write, mongodb.is_data_error):
+            quarantined.add(session, "example_not_storable", exc)
 
 
 # What a re-computation leaves alone when it comes out the same (the time it was computed).

@@ -1,12 +1,14 @@
 """Step 2: user profiles (G), recomputed from all raw B and C records of every user a window touches.
 
-`build_profile` is the formula of pipeline.md (pure); `run_profile` gathers the records, writes
-`user_profile` in one transaction and then mirrors every profile to Redis `user_profile:{user_id}`.
+`build_profile` is the formula of pipeline.md (pure); `run_profile` gathers the records per chunk
+of users, writes each chunk's `user_profile` documents in one transaction of at most
+`stores.mongodb.TRANSACTION_DOCS` documents, then mirrors them to Redis `user_profile:{user_id}`
+as strict JSON (`stores.redis_json`). A user whose profile cannot be built or stored is quarantined
+(`user:<user_id>`, sentencify.steps.quarantine); the other users are published.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ from sentencify.schemas.derived import SCHEMA_VERSION
 from sentencify.steps.examples import earliest, latest
 from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.publish import publish
+from sentencify.steps.quarantine import Quarantined, bisect, settle
 from sentencify.steps.touched import A, B, C, E, chunks, group_by, touched_sessions
+from sentencify.stores import mongodb, redis_json
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.profile")
@@ -68,8 +72,9 @@ def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
             category[rec.reco_category.get(c["recommend_session_id"])] += 1
     # An accepted session without an A of this user is an orphan: not part of the rate.
     accepted_with_a = [s for s in accepted if s in rec.a_sessions]
-    embeddings = [rec.embedding[s] for s in accepted if rec.embedding.get(s)]
-    mean = [sum(column) / len(embeddings) for column in zip(*embeddings, strict=False)] if embeddings else []
+    # An embedding with a NaN or an infinity (stored before ingestion refused them) is no embedding.
+    embeddings = [rec.embedding[s] for s in accepted if rec.embedding.get(s) and redis_json.finite(rec.embedding[s])]
+    mean = [redis_json.finite_mean(column) for column in zip(*embeddings, strict=False)] if embeddings else []
     return {
         "_id": user_id,
         "user_id": user_id,
@@ -133,24 +138,45 @@ def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
 
 
 def redis_value(profile: dict) -> str:
+    """Strict JSON (stores.redis_json). Raises ValueError on a non-finite number."""
     doc = {k: v for k, v in profile.items() if k != "_id"}
     doc["updated_at"] = profile["updated_at"].isoformat()
-    return json.dumps(doc, separators=(",", ":"))
+    return redis_json.dumps(doc)
+
+
+def quarantine_id(user_id: str) -> str:
+    """The profile step quarantines users: `session_id` = "user:<user_id>" in `pipeline_quarantine`."""
+    return f"user:{user_id}"
 
 
 def run_profile(db: Database, redis_client, window: Window, now: datetime | None = None, fence: Fence = NO_FENCE) -> dict:
     """`fence`: the run's lease token (sentencify.steps.fence): MongoDB and Redis writes go through it."""
     now = now or datetime.now(UTC)
     users = sorted(touched_users(db, window))
-    profiles: list[dict] = []
-    for part in chunks(users, 1000):
+    quarantined = Quarantined("profile")
+    written = 0
+    for part in chunks(users, mongodb.TRANSACTION_DOCS):
+        built: list[tuple[dict, str]] = []
         for user_id, rec in gather(db, part).items():
-            profiles.append(build_profile(user_id, rec, now))
-    summary = {"window": str(window), "users": len(profiles)}
-    publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p in profiles]}, fence)
-    # Redis after MongoDB: a failure here fails the run (not recorded, progress not moved), and the
-    # retry rewrites both.
-    for part in chunks(profiles, 1000):
-        fence.redis_set(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): redis_value(p) for p in part})
+            try:
+                profile = build_profile(user_id, rec, now)
+                built.append((profile, redis_value(profile)))
+            except (ValueError, TypeError, ArithmeticError, KeyError) as exc:  # pure: about this user's records
+                quarantined.add(quarantine_id(user_id), "profile_not_computable", exc)
+
+        def write(items: list[tuple[dict, str]]) -> None:
+            publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p, _ in items]}, fence)
+
+        for (profile, _), exc in bisect(built, write, mongodb.is_data_error):
+            quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", exc)
+        stored = [(p, v) for p, v in built if quarantine_id(p["user_id"]) not in quarantined]
+        # Redis after MongoDB: a failure here fails the run (not recorded, progress not moved), and
+        # the retry rewrites both.
+        fence.redis_set(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored})
+        written += len(stored)
+    settle(db, quarantined, (quarantine_id(u) for u in users), now, fence)
+    summary = {"window": str(window), "users": written}
+    if quarantined:
+        summary["quarantined"] = quarantined.counts()
     log.info("profiles done", extra={"fields": summary})
     return summary

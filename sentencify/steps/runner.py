@@ -118,6 +118,7 @@ def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
         dim=settings.embedding_dim,
         threshold=settings.vector_real_threshold,
         full=full,
+        fence=open_.fence,
     )
 
 
@@ -131,6 +132,8 @@ def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool, op
         redis_client=open_("redis"),
         label=plan.window,
         safe_until=plan.safe_until,
+        full=full,
+        fence=open_.fence,
     )
 
 

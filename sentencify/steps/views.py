@@ -1,13 +1,18 @@
 """Step 4: export aggregates from MongoDB into the analytics PostgreSQL database that Superset reads.
 
-Per run, in one PostgreSQL transaction:
+Per run, in PostgreSQL transactions of bounded size (pipeline.md, opening):
 - hour-keyed facts (traffic, categories, latencies, dead letters) hold what the records
   *ingested* in one whole UTC hour contribute (column `window_start` = that ingestion hour),
   bucketed by event time. A run recomputes every whole ingestion hour its window reaches and
-  replaces those hours' rows, so any set of windows, in any order, counts each record once: in
-  the row of the hour it was ingested;
-- entity facts (examples, sessions, users) are upserted for the sessions the window touched;
-- the pipeline-run log is copied whole (it is small), and each stage's freshness is measured.
+  replaces those hours' rows (`HOURS_PER_TRANSACTION` hours per transaction, each hour whole), so
+  any set of windows, in any order, counts each record once: in the row of the hour it was ingested;
+- entity facts (examples, sessions, users) are upserted for the sessions the window touched,
+  `TRANSACTION_DOCS` sessions per transaction; a row PostgreSQL refuses is isolated by bisection
+  and its session quarantined (sentencify.steps.quarantine), the rest published;
+- the pipeline-run log and the quarantine are copied whole (they are small), and each stage's
+  freshness is measured, in one last transaction.
+`full=True` re-exports every fact: every ingestion hour, every session, example and user, and
+deletes the rows of what MongoDB no longer holds. Every value goes through `stores.postgres`.
 The SQL in `sql_views/` (tables, views, grants) is applied first; it is idempotent.
 """
 
@@ -15,19 +20,27 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pymongo.database import Database
 
 from sentencify.mongo import find_in
+from sentencify.schemas import EVENT_TYPES
 from sentencify.settings import PROJECT_ROOT
 from sentencify.steps import freshness
 from sentencify.steps.etl import EXAMPLES
+from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.profiles import PROFILES
 from sentencify.steps.publish import RUNS, run_id
+from sentencify.steps.quarantine import Quarantined, bisect, current, settle
 from sentencify.steps.touched import A, B, C, E, I, chunks, touched_sessions
+from sentencify.stores import postgres
+from sentencify.stores.mongodb import TRANSACTION_DOCS
 from sentencify.window import Window, floor_hour
 
 log = logging.getLogger("sentencify.views")
@@ -41,12 +54,25 @@ def insert_rows(cur, statement: str, rows: list[tuple]) -> None:
     psycopg 3 (Airflow's PostgresHook with SQLAlchemy 2) gets `executemany`, which it pipelines."""
     if not rows:
         return
+    rows = [postgres.row(r) for r in rows]  # text without NUL (stores.postgres)
     if type(cur).__module__.startswith("psycopg2"):
         from psycopg2.extras import execute_values
 
         execute_values(cur, statement, rows, page_size=1000)
     else:
         cur.executemany(statement.replace("%s", "(" + ", ".join(["%s"] * len(rows[0])) + ")", 1), rows)
+
+
+@contextmanager
+def transaction(conn) -> Iterator[None]:
+    """One transaction: committed when the block ends, rolled back on an error. psycopg2's `with
+    conn` does that (and leaves the connection open); psycopg 3's does not (it closes it)."""
+    if hasattr(conn, "transaction"):  # psycopg 3
+        with conn.transaction():
+            yield
+    else:
+        with conn:
+            yield
 
 
 def apply_sql(conn, sql_dir: Path = SQL_DIR) -> list[str]:
@@ -76,16 +102,18 @@ def hour_facts(db: Database, hours: Window) -> dict[str, list[tuple]]:
             row[name] += 1
             if collection == C and doc.get("was_accepted") is True:
                 row["accepted"] += 1
+    # Text keys made storable before counting: two spellings that PostgreSQL stores alike are one row.
     categories = Counter(
-        (floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), d.get("reco_category_input") or "(none)")
+        (floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), _text(d.get("reco_category_input")) or "(none)")
         for d in db[A].find(in_hours, {**fields, "reco_category_input": 1})
     )
     latency = [
-        (floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), float(d["latency_ms"]))
+        (floor_hour(d["ingested_at"]), floor_hour(d["created_at"]), ms)
         for d in db[I].find(in_hours, {**fields, "latency_ms": 1})
+        if (ms := _finite(d.get("latency_ms"))) is not None and ms >= 0  # no measurement otherwise (events.md: >= 0)
     ]
     dead = Counter(
-        (floor_hour(d["ingested_at"]), d["failed_at"].astimezone(UTC).date(), d["topic"], d["reason"])
+        (floor_hour(d["ingested_at"]), d["failed_at"].astimezone(UTC).date(), _text(d["topic"]), _text(d["reason"]))
         for d in db[DEAD_LETTERS].find(in_hours, {"ingested_at": 1, "failed_at": 1, "topic": 1, "reason": 1})
     )
     names = ("recommendations", "contexts", "paraphrase_runs", "selections", "accepted")
@@ -97,12 +125,28 @@ def hour_facts(db: Database, hours: Window) -> dict[str, list[tuple]]:
     }
 
 
-def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
-    """Examples, sessions (funnel) and users of the touched sessions, as they stand now."""
+def _text(v) -> str | None:
+    """A text column's value: PostgreSQL's form of a string, None for a missing value, and the
+    string form of anything else a record carries (an unknown field type)."""
+    return None if v is None else postgres.text(v if isinstance(v, str) else str(v))
+
+
+def _finite(v) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+def entity_facts(db: Database, sessions: list[str], seen_users: set[str] | None = None) -> dict[str, list]:
+    """Examples, sessions (funnel) and users of the touched sessions, as they stand now. Ids stay
+    as MongoDB holds them (rows are made storable when written); `seen_users`: users already
+    computed by this run (skipped)."""
     examples: list[tuple] = []
     gone: list[str] = []
     funnel: list[tuple] = []
     users: dict[str, tuple] = {}
+    seen_users = seen_users if seen_users is not None else set()
     for part in chunks(sessions):
         found = {
             e["_id"]: e
@@ -119,9 +163,9 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
                     (
                         s,
                         floor_hour(e["created_at"]),
-                        e["consistency_flag"],
-                        list(e.get("consistency_reasons") or []),
-                        e.get("final_category"),
+                        _text(e["consistency_flag"]),
+                        [_text(r) for r in e.get("consistency_reasons") or []],
+                        _text(e.get("final_category")),
                     )
                 )
         has: dict[str, dict[str, bool]] = {s: {"a": False, "b": False, "c": False, "accepted": False} for s in part}
@@ -136,7 +180,7 @@ def entity_facts(db: Database, sessions: list[str]) -> dict[str, list]:
                 if d.get("user_id"):
                     session_users.add(d["user_id"])
         funnel += [(s, f["a"], f["b"], f["c"], f["accepted"]) for s, f in has.items()]
-        for user_part in chunks(sorted(session_users - set(users))):
+        for user_part in chunks(sorted(session_users - set(users) - seen_users)):
             # One index seek per user: a user's A records can number thousands, and one is enough.
             with_a = {u for u in user_part if db[A].find_one({"user_id": u}, {"_id": 1}) is not None}
             with_profile = {d["_id"] for d in find_in(db[PROFILES], "_id", user_part, {"_id": 1})}
@@ -180,75 +224,219 @@ def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
     return out
 
 
+HOURS_PER_TRANSACTION = 24  # hour facts replaced per transaction (a day of one store's rows)
+_FACT_TABLES = ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_letters")
+
+
+def _replace_hours(cur, hours: Window, facts: dict[str, list[tuple]]) -> None:
+    for table in _FACT_TABLES:
+        cur.execute(f"delete from sentencify.{table} where window_start >= %s and window_start < %s", (hours.start, hours.end))
+    insert_rows(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
+    insert_rows(cur, "insert into sentencify.fact_categories values %s", facts["categories"])
+    insert_rows(cur, "insert into sentencify.fact_latency values %s", facts["latency"])
+    insert_rows(cur, "insert into sentencify.fact_dead_letters values %s", facts["dead_letters"])
+
+
+def _unique(rows: list[tuple]) -> list[tuple]:
+    """Rows made storable, one per key (first column): two ids PostgreSQL stores alike (a NUL and
+    a U+FFFD) would make one upsert touch a row twice, which PostgreSQL refuses."""
+    return list({r[0]: r for r in (postgres.row(r) for r in rows)}.values())
+
+
+_ENTITY_KINDS = ("examples", "gone", "sessions", "users")
+
+
+def _write_entities(conn, entities: dict[str, list]) -> None:
+    """One transaction: these examples, sessions and users as computed, gone examples deleted."""
+    with transaction(conn), conn.cursor() as cur:
+        insert_rows(
+            cur,
+            """insert into sentencify.fact_examples (example_id, created_hour, consistency_flag, reasons, category)
+            values %s on conflict (example_id) do update set created_hour = excluded.created_hour,
+            consistency_flag = excluded.consistency_flag, reasons = excluded.reasons, category = excluded.category""",
+            _unique(entities["examples"]),
+        )
+        if entities["gone"]:
+            gone = [postgres.text(s) for s in entities["gone"]]
+            cur.execute("delete from sentencify.fact_examples where example_id = any(%s)", (gone,))
+        insert_rows(
+            cur,
+            """insert into sentencify.fact_sessions values %s on conflict (session_id) do update set
+            has_a = excluded.has_a, has_b = excluded.has_b, has_c = excluded.has_c, accepted = excluded.accepted""",
+            _unique(entities["sessions"]),
+        )
+        insert_rows(
+            cur,
+            """insert into sentencify.fact_users values %s on conflict (user_id) do update set
+            has_a = excluded.has_a, has_profile = excluded.has_profile""",
+            _unique(entities["users"]),
+        )
+
+
+def _export_entities(db: Database, conn, sessions: list[str], quarantined: Quarantined) -> tuple[int, int, set[str]]:
+    """Entity facts of `sessions`, `TRANSACTION_DOCS` sessions per transaction; a session whose rows
+    PostgreSQL refuses is found by bisection and quarantined. Returns (examples, users, user ids)."""
+    seen_users: set[str] = set()
+    n_examples = 0
+    for part in chunks(sessions, TRANSACTION_DOCS):
+        entities = entity_facts(db, part, seen_users)
+        by_session = {s: {"examples": [], "gone": [], "sessions": [], "users": []} for s in part}
+        for row in entities["examples"]:
+            by_session[row[0]]["examples"].append(row)
+        for s in entities["gone"]:
+            by_session[s]["gone"].append(s)
+        for row in entities["sessions"]:
+            by_session[row[0]]["sessions"].append(row)
+
+        def write(items: list[str], by_session: dict = by_session) -> None:
+            _write_entities(conn, {k: [x for s in items for x in by_session[s][k]] for k in _ENTITY_KINDS})
+
+        for session, exc in bisect(part, write, postgres.is_data_error):
+            quarantined.add(session, "row_refused", exc)
+
+        def write_users(items: list[tuple]) -> None:
+            _write_entities(conn, {"examples": [], "gone": [], "sessions": [], "users": list(items)})
+
+        for user_row, exc in bisect(entities["users"], write_users, postgres.is_data_error):
+            quarantined.add(f"user:{user_row[0]}", "row_refused", exc)
+        seen_users.update(u[0] for u in entities["users"])
+        n_examples += len(entities["examples"])
+    return n_examples, len(seen_users), seen_users
+
+
+def ingested_hours(db: Database) -> Window | None:
+    """The whole hours from the first record ingested to the last (any log or dead letter), or None."""
+    from pymongo import ASCENDING, DESCENDING
+
+    ends: list[datetime] = []
+    for collection in (*(et.name for et in EVENT_TYPES), DEAD_LETTERS):
+        for order in (ASCENDING, DESCENDING):
+            doc = db[collection].find_one({"ingested_at": {"$type": "date"}}, {"ingested_at": 1}, sort=[("ingested_at", order)])
+            if doc is not None:
+                ends.append(doc["ingested_at"])
+    if not ends:
+        return None
+    return whole_hours(Window(min(ends), max(ends) + timedelta(microseconds=1)))
+
+
+def _all_sessions(db: Database) -> list[str]:
+    """Every session any A, B, C or I names (a full export)."""
+    sessions: set[str] = set()
+    for collection in (A, B, C, I):
+        sessions |= {
+            d["_id"] for d in db[collection].aggregate([{"$group": {"_id": "$recommend_session_id"}}]) if d["_id"] is not None
+        }
+    return sorted(sessions)
+
+
+def _delete_absent(conn, table: str, column: str, present: set[str]) -> int:
+    """Rows of `table` whose `column` is not in `present` (stored form) deleted, in bounded transactions."""
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(f"select {column} from sentencify.{table}")
+        absent = sorted({r[0] for r in cur.fetchall()} - {postgres.text(x) for x in present})
+    for part in chunks(absent, TRANSACTION_DOCS):
+        with transaction(conn), conn.cursor() as cur:
+            cur.execute(f"delete from sentencify.{table} where {column} = any(%s)", (part,))
+    return len(absent)
+
+
 def run_views(
-    db: Database, conn, window: Window, redis_client=None, label: Window | None = None, safe_until: datetime | None = None
+    db: Database,
+    conn,
+    window: Window,
+    redis_client=None,
+    label: Window | None = None,
+    safe_until: datetime | None = None,
+    full: bool = False,
+    fence: Fence = NO_FENCE,
 ) -> dict:
-    """`conn`: a psycopg2 connection to ANALYTICS_DB_URI (the caller owns and closes it); `window`: what
-    to read; `label`: the hour the run stands for, in the pipeline-state table (default: `window`);
-    `safe_until`: the progress this run will record (the views' own freshness)."""
+    """`conn`: a psycopg2 (or psycopg 3) connection to ANALYTICS_DB_URI (the caller owns and closes
+    it); `window`: what to read; `label`: the hour the run stands for, in the pipeline-state table
+    (default: `window`); `safe_until`: the progress this run will record (the views' own freshness);
+    `full`: re-export every fact, whatever the window (after a rebuild upstream); `fence`: the run's
+    lease token, for the quarantine's MongoDB writes (PostgreSQL's are fenced by the connection the
+    runner hands over). Raises what a store raises when it is unreachable; a session whose rows
+    PostgreSQL refuses is quarantined instead."""
     label = label or window
-    hours = whole_hours(window)
-    facts = hour_facts(db, hours)
-    sessions = sorted(touched_sessions(db, window))
-    entities = entity_facts(db, sessions)
+    quarantined = Quarantined("views")
+    with transaction(conn):
+        applied = apply_sql(conn)
+    if full:
+        hours = ingested_hours(db)
+        sessions = _all_sessions(db)
+    else:
+        # Only the hours that hold records: a step's first run reads from 1970 (no progress yet), and
+        # stepping through every day since then took minutes.
+        span = ingested_hours(db)
+        held = span is not None and span.start < window.end and window.start < span.end
+        hours = whole_hours(Window(max(window.start, span.start), min(window.end, span.end))) if held and span else None
+        sessions = sorted(touched_sessions(db, window))
+    traffic_hours = latencies = 0
+    if hours is not None:
+        cursor = hours.start
+        while cursor < hours.end:
+            part = Window(cursor, min(cursor + timedelta(hours=HOURS_PER_TRANSACTION), hours.end))
+            facts = hour_facts(db, part)
+            with transaction(conn), conn.cursor() as cur:
+                _replace_hours(cur, part, facts)
+            traffic_hours += len(facts["traffic"])
+            latencies += len(facts["latency"])
+            cursor = part.end
+    if full:  # hours no record was ingested in any more (a collection emptied, a rebuild)
+        with transaction(conn), conn.cursor() as cur:
+            for table in _FACT_TABLES:
+                if hours is None:
+                    cur.execute(f"delete from sentencify.{table}")
+                else:
+                    cur.execute(
+                        f"delete from sentencify.{table} where window_start < %s or window_start >= %s", (hours.start, hours.end)
+                    )
+    n_examples, n_users, users = _export_entities(db, conn, sessions, quarantined)
+    if full:
+        _delete_absent(conn, "fact_examples", "example_id", {d["_id"] for d in db[EXAMPLES].find({}, {"_id": 1})})
+        _delete_absent(conn, "fact_sessions", "session_id", set(sessions))
+        _delete_absent(conn, "fact_users", "user_id", users)
+    settle(db, quarantined, None if full else sessions, fence=fence)
     runs = [
-        (r["step"], r["window_start"], r["window_end"], r["finished_at"], json.dumps(r.get("summary") or {}, default=str))
+        (r["step"], r["window_start"], r["window_end"], r["finished_at"], postgres.jsonb(r.get("summary") or {}))
         for r in db[RUNS].find({"_id": {"$ne": run_id("views", label)}})
     ]
     # This run too, so the dashboard's pipeline state includes the step that wrote it.
-    runs.append(("views", label.start, label.end, datetime.now(UTC), json.dumps({"sessions": len(sessions)})))
+    runs.append(("views", label.start, label.end, datetime.now(UTC), postgres.jsonb({"sessions": len(sessions)})))
+    in_quarantine = [
+        (q["step"], q["session_id"], q["reason"], q.get("detail") or "", q["first_seen"], q["last_seen"]) for q in current(db)
+    ]
     consumers = consumer_state(redis_client)
     lags = consumer_lag(redis_client)
-    fresh = freshness.measure(db, redis_client, safe_until, datetime.now(UTC), since=hours.start)
-    with conn:  # one transaction: readers see the old window's rows or the new ones
-        applied = apply_sql(conn)
-        with conn.cursor() as cur:
-            for table in ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_letters"):
-                cur.execute(
-                    f"delete from sentencify.{table} where window_start >= %s and window_start < %s", (hours.start, hours.end)
-                )
-            insert_rows(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
-            insert_rows(cur, "insert into sentencify.fact_categories values %s", facts["categories"])
-            insert_rows(cur, "insert into sentencify.fact_latency values %s", facts["latency"])
-            insert_rows(cur, "insert into sentencify.fact_dead_letters values %s", facts["dead_letters"])
-            insert_rows(
-                cur,
-                """insert into sentencify.fact_examples (example_id, created_hour, consistency_flag, reasons, category)
-                values %s on conflict (example_id) do update set created_hour = excluded.created_hour,
-                consistency_flag = excluded.consistency_flag, reasons = excluded.reasons, category = excluded.category""",
-                entities["examples"],
-            )
-            if entities["gone"]:
-                cur.execute("delete from sentencify.fact_examples where example_id = any(%s)", (entities["gone"],))
-            insert_rows(
-                cur,
-                """insert into sentencify.fact_sessions values %s on conflict (session_id) do update set
-                has_a = excluded.has_a, has_b = excluded.has_b, has_c = excluded.has_c, accepted = excluded.accepted""",
-                entities["sessions"],
-            )
-            insert_rows(
-                cur,
-                """insert into sentencify.fact_users values %s on conflict (user_id) do update set
-                has_a = excluded.has_a, has_profile = excluded.has_profile""",
-                entities["users"],
-            )
-            cur.execute("delete from sentencify.pipeline_runs")
-            insert_rows(cur, "insert into sentencify.pipeline_runs values %s", runs)
-            cur.execute("delete from sentencify.consumer_state")
-            insert_rows(cur, "insert into sentencify.consumer_state values %s", consumers)
-            cur.execute("delete from sentencify.consumer_partition_lag")
-            insert_rows(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
-            cur.execute("delete from sentencify.freshness")
-            insert_rows(cur, "insert into sentencify.freshness values %s", fresh)
+    fresh = freshness.measure(db, redis_client, safe_until, datetime.now(UTC), since=hours.start if hours else None)
+    with transaction(conn), conn.cursor() as cur:  # the small tables, replaced whole
+        cur.execute("delete from sentencify.pipeline_runs")
+        insert_rows(cur, "insert into sentencify.pipeline_runs values %s", runs)
+        cur.execute("delete from sentencify.quarantine")
+        insert_rows(cur, "insert into sentencify.quarantine values %s", _unique_pairs(in_quarantine))
+        cur.execute("delete from sentencify.consumer_state")
+        insert_rows(cur, "insert into sentencify.consumer_state values %s", consumers)
+        cur.execute("delete from sentencify.consumer_partition_lag")
+        insert_rows(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
+        cur.execute("delete from sentencify.freshness")
+        insert_rows(cur, "insert into sentencify.freshness values %s", fresh)
     summary = {
         "window": str(window),
+        "full": full,
         "hours": str(hours),
         "sql": applied,
         "sessions": len(sessions),
-        "traffic_hours": len(facts["traffic"]),
-        "latencies": len(facts["latency"]),
-        "examples": len(entities["examples"]),
-        "users": len(entities["users"]),
+        "traffic_hours": traffic_hours,
+        "latencies": latencies,
+        "examples": n_examples,
+        "users": n_users,
     }
+    if quarantined:
+        summary["quarantined"] = quarantined.counts()
     log.info("views done", extra={"fields": summary})
     return summary
+
+
+def _unique_pairs(rows: list[tuple]) -> list[tuple]:
+    """Quarantine rows made storable, one per (step, session) as PostgreSQL stores them."""
+    return list({(r[0], r[1]): r for r in (postgres.row(r) for r in rows)}.values())

@@ -21,10 +21,12 @@ class JoinedSession(TypedDict):
 
     _id: str  # recommend_session_id
     a: dict[str, Any]  # the earliest A (by created_at, then insert_id)
-    a_ids: list[str]  # every distinct A insert_id of the session
-    b: list[dict[str, Any]]  # every B of the session
-    c: list[dict[str, Any]]  # every C of the session
-    d: list[dict[str, Any]]  # the D records its C's point at
+    a_ids: list[str]  # distinct A insert_ids of the session: all, or at least two when there are several
+    # B and C of the session: all, or (the pipeline) the latest answering A and the latest answering
+    # another A: `pick` decides the same from either
+    b: list[dict[str, Any]]
+    c: list[dict[str, Any]]
+    d: list[dict[str, Any]]  # the D records those C's point at
     e: list[dict[str, Any]]  # the E of A.context_hash (0 or 1)
     f: list[dict[str, Any]]  # the F in force when A was shown (0 or 1)
 

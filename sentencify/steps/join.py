@@ -4,17 +4,20 @@
 session ids (`gather`), the full rebuild for every session (`gather_all`). Per session it yields
 one `examples.JoinedSession`:
 
-- A: the earliest A (by created_at, then insert_id) and every distinct A insert_id (`multiple_a`);
-- B, C by `recommend_session_id`: every one of them, since `source_mismatch` needs the ones that
-  answer another A; `examples.pick` takes the latest that answers A;
-- D by `_id` from every C's `correction_history_id`;
+- A: the earliest A (by created_at, then insert_id), and the smallest and largest A insert_id
+  (two distinct ones: `multiple_a`);
+- B, C by `recommend_session_id`: of each, the latest (by created_at, then insert_id) that answers
+  A and the latest that answers another A, if any: all `examples.pick` needs for the latest B and C
+  and `source_mismatch`, and a session document of bounded size however many records a session
+  has (MongoDB fails a pipeline whose document, or a `$lookup`'s result, passes 16 MB);
+- D by `_id` from those C's `correction_history_id`;
 - E by `_id` = A.context_hash;
 - F by `doc_id`, point-in-time: the latest F (by last_updated, then `_id`) with last_updated <=
   A.created_at and valid_until null, absent or >= A.created_at.
 
 Every `$lookup` is the concise form (`localField`/`foreignField`, MongoDB 5.0+), so the equality
 runs as a seek on the foreign collection's index (`mongo.INDEX_PLAN`); the optional sub-pipeline
-only filters, sorts and limits what that seek found. The `let`/`$expr`-only form scans the foreign
+only filters, groups, sorts and limits what that seek found. The `let`/`$expr`-only form scans the foreign
 collection once per session (40x slower here). I is not joined: no field of H comes from it.
 
 B or C records of a session without an A never reach the pipeline (it runs over A): `orphans`
@@ -87,6 +90,17 @@ def _lookup(collection: str, local: str, foreign: str, as_: str, *, fields=(), p
     return {"$lookup": {**spec, "pipeline": sub} if sub else spec}
 
 
+# Of a session's B (or C): the latest answering A (`$$a`) and the latest answering another A.
+_LATEST_PER_ANSWER = [
+    {
+        "$group": {
+            "_id": {"$eq": ["$source_recommend_event_id", "$$a"]},
+            "r": {"$top": {"sortBy": {"created_at": -1, "insert_id": -1}, "output": "$$ROOT"}},
+        }
+    },
+    {"$replaceWith": "$r"},
+]
+
 # F in force when A was shown: pipeline.md's point-in-time join. `$ifNull` makes an absent
 # valid_until count as unset, as a null one does.
 _IN_FORCE = {
@@ -101,7 +115,8 @@ _IN_FORCE = {
 
 def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
     """The aggregation over A for the sessions whose A records `match` selects -> one document per
-    session: `_id`, `a` (the earliest A), `a_ids`, `b`, `c` (each C with its D under `d`), `e`, `f`.
+    session: `_id`, `a` (the earliest A), `a_min`/`a_max` (its smallest and largest A insert_id),
+    `f`, `b`, `c` (each C with its D under `d`), `e`; every part bounded in size.
 
     `match`: a filter on A (e.g. `{"recommend_session_id": {"$in": [...]}}`, or `{}` for all).
     Ties resolve as `examples.earliest` and `examples.in_force` do (insert_id, then `_id`, last).
@@ -115,7 +130,8 @@ def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
                 "_id": f"${SESSION}",
                 # only the fields H uses: every later stage copies the session document
                 "a": {"$top": {"sortBy": {"created_at": 1, "insert_id": 1}, "output": {f: f"${f}" for f in ("_id", *A_FIELDS)}}},
-                "a_ids": {"$addToSet": "$insert_id"},
+                "a_min": {"$min": "$insert_id"},
+                "a_max": {"$max": "$insert_id"},
             }
         },
         _lookup(
@@ -127,8 +143,15 @@ def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
             let={"at": "$a.created_at"},
             pipeline=[{"$match": _IN_FORCE}, {"$sort": {"last_updated": -1, "_id": -1}}, {"$limit": 1}],
         ),
-        _lookup(B, "_id", SESSION, "b"),
-        _lookup(C, "_id", SESSION, "c", pipeline=[_lookup(D, "correction_history_id", "_id", "d")]),
+        _lookup(B, "_id", SESSION, "b", let={"a": "$a.insert_id"}, pipeline=_LATEST_PER_ANSWER),
+        _lookup(
+            C,
+            "_id",
+            SESSION,
+            "c",
+            let={"a": "$a.insert_id"},
+            pipeline=[*_LATEST_PER_ANSWER, _lookup(D, "correction_history_id", "_id", "d")],
+        ),
         _lookup(E, "a.context_hash", "_id", "e", fields=E_FIELDS),  # last: the embedding is the largest part
     ]
 
@@ -139,7 +162,7 @@ def _joined(doc: dict[str, Any]) -> JoinedSession:
     return JoinedSession(
         _id=doc["_id"],
         a=doc["a"],
-        a_ids=sorted(doc["a_ids"]),
+        a_ids=sorted({doc["a_min"], doc["a_max"]}),
         b=doc["b"],
         c=c,
         d=[d for x in c for d in x.pop("d")],

@@ -64,11 +64,12 @@ def _select(settings: Settings, only: list[str] | None) -> list[Service]:
     return chosen
 
 
-def _with_needs(only: list[str] | None) -> list[str] | None:
-    """`kafka` means the broker and its storage: starting or stopping one alone is never wanted."""
-    if only and "kafka" in only and "kafka-storage" not in only:
-        return ["kafka-storage", *only]
-    return only
+def _with_needs(settings: Settings, only: list[str] | None) -> list[str] | None:
+    """`kafka` means the broker, its storage and (secured stack) its TLS terminator: one alone is never wanted."""
+    if not only or "kafka" not in only:
+        return only
+    needs = ["kafka-storage", "kafka-tls"] if secure.is_secure(settings) else ["kafka-storage"]
+    return [*(n for n in needs if n not in only), *only]
 
 
 def _start(service: Service, echo) -> None:
@@ -90,7 +91,7 @@ def _start(service: Service, echo) -> None:
 
 def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
     """Start what is not running (idempotent), then create topics and databases."""
-    chosen = _select(settings, _with_needs(only))
+    chosen = _select(settings, _with_needs(settings, only))
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
     settings.stack_dir.chmod(0o755)  # services running as their own users (postgres) must enter it
     for service in chosen:
@@ -105,7 +106,7 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
 
 def down(settings: Settings, only: list[str] | None = None, echo=print) -> None:
     """Stop only what this stack started (by PID file), in reverse start order."""
-    for service in reversed(_select(settings, _with_needs(only))):
+    for service in reversed(_select(settings, _with_needs(settings, only))):
         pid = read_pid(service.pid_file)
         if pid is None or not is_running(pid, service.expect_in_cmdline):
             echo(f"  {service.name:<22} not running")

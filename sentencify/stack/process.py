@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -53,10 +54,23 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+# Below Linux's ephemeral range (net.ipv4.ip_local_port_range, 32768-60999 by default): a port the
+# kernel picked with bind(0) is soon reused for some client's outgoing connection, and a test stack
+# that starts its servers seconds later then found its port taken ("Address already in use").
+_PRIVATE_PORTS = range(20000, 32768)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nobody listens on now, outside the ephemeral range (so no outgoing connection takes it)."""
+    for _ in range(200):
+        port = random.choice(_PRIVATE_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StackError(f"no free port in {_PRIVATE_PORTS.start}-{_PRIVATE_PORTS.stop - 1}")
 
 
 def spawn(

@@ -298,6 +298,11 @@ class Stunnel(Service):
                     "verifyChain = yes",  # a client certificate signed by the stack's CA is the login
                     "requireCert = yes",
                     "sslVersionMin = TLSv1.2",
+                    # No TLS 1.3 session tickets: they arrive after the handshake, and kafka-python
+                    # closes a connection that turns readable before its first request
+                    # ("Socket EVENT_READ without in-flight-requests"): the admin client's
+                    # second connection, to the controller, died that way.
+                    "sessionResume = no",
                 ]
             )
             + "\n"
@@ -413,19 +418,30 @@ class SecureBroker(Service):
     settings: Settings | None = None
 
     def healthy(self) -> bool:
-        """The broker answers through the terminator (metadata over TLS), not only on its inner port."""
-        from kafka import KafkaConsumer
+        """Metadata over TLS through the terminator, then a request on a fresh connection to every broker
+        at the address it advertises (what the admin client does next, to the controller): the broker
+        must advertise the TLS address, and that address must carry requests, not only handshakes."""
+        from kafka.admin import KafkaAdminClient
+        from kafka.protocol.metadata import MetadataRequest
 
         from sentencify.kafka_config import kafka_security
 
         assert self.settings is not None
         if not port_open(self.port):
             return False
-        probe = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=3000, **kafka_security(self.settings)
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            request_timeout_ms=5000,
+            client_id="sentencify-stack-probe",
+            **kafka_security(self.settings),
         )
         try:
-            probe.topics()  # a metadata request, answered with the TLS address the broker advertises
+            brokers = admin.send_request(MetadataRequest[1](topics=[])).brokers  # (node_id, host, port, rack)
+            advertised = {(host, port) for _, host, port, _ in brokers}
+            if advertised != {("127.0.0.1", self.settings.kafka_port)}:
+                raise StackError(f"the broker advertises {sorted(advertised)}, not the TLS address")
+            for node_id, *_ in brokers:
+                admin.send_request(MetadataRequest[1](topics=[]), node_id=node_id)
         finally:
-            probe.close()
+            admin.close()
         return True

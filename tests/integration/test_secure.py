@@ -1,0 +1,152 @@
+"""The secured stack (`sentencify stack up --secure`, issue 20): every connection over TLS with a login.
+
+One secured stack for the whole module (session-scoped fixture): it starts in ~12 s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import select
+import shutil
+import socket
+import ssl
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg2
+import pytest
+import redis as redis_lib
+from kafka import KafkaProducer
+from pymongo import MongoClient
+
+from sentencify import stack
+from sentencify.cli import explain
+from sentencify.kafka_config import kafka_security
+from sentencify.settings import Settings
+from sentencify.stack.certs import make_ca
+from sentencify.stack.secure import secure_settings
+
+
+@pytest.fixture(scope="session")
+def secure(request) -> Settings:
+    stack_dir = Path(tempfile.mkdtemp(prefix="sentencify-secure-stack-"))
+    settings = secure_settings(stack_dir, private=True)
+    try:
+        stack.up(settings, echo=print)
+        yield settings
+    finally:
+        stack.down(settings, echo=print)
+        if not request.session.testsfailed:
+            shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def wrong_ca(tmp_path) -> str:
+    return str(make_ca(tmp_path / "other-ca", "Not the stack's CA")[0])
+
+
+def _one_line(exc: BaseException, settings: Settings, *words: str) -> str:
+    line = explain(exc, settings)
+    assert "\n" not in line and all(w in line for w in words), line
+    assert "***" in line or "KAFKA" in line  # the password is never shown
+    return line
+
+
+def _swap(uri: str, old: str, new: str) -> str:
+    assert old in uri
+    return uri.replace(old, new)
+
+
+def test_plaintext_ports_are_closed(secure):
+    with pytest.raises(Exception):  # noqa: B017 (any refusal: TLS is the only way in)
+        MongoClient(f"mongodb://127.0.0.1:{secure.mongo_port}", serverSelectionTimeoutMS=1500).admin.command("ping")
+    with pytest.raises(redis_lib.ConnectionError):
+        redis_lib.Redis(host="127.0.0.1", port=secure.redis_port, socket_timeout=2).ping()
+    with pytest.raises(psycopg2.OperationalError, match=r"no encryption|SSL off"):
+        psycopg2.connect(_swap(secure.analytics_db_uri, "sslmode=verify-full", "sslmode=disable"), connect_timeout=3)
+    with socket.create_connection(("127.0.0.1", secure.kafka_port), timeout=3) as raw:  # Kafka's ApiVersions in clear
+        raw.sendall(bytes.fromhex("0000001500120000000000010007") + b"sentencify" + b"\x00" * 1)
+        raw.settimeout(3)
+        try:
+            answer = raw.recv(64)
+        except ConnectionResetError:
+            answer = b""
+        assert answer[:1] in (b"", b"\x15")  # closed, reset or a TLS alert: never a Kafka answer
+
+
+def test_tls_with_login_reaches_every_service(secure):
+    with MongoClient(secure.mongo_uri, serverSelectionTimeoutMS=3000) as client:
+        assert client.admin.command("ping")["ok"] == 1
+    assert redis_lib.Redis.from_url(secure.redis_url).ping()
+    with psycopg2.connect(secure.analytics_db_uri) as conn, conn.cursor() as cur:
+        cur.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        assert cur.fetchone() == (True,)
+    producer = KafkaProducer(bootstrap_servers=secure.kafka_bootstrap_servers, **kafka_security(secure))
+    producer.send(secure.topic_prefix + "interaction_logs", b"{}").get(timeout=30)
+    producer.close()
+
+
+def test_kafka_tls_sends_nothing_after_the_handshake(secure):
+    """TLS 1.3 session tickets arrive after the handshake; kafka-python closes a connection that turns
+    readable before its first request, so the terminator must send none (the admin client's second
+    connection died that way: "Connection to 111 failed")."""
+    ctx = ssl.create_default_context(cafile=secure.kafka_ssl_cafile)
+    ctx.load_cert_chain(secure.kafka_ssl_certfile, secure.kafka_ssl_keyfile)
+    for _ in range(3):
+        with (
+            socket.create_connection(("127.0.0.1", secure.kafka_port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            readable, _, _ = select.select([tls], [], [], 1.0)
+            assert not readable, "the broker's TLS terminator sent something before any request"
+
+
+def test_wrong_ca_is_refused_with_one_line_per_service(secure, wrong_ca):
+    ca = quote(str(secure.kafka_ssl_cafile), safe="/")
+    bad = dataclasses.replace(
+        secure,
+        mongo_uri=_swap(secure.mongo_uri, ca, wrong_ca),
+        redis_url=_swap(secure.redis_url, ca, wrong_ca),
+        analytics_db_uri=_swap(secure.analytics_db_uri, ca, wrong_ca),
+        kafka_ssl_cafile=wrong_ca,
+    )
+    with pytest.raises(Exception) as mongo_err:
+        MongoClient(bad.mongo_uri, serverSelectionTimeoutMS=1500).admin.command("ping")
+    _one_line(mongo_err.value, bad, "MongoDB", "tlsCAFile", "MONGO_URI")
+    with pytest.raises(redis_lib.ConnectionError) as redis_err:
+        redis_lib.Redis.from_url(bad.redis_url).ping()
+    _one_line(redis_err.value, bad, "Redis", "ssl_ca_certs", "REDIS_URL")
+    with pytest.raises(psycopg2.OperationalError) as pg_err:
+        psycopg2.connect(bad.analytics_db_uri, connect_timeout=3)
+    _one_line(pg_err.value, bad, "PostgreSQL", "sslrootcert", "ANALYTICS_DB_URI")
+    with pytest.raises(Exception) as kafka_err:
+        KafkaProducer(bootstrap_servers=bad.kafka_bootstrap_servers, request_timeout_ms=3000, **kafka_security(bad))
+    _one_line(kafka_err.value, bad, "Kafka", "KAFKA_SSL_CAFILE")
+
+
+def test_wrong_password_is_refused_with_one_line_per_service(secure, tmp_path):
+    bad = dataclasses.replace(
+        secure,
+        mongo_uri=_swap(secure.mongo_uri, "sentencify:", "sentencify:wrong"),
+        redis_url=_swap(secure.redis_url, "rediss://:", "rediss://:wrong"),
+        analytics_db_uri=_swap(secure.analytics_db_uri, "sentencify:", "sentencify:wrong"),
+    )
+    with pytest.raises(Exception) as mongo_err:
+        MongoClient(bad.mongo_uri, serverSelectionTimeoutMS=3000).admin.command("ping")
+    _one_line(mongo_err.value, bad, "MongoDB", "password", "MONGO_URI")
+    with pytest.raises(redis_lib.AuthenticationError) as redis_err:
+        redis_lib.Redis.from_url(bad.redis_url).ping()
+    _one_line(redis_err.value, bad, "Redis", "password", "REDIS_URL")
+    with pytest.raises(psycopg2.OperationalError) as pg_err:
+        psycopg2.connect(bad.analytics_db_uri, connect_timeout=3)
+    _one_line(pg_err.value, bad, "PostgreSQL", "password", "ANALYTICS_DB_URI")
+    # Kafka's login is the client certificate: one the stack's CA did not sign is refused.
+    other = make_ca(tmp_path / "client-ca", "Stranger")
+    no_login = dataclasses.replace(secure, kafka_ssl_certfile=str(other[0]), kafka_ssl_keyfile=str(other[1]))
+    with pytest.raises(Exception) as kafka_err:
+        producer = KafkaProducer(
+            bootstrap_servers=no_login.kafka_bootstrap_servers, request_timeout_ms=3000, **kafka_security(no_login)
+        )
+        producer.send(no_login.topic_prefix + "interaction_logs", b"{}").get(timeout=10)
+    _one_line(kafka_err.value, no_login, "Kafka", "KAFKA_SSL_CERTFILE")

@@ -39,10 +39,10 @@ LIVE = {"$expr": {"$gt": [{"$ifNull": [{"$toLong": "$expires_at"}, 0]}, DB_NOW_M
 
 # Redis: compare-and-write in one script. KEYS[1] the fence key, ARGV[1] the token; then pairs.
 _REDIS_FENCED_SET = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local token = tonumber(ARGV[1])
+local held = redis.call('GET', KEYS[1]) or '0'
+local current, token = tonumber(held), tonumber(ARGV[1])
 if current > token then
-  return redis.error_reply('FENCED a newer run of the step holds token ' .. current)
+  return redis.error_reply('FENCED a newer run of the step holds token ' .. held)
 end
 if current < token then redis.call('SET', KEYS[1], ARGV[1]) end
 for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end

@@ -1,6 +1,6 @@
 """A run that lost its lease publishes nothing more, in any store (pipeline.md "Windows and late data").
 
-Fault injection by signals and settings: a `run_step` subprocess (LEASE_TTL_S=2) stops itself with
+Fault injection by signals and settings: a `run_step` subprocess (LEASE_TTL_S=5) stops itself with
 SIGSTOP right after it has read (before its first write), stays stopped past its lease while newer
 data arrives and another run publishes it, then gets SIGCONT. Also: a host whose clock runs ahead
 cannot take a live lease, and each store's guard refuses an older token on its own.
@@ -37,7 +37,7 @@ from tests.helpers import ROOT, wait_for
 from tests.integration.test_timing import chain, point_payload  # noqa: F401 (fixture)
 from tests.integration.test_views import analytics, rows  # noqa: F401 (fixture)
 
-TTL_S = 2.0
+TTL_S = 5.0  # the frozen run's; the other runs keep the default, so a loaded machine cannot expire them
 
 # The stale run X: stops itself (SIGSTOP) once it has read, before the step's first write.
 _FROZEN_RUN = """
@@ -114,7 +114,7 @@ def _accepted_everywhere(s, mongo, redis) -> dict:
 
 @pytest.mark.parametrize("step", STEPS)
 def test_a_run_frozen_past_its_lease_publishes_nothing_after_a_newer_run(chain, mongo, redis, step, tmp_path):  # noqa: F811
-    s = dataclasses.replace(chain, lease_ttl_s=TTL_S)
+    s = chain
     logs = _session_without_c(mongo)
     for each in STEPS:  # every store holds s1, not accepted
         run_step(each, hour(10), s)
@@ -123,7 +123,7 @@ def test_a_run_frozen_past_its_lease_publishes_nothing_after_a_newer_run(chain, 
     logs.b(10, "s1", insert_id="b2-s1", created_at=at(10, 0, 3), target_category="report")
 
     out = tmp_path / "x.log"
-    env = {**os.environ, **s.to_env(), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **dataclasses.replace(s, lease_ttl_s=TTL_S).to_env(), "PYTHONPATH": str(ROOT)}
     with open(out, "wb") as log:
         x = subprocess.Popen([sys.executable, "-c", _FROZEN_RUN, step], cwd=ROOT, env=env, stdout=log, stderr=log)
     try:

@@ -114,7 +114,7 @@ def run_etl(
     full: bool = False,
     fence: Fence = NO_FENCE,
 ) -> EtlResult:
-    """`full`: rebuild every session (one scan per collection), not just the window's. `fence`: the
+    """`full`: rebuild every session (the join pipeline over all of them), not just the window's. `fence`: the
     run's lease token (sentencify.steps.fence); each transaction is published only while it holds."""
     rules = rules or examples.Rules()
     now = now or datetime.now(UTC)

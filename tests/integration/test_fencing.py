@@ -290,3 +290,18 @@ def test_released_lease_keeps_its_token_and_the_next_take_over_grows_it(mongo):
     mongo[LEASES].delete_many({})  # even with the lease collection lost, tokens do not go back
     with StepLease(mongo, "profile", ttl_s=5.0) as held:
         assert held.fence.token > tokens[-1]
+
+
+def test_without_transactions_each_bulk_write_is_preceded_by_the_lease_check(mongo, monkeypatch):
+    """A standalone MongoDB (no transactions): the guard is a check right before each bulk write."""
+    from sentencify.steps import publish as publish_module
+
+    monkeypatch.setattr(publish_module, "supports_transactions", lambda db: False)
+    x, y = _lost_and_taken(mongo, "etl")
+    try:
+        with pytest.raises(LeaseLost):
+            publish(mongo, {"training_examples": [_insert({"_id": "stale"})]}, x.fence)
+        publish(mongo, {"training_examples": [_insert({"_id": "new"})]}, y.fence)
+        assert [d["_id"] for d in mongo.training_examples.find()] == ["new"]
+    finally:
+        y.__exit__(None, None, None)

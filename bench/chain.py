@@ -38,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -61,7 +62,7 @@ WINDOW = Window.parse("2026-11-20T10:00:00+00:00")
 HISTORY_START = datetime(2026, 10, 1, tzinfo=UTC)
 
 
-def load(db, sessions: int, *, seed: int, ingested: callable, dim: int, label: str) -> int:
+def load(db, sessions: int, *, seed: int, ingested: Callable[[int], datetime], dim: int, label: str) -> int:
     """Simulated sessions -> validated documents -> insert_many(1000) per collection."""
     validator = Validator(dim)
     buffers: dict[str, list] = {}

@@ -305,3 +305,25 @@ def test_without_transactions_each_bulk_write_is_preceded_by_the_lease_check(mon
         assert [d["_id"] for d in mongo.training_examples.find()] == ["new"]
     finally:
         y.__exit__(None, None, None)
+
+
+def test_postgres_fence_with_psycopg3_transactions(chain, mongo):  # noqa: F811
+    """Airflow's PostgresHook may hand over a psycopg 3 connection: its `transaction()` blocks are fenced too."""
+    import psycopg
+
+    x, y = _lost_and_taken(mongo)
+    try:
+        with psycopg.connect(chain.analytics_db_uri) as raw:
+            y.fence.claim_postgres(raw)
+            with raw.transaction(), raw.cursor() as cur:
+                cur.execute("create table t3 (v text)")
+            stale = FencedPostgres(raw, x.fence)
+            with pytest.raises(LeaseLost), stale.transaction(), raw.cursor() as cur:
+                cur.execute("insert into t3 values ('stale')")
+            with FencedPostgres(raw, y.fence).transaction(), raw.cursor() as cur:
+                cur.execute("insert into t3 values ('new')")
+            with raw.cursor() as cur:
+                cur.execute("select v from t3")
+                assert cur.fetchall() == [("new",)]
+    finally:
+        y.__exit__(None, None, None)

@@ -74,7 +74,3 @@ def advance_op(step: str, plan: Plan, now: datetime | None = None) -> UpdateOne:
         {"$max": {"safe_until": plan.safe_until}, "$set": {"updated_at": now or datetime.now(UTC)}},
         upsert=True,
     )
-
-
-def advance(db: Database, step: str, plan: Plan, now: datetime | None = None) -> None:
-    db[PROGRESS].bulk_write([advance_op(step, plan, now)])

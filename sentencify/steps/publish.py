@@ -1,4 +1,4 @@
-"""Publish a step's MongoDB writes atomically and fenced, and record a finished run in `pipeline_runs`."""
+"""Publish a step's MongoDB writes atomically and fenced; the record of a finished run in `pipeline_runs`."""
 
 from __future__ import annotations
 
@@ -42,13 +42,9 @@ def run_record(step: str, window: Window, summary: dict, started_at: datetime, *
 
 
 def run_op(step: str, window: Window, summary: dict, started_at: datetime, *, unwindowed: bool = False) -> ReplaceOne:
+    """The write that records a successful run (the runner publishes it with the progress, fenced)."""
     doc = run_record(step, window, summary, started_at, unwindowed=unwindowed)
     return ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)
-
-
-def record_run(db: Database, step: str, window: Window, summary: dict, started_at: datetime, fence: Fence = NO_FENCE) -> None:
-    """The run of `step` labelled `window` succeeded (its outputs are all written)."""
-    publish(db, {RUNS: [run_op(step, window, summary, started_at)]}, fence)
 
 
 def publish(db: Database, ops_by_collection: dict[str, list], fence: Fence = NO_FENCE) -> None:

@@ -92,6 +92,8 @@ def _points(examples: list[dict], quarantined: Quarantined) -> list[tuple[str, m
             out.append((example["_id"], point(example)))
         except NotStorable as exc:
             quarantined.add(example["_id"], "vector_not_finite", exc)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:  # a field of a type no rule expects
+            quarantined.add(example["_id"], "point_not_computable", exc)
     return out
 
 

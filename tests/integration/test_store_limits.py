@@ -238,3 +238,65 @@ def test_every_transaction_is_bounded(chain, mongo, redis, monkeypatch):
     assert max(sizes) == 2 and len([n for n in sizes if n]) == 8  # 4 transactions of examples, 4 of profiles
     assert mongo.training_examples.count_documents({}) == 7 and mongo.user_profile.count_documents({}) == 7
     read_every_store(chain, mongo, redis)
+
+
+def test_a_session_through_the_real_consumer_with_nul_and_huge_values(chain, mongo, redis):
+    """The same kinds of values as above, sent to Kafka as a producer would and stored by the consumer."""
+    import json
+
+    from tests.helpers import consume_until_idle, send_raw
+
+    now = datetime.now(UTC)
+    t = now.isoformat()
+    session, user = "kafka\u0000s", "ku\u0000"
+    records = {
+        "context_block": {"context_hash": "h-k", "doc_id": "doc-k", "created_at": t, "embedding_v1": [3.4e38] * DIM},
+        "editor_recommend_options": {
+            "insert_id": "a-k",
+            "recommend_session_id": session,
+            "doc_id": "doc-k",
+            "context_hash": "h-k",
+            "created_at": t,
+            "user_id": user,
+            "reco_category_input": "email\u0000",
+            "P_vec": {"email": 1.7e308},
+        },
+        "editor_run_paraphrasing": {
+            "insert_id": "b-k",
+            "recommend_session_id": session,
+            "source_recommend_event_id": "a-k",
+            "created_at": t,
+            "user_id": user,
+            "target_category": "email",
+        },
+        "editor_selected_paraphrasing": {
+            "insert_id": "c-k",
+            "recommend_session_id": session,
+            "source_recommend_event_id": "a-k",
+            "created_at": t,
+            "user_id": user,
+            "was_accepted": True,
+            "selected_option_index": 2**63 - 1,
+            "correction_history_id": "d-k",
+        },
+        "correction_history": {
+            "correction_history_id": "d-k",
+            "created_at": t,
+            "user": user,
+            "field": "email\u0000",
+            "user_prompt": "\u0000" * 10,
+            "selected_index": 2**63 - 1,
+        },
+        "recommend_log": {"insert_id": "i-k", "recommend_session_id": session, "created_at": t, "latency_ms": 1.7e308},
+    }
+    for topic, record in records.items():
+        send_raw(chain, topic, [json.dumps(record).encode()])
+    consume_until_idle(chain)
+    assert mongo.editor_recommend_options.find_one({"_id": "a-k"})["reco_category_input"] == "email\u0000"
+    run_chain(chain, window=Window(now - timedelta(hours=1), now + timedelta(minutes=1)))
+    seen = read_every_store(chain, mongo, redis)
+    assert quarantined(mongo) == {}
+    assert seen["profiles"]["user_profile:ku\u0000"]["user_embedding_v1"] == [3.4e38] * DIM
+    assert mongo.training_examples.find_one({"_id": session})["consistency_flag"] == "high"
+    assert len(seen["points"]) == 1
+    assert [r[1] for r in seen["views"]["v_latency_hourly"]] == [1]

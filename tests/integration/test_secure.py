@@ -28,6 +28,7 @@ import redis as redis_lib
 from kafka import KafkaProducer
 from pymongo import MongoClient
 
+from consumer.dead_letter import DEAD_LETTERS
 from sentencify import stack
 from sentencify.cli import explain
 from sentencify.dashboard.bundle import build, unmask_password
@@ -240,3 +241,11 @@ def test_end_to_end_over_tls_with_logins(secure, tmp_path):
     assert int(seen["kpis"]["total_recommendations"]) == stored["editor_recommend_options"] > 0
     assert seen["kpis"]["users_with_profile"] == seen["kpis"]["users_with_recommendations"] > 0
     assert seen["rows"]["sentencify.v_traffic_hourly"] > 0
+
+    # The operators' commands: what is stored (MongoDB, Redis, PostgreSQL), and a replay through Kafka.
+    summary = json.loads(_cli(env, "summary", "--json"))
+    assert json.dumps(summary).count("***") == 0 and summary
+    replay = _cli(env, "replay-dead-letters", "--force")
+    with MongoClient(settings.mongo_uri) as client:
+        letters = client[settings.mongo_db][DEAD_LETTERS].count_documents({})
+    assert letters > 0 and f"replayed {letters} dead letters" in replay, replay

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 
 def unit_vector(values: Sequence[float]) -> list[float] | None:
     """`values` scaled to length 1 (float64), or None when one of them is not a finite number."""
+    norm = math.hypot(*values)  # C, and exact to within an ulp; inf only when the norm overflows
+    if 0 < norm < math.inf:
+        return [x / norm for x in values]
     if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in values):
         return None
     largest = max((abs(x) for x in values), default=0.0)

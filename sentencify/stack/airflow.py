@@ -69,7 +69,7 @@ def connections(settings: Settings) -> dict[str, str]:
 
     Qdrant in local mode (QDRANT_PATH) has no provider form: its connection carries extra `path`
     (sentencify_airflow.connections); the operators use no environment fallback."""
-    from urllib.parse import parse_qs, urlsplit
+    from urllib.parse import parse_qs, unquote, urlsplit
 
     def conn(conn_type: str, uri: str, **extra) -> str:
         u = urlsplit(uri)
@@ -78,8 +78,8 @@ def connections(settings: Settings) -> dict[str, str]:
                 "conn_type": conn_type,
                 "host": u.hostname,
                 "port": u.port,
-                "login": u.username or None,
-                "password": u.password or None,
+                "login": unquote(u.username) if u.username else None,  # the URI's %-escapes are not the login's
+                "password": unquote(u.password) if u.password else None,
                 "schema": u.path.lstrip("/") or None,
                 "extra": {k: v for k, v in extra.items() if v is not None},
             }
@@ -89,12 +89,19 @@ def connections(settings: Settings) -> dict[str, str]:
     mongo_extra: dict[str, str | bool] = {k: v[-1] for k, v in parse_qs(mongo.query).items()}
     if mongo.scheme == "mongodb+srv":
         mongo_extra["srv"] = True
+    # TLS travels as each hook's extras: RedisHook's ssl_* (from a rediss:// URL, certificate and host
+    # name checked), PostgresHook's libpq parameters (sslmode, sslrootcert) from the URI's query.
+    redis = urlsplit(settings.redis_url)
+    redis_extra: dict[str, object] = {"db": int(redis.path.lstrip("/") or 0)}
+    if redis.scheme == "rediss":
+        query = {k: v[-1] for k, v in parse_qs(redis.query).items()}
+        redis_extra.update(ssl=True, ssl_cert_reqs=query.get("ssl_cert_reqs", "required"), ssl_check_hostname=True)
+        redis_extra.update({k: v for k, v in query.items() if k in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")})
+    pg_extra = {k: v[-1] for k, v in parse_qs(urlsplit(settings.analytics_db_uri).query).items()}
     out = {
         "AIRFLOW_CONN_MONGO_DEFAULT": conn("mongo", f"{mongo.scheme}://{mongo.netloc}/{settings.mongo_db}", **mongo_extra),
-        "AIRFLOW_CONN_REDIS_DEFAULT": conn(
-            "redis", settings.redis_url, db=int(urlsplit(settings.redis_url).path.lstrip("/") or 0)
-        ),
-        "AIRFLOW_CONN_SENTENCIFY_ANALYTICS": conn("postgres", settings.analytics_db_uri),
+        "AIRFLOW_CONN_REDIS_DEFAULT": conn("redis", settings.redis_url, **redis_extra),
+        "AIRFLOW_CONN_SENTENCIFY_ANALYTICS": conn("postgres", settings.analytics_db_uri, **pg_extra),
     }
     if not settings.qdrant_url:
         out["AIRFLOW_CONN_QDRANT_DEFAULT"] = json.dumps({"conn_type": "qdrant", "extra": {"path": settings.qdrant_path}})

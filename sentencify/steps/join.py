@@ -36,6 +36,7 @@ from sentencify.steps.touched import A, B, C, D, E, group_by
 
 F = "document_context_cache"
 SESSION = "recommend_session_id"
+Orphans = dict[str, tuple[list[dict], list[dict]]]  # session without an A -> (its B, its C)
 
 A_FIELDS = (
     "insert_id",
@@ -119,9 +120,9 @@ def pipeline(match: dict[str, Any]) -> list[dict[str, Any]]:
     `f`, `b`, `c` (each C with its D under `d`), `e`; every part bounded in size.
 
     `match`: a filter on A (e.g. `{"recommend_session_id": {"$in": [...]}}`, or `{}` for all).
-    Ties resolve as `examples.earliest` and `examples.in_force` do (insert_id, then `_id`, last).
-    B, C and D come whole: projecting them cost the local server more than sending their few
-    fields. D is joined inside the C lookup, by each C's own correction_history_id: the local server
+    Ties resolve as `examples.earliest`, `latest` and `in_force` resolve them: by insert_id (F: by
+    `_id`). B, C and D come whole: projecting them cost the local server more than sending their
+    few fields. D is joined inside the C lookup, by each C's own correction_history_id: the local server
     does not follow a path through an array of documents (`c.correction_history_id`) as MongoDB does."""
     return [
         {"$match": match},
@@ -176,7 +177,7 @@ def run(db: Database, match: dict[str, Any]) -> list[JoinedSession]:
     return [_joined(doc) for doc in db[A].aggregate(pipeline(match), allowDiskUse=True, batchSize=5000)]
 
 
-def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], dict]:
+def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], Orphans]:
     """The window path: `session_ids` joined, WINDOW_BATCH per aggregation, and their orphans."""
     ids = sorted(set(session_ids))
     joined: list[JoinedSession] = []
@@ -186,7 +187,7 @@ def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], d
     return joined, orphans(db, [s for s in ids if s not in with_a])
 
 
-def gather_all(db: Database) -> tuple[list[JoinedSession], dict]:
+def gather_all(db: Database) -> tuple[list[JoinedSession], Orphans]:
     """The full rebuild: every session with an A joined by one aggregation, and every orphan."""
     joined = run(db, {})
     with_a = {j["_id"] for j in joined}
@@ -198,7 +199,7 @@ def gather_all(db: Database) -> tuple[list[JoinedSession], dict]:
     return joined, orphans(db, sorted(candidates))
 
 
-def orphans(db: Database, session_ids: list[str]) -> dict[str, tuple[list[dict], list[dict]]]:
+def orphans(db: Database, session_ids: list[str]) -> Orphans:
     """B and C of sessions that have no A: session -> (its B, its C); sessions with neither left out."""
     b_by = group_by(find_in(db[B], SESSION, session_ids, list(B_FIELDS)))
     c_by = group_by(find_in(db[C], SESSION, session_ids, list(C_FIELDS)))

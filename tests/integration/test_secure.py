@@ -28,11 +28,13 @@ import redis as redis_lib
 from kafka import KafkaProducer
 from pymongo import MongoClient
 
+from consumer.dead_letter import DEAD_LETTERS
 from sentencify import stack
 from sentencify.cli import explain
 from sentencify.dashboard.bundle import build, unmask_password
 from sentencify.kafka_config import kafka_security
 from sentencify.settings import Settings
+from sentencify.stack.airflow import connections as airflow_connections
 from sentencify.stack.certs import make_ca
 from sentencify.stack.secure import secure_settings
 from sentencify.stack.topics import create_topics
@@ -240,3 +242,33 @@ def test_end_to_end_over_tls_with_logins(secure, tmp_path):
     assert int(seen["kpis"]["total_recommendations"]) == stored["editor_recommend_options"] > 0
     assert seen["kpis"]["users_with_profile"] == seen["kpis"]["users_with_recommendations"] > 0
     assert seen["rows"]["sentencify.v_traffic_hourly"] > 0
+
+    # The operators' commands: what is stored (MongoDB, Redis, PostgreSQL), and a replay through Kafka.
+    summary = json.loads(_cli(env, "summary", "--json"))
+    assert json.dumps(summary).count("***") == 0 and summary
+    replay = _cli(env, "replay-dead-letters", "--force")
+    with MongoClient(settings.mongo_uri) as client:
+        letters = client[settings.mongo_db][DEAD_LETTERS].count_documents({})
+    assert letters > 0 and f"replayed {letters} dead letters" in replay, replay
+
+
+def test_airflow_hooks_reach_the_secured_stores(secure, tmp_path):
+    """The chain's operators get their clients from provider hooks: the connections the local stack
+    gives Airflow carry TLS (certificate and host name checked) and the login to each store."""
+    probe = (
+        "from airflow.providers.mongo.hooks.mongo import MongoHook\n"
+        "from airflow.providers.postgres.hooks.postgres import PostgresHook\n"
+        "from airflow.providers.redis.hooks.redis import RedisHook\n"
+        "mongo = MongoHook(mongo_conn_id='mongo_default').get_conn().admin.command('ping')['ok']\n"
+        "redis = RedisHook(redis_conn_id='redis_default').get_conn().ping()\n"
+        "sql = 'select ssl from pg_stat_ssl where pid = pg_backend_pid()'\n"
+        "pg = PostgresHook(postgres_conn_id='sentencify_analytics').get_first(sql)[0]\n"
+        "print('hooks:', mongo, redis, pg)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(tmp_path), **airflow_connections(secure))
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "hooks: 1.0 True True" in out.stdout.splitlines(), out.stdout[-3000:]

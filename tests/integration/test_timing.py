@@ -105,10 +105,12 @@ def test_a_skipped_hour_and_an_upstream_failure_fixed_later_are_caught_up(chain,
     assert {d["_id"] for d in mongo.training_examples.find()} == {"s10", "s11", "s12"}
     assert point_payload(s, "s11") is not None
 
-    # hour 13: the ETL fails for good; the downstream steps run anyway (a manual trigger)
+    # hour 13: the ETL fails for good; the downstream steps run anyway (a manual trigger). A plain
+    # error (2): 91, ShutdownInProgress, makes the driver drop the server, so the failed run's lease
+    # release fails too and the next run waits out LEASE_TTL_S (60 s).
     admin = MongoClient(settings.mongo_uri).admin
     admin.command(
-        {"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {"failCommands": ["aggregate"], "errorCode": 91}}
+        {"configureFailPoint": "failCommand", "mode": "alwaysOn", "data": {"failCommands": ["aggregate"], "errorCode": 2}}
     )
     try:
         with pytest.raises(Exception, match="failCommand"):

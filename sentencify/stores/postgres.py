@@ -4,6 +4,10 @@ Rules (pipeline.md, opening; PostgreSQL 15 manual):
 - text: PostgreSQL text cannot hold NUL (0x00), nor can it hold a lone UTF-16 surrogate (not
   UTF-8): each becomes U+FFFD, the Unicode replacement character. The same inside jsonb, which
   refuses the escape \\u0000 ("unsupported Unicode escape sequence", manual 8.14).
+- text longer than `TEXT_BYTES` UTF-8 bytes is cut to a prefix, "…" and 16 hex digits of its
+  SHA-256 (distinct values stay distinct): a B-tree entry holds at most 2704 bytes, so a longer
+  id, category or reason in a key column makes PostgreSQL refuse the row ("index row size
+  exceeds maximum"), and a dashboard label that long is read by nobody.
 - jsonb: strict JSON only (jsonb refuses NaN and Infinity tokens): a non-finite float becomes null.
 - double precision: a non-finite value is not a measurement; the caller leaves it out (the fact
   row counts records whose value is finite).
@@ -15,6 +19,7 @@ Rules (pipeline.md, opening; PostgreSQL 15 manual):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -23,11 +28,19 @@ from typing import Any
 
 _NOT_STORABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
+TEXT_BYTES = 1000
 
 
 def text(value: str) -> str:
-    """`value` with every NUL and lone surrogate replaced by U+FFFD (same length, same order)."""
-    return _NOT_STORABLE.sub(REPLACEMENT, value) if _NOT_STORABLE.search(value) else value
+    """`value` with every NUL and lone surrogate replaced by U+FFFD, cut as the module says when
+    longer than TEXT_BYTES bytes of UTF-8."""
+    if _NOT_STORABLE.search(value):
+        value = _NOT_STORABLE.sub(REPLACEMENT, value)
+    if len(value) * 4 > TEXT_BYTES and len(encoded := value.encode()) > TEXT_BYTES:
+        digest = hashlib.sha256(encoded).hexdigest()[:16]
+        prefix = encoded[: TEXT_BYTES - 64].decode("utf-8", "ignore")  # cut on a character boundary
+        value = f"{prefix}…{digest}"
+    return value
 
 
 def value(v: Any) -> Any:
@@ -65,9 +78,10 @@ def jsonb(v: Any) -> str:
 
 
 # Errors about the rows written (SQLSTATE class 22 data exception, class 23 integrity constraint
-# violation), by DB-API class name so psycopg2 (the CLI) and psycopg 3 (Airflow's hook) both match.
+# violation, 54000), by class name so psycopg2 (the CLI) and psycopg 3 (Airflow's hook) both match.
 # Anything else (connection lost, timeouts, permissions) is about the store: the run fails.
-_DATA_ERRORS = {"DataError", "IntegrityError"}
+# ProgramLimitExceeded (54000: a row or index entry too large) is about the row too.
+_DATA_ERRORS = {"DataError", "IntegrityError", "ProgramLimitExceeded"}
 
 
 def is_data_error(exc: BaseException) -> bool:

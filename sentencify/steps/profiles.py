@@ -149,10 +149,21 @@ def quarantine_id(user_id: str) -> str:
     return f"user:{user_id}"
 
 
-def run_profile(db: Database, redis_client, window: Window, now: datetime | None = None, fence: Fence = NO_FENCE) -> dict:
-    """`fence`: the run's lease token (sentencify.steps.fence): MongoDB and Redis writes go through it."""
+def all_users(db: Database) -> set[str]:
+    """Every user any A, B or C names (a full rebuild)."""
+    users: set[str] = set()
+    for collection in (A, B, C):
+        users |= {d["_id"] for d in db[collection].aggregate([{"$group": {"_id": "$user_id"}}]) if d["_id"]}
+    return users
+
+
+def run_profile(
+    db: Database, redis_client, window: Window, now: datetime | None = None, fence: Fence = NO_FENCE, full: bool = False
+) -> dict:
+    """`fence`: the run's lease token (sentencify.steps.fence): MongoDB and Redis writes go through it.
+    `full`: recompute every user's profile, not only the window's (a rebuild)."""
     now = now or datetime.now(UTC)
-    users = sorted(touched_users(db, window))
+    users = sorted(all_users(db) if full else touched_users(db, window))
     quarantined = Quarantined("profile")
     written = 0
     for part in chunks(users, mongodb.TRANSACTION_DOCS):
@@ -174,7 +185,7 @@ def run_profile(db: Database, redis_client, window: Window, now: datetime | None
         # the retry rewrites both.
         fence.redis_set(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored})
         written += len(stored)
-    settle(db, quarantined, (quarantine_id(u) for u in users), now, fence)
+    settle(db, quarantined, None if full else (quarantine_id(u) for u in users), now, fence)
     summary = {"window": str(window), "users": written}
     if quarantined:
         summary["quarantined"] = quarantined.counts()

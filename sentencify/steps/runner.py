@@ -102,7 +102,7 @@ def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
     from sentencify.steps.profiles import run_profile
 
     r = open_("redis")
-    summary = run_profile(db, r, plan.scan, fence=open_.fence)
+    summary = run_profile(db, r, plan.scan, fence=open_.fence, full=full)
     open_.fence.redis_set(r, {REDIS_MARKER: plan.safe_until.isoformat()})  # Redis's own freshness, next to the profiles
     return summary
 

@@ -300,3 +300,16 @@ def test_a_session_through_the_real_consumer_with_nul_and_huge_values(chain, mon
     assert mongo.training_examples.find_one({"_id": session})["consistency_flag"] == "high"
     assert len(seen["points"]) == 1
     assert [r[1] for r in seen["views"]["v_latency_hourly"]] == [1]
+
+
+def test_profile_full_recomputes_every_user(chain, mongo, redis):
+    """A rebuild cascades through the profile step too: `full` recomputes every user, touched or not."""
+    logs = Logs(mongo)
+    good_sessions(logs, h=10)
+    logs.full_session(12, "later", a={"user_id": "ulater"}, b={"user_id": "ulater"}, c={"user_id": "ulater"})
+    run_step("profile", hour(10), chain)
+    assert "ulater" not in {d["_id"] for d in mongo.user_profile.find()}
+    mongo.user_profile.delete_many({})
+    run_step("profile", hour(10), chain, full=True)
+    assert {d["_id"] for d in mongo.user_profile.find()} == {"gugood0", "gugood1", "gugood2", "ulater"}
+    assert set(store_checks.redis_profiles(redis)) == {f"user_profile:{u}" for u in ("gugood0", "gugood1", "gugood2", "ulater")}

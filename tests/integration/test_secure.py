@@ -44,15 +44,16 @@ from tests.helpers import ROOT
 
 @pytest.fixture(scope="session")
 def secure(request) -> Settings:
-    stack_dir = Path(tempfile.mkdtemp(prefix="sentencify-secure-stack-"))
-    settings = secure_settings(stack_dir, private=True)
+    root = Path(tempfile.mkdtemp(prefix="sentencify-secure-stack-"))
+    root.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
+    settings = secure_settings(root / "stack-secure", private=True)  # where `--secure` puts STACK_DIR=root/stack
     try:
         stack.up(settings, echo=print)
         yield settings
     finally:
         stack.down(settings, echo=print)
         if not request.session.testsfailed:
-            shutil.rmtree(stack_dir, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -272,3 +273,21 @@ def test_airflow_hooks_reach_the_secured_stores(secure, tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "hooks: 1.0 True True" in out.stdout.splitlines(), out.stdout[-3000:]
+
+
+def test_cli_stack_secure_reports_health_and_never_a_password(secure):
+    """`stack up --secure` again is a no-op, `stack status --secure` sees every service healthy; the
+    settings printed mask every password (they are in secure.env, mode 600)."""
+    env = {**_secure_env(secure), "STACK_DIR": str(secure.stack_dir.parent / "stack")}
+    up = _cli(env, "stack", "up", "--secure")
+    assert up.count("already up") == 6, up
+    status = _cli(env, "stack", "status", "--secure")
+    assert status.count("healthy") == 6 and "KAFKA_SECURITY_PROTOCOL=SSL" in status, status
+    as_json = json.loads(_cli(env, "stack", "status", "--secure", "--json"))
+    assert all(s["healthy"] for s in as_json["services"])
+    secrets_dir = secure.stack_dir / "secrets"
+    for secret in secrets_dir.iterdir():
+        assert secret.stat().st_mode & 0o077 == 0
+        value = secret.read_text().strip()
+        assert value not in up + status + json.dumps(as_json) and quote(value, safe="") not in status
+    assert (secure.stack_dir / "secure.env").stat().st_mode & 0o077 == 0

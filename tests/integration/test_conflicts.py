@@ -2,6 +2,8 @@
 
 - One key, different content, one partition, two writer threads: the lower offset is stored every
   time, the other is dead-lettered as `conflict` with its bytes; an identical redelivery is a no-op.
+- A later offset stored first by another consumer (before a rebalance) is displaced by the earlier
+  one and dead-lettered when it is read again.
 - Two consumers, MongoDB stalled (SIGSTOP), one consumer stopped with writes in flight (a
   rebalance), MongoDB resumed (SIGCONT): every record stored once.
 - A topic re-created or moved to another cluster (offsets from 0 again) with new bad records:
@@ -24,6 +26,8 @@ from pymongo import MongoClient
 
 from consumer.dead_letter import dead_letter_doc
 from consumer.records import BadRecord, Position
+from consumer.route import Router
+from consumer.validate import Validator, to_document
 from sentencify import mongo as mongo_module
 from sentencify.simulate import generate
 from sentencify.stack.process import free_port, spawn, stop_pid, wait_until
@@ -171,3 +175,37 @@ def test_dead_letters_survive_a_topic_recreated_or_moved_to_another_cluster(sett
     assert sorted(bytes(d["raw"]) for d in letters) == sorted(bad * 2)
     consume_until_idle(dataclasses.replace(settings, consumer_group=f"again-{uuid.uuid4().hex[:6]}"))
     assert mongo.dead_letters.count_documents({}) == 6  # the same records read again: each letter once
+
+
+def test_a_later_offset_stored_first_by_another_consumer_is_displaced_and_dead_lettered(settings, mongo):
+    """Before a rebalance, another consumer wrote the later record of a key but not the earlier one
+    (and so committed neither). The new owner stores the earlier one in its place, then reads the
+    later one again and dead-letters it as a conflict: the lowest offset wins, nothing is lost."""
+    from sentencify.produce import producer
+
+    topic = settings.topic_prefix + "correction_history"
+    rec = record("D", correction_history_id="d-race", selected_index=0)
+    early, late = json.dumps(rec).encode(), json.dumps({**rec, "selected_index": 1}).encode()
+    kafka = producer(settings)
+    try:
+        sent = [kafka.send(topic, key=b"race", value=v).get(timeout=30) for v in (early, late)]
+    finally:
+        kafka.close()
+    assert sent[0].partition == sent[1].partition and sent[1].offset == sent[0].offset + 1
+    _, doc = to_document(
+        Router(settings.topic_prefix),
+        Validator(settings.embedding_dim),
+        settings.max_record_bytes,
+        Position(topic, sent[1].partition, sent[1].offset),
+        late,
+    )
+    mongo.correction_history.insert_one({**doc, "ingested_at": datetime.now(UTC)})  # the other consumer's write
+
+    consume_until_idle(settings)
+
+    stored = mongo.correction_history.find_one({"_id": "d-race"})
+    assert stored["selected_index"] == 0 and stored["_kafka"]["offset"] == sent[0].offset
+    letter = mongo.dead_letters.find_one()
+    assert letter["reason"] == "conflict" and bytes(letter["raw"]) == late and letter["offset"] == sent[1].offset
+    assert mongo.dead_letters.count_documents({}) == 1
+    assert sum(committed_offsets(settings).values()) == 2

@@ -254,7 +254,7 @@ class IngestService:
 
     def _handle(self, msg) -> None:
         """One record -> a document of its collection, or a dead letter; never raises because of the record."""
-        position = Position(msg.topic, msg.partition, msg.offset)
+        position = Position(msg.topic, msg.partition, msg.offset, msg.timestamp)
         tp = (msg.topic, msg.partition)
         self._last_activity = time.monotonic()
         size = len(msg.value) if msg.value is not None else 0

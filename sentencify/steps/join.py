@@ -30,7 +30,7 @@ from typing import Any
 
 from pymongo.database import Database
 
-from sentencify.mongo import IN_BATCH, find_in
+from sentencify.mongo import find_in
 from sentencify.steps.examples import JoinedSession
 from sentencify.steps.touched import A, B, C, D, E, group_by
 
@@ -75,9 +75,10 @@ E_FIELDS = ("embedding_v1", "embedding_version")
 F_FIELDS = ("macro_category_hint",)
 
 # Sessions per aggregation on the window path: the `$match` is an `$in` over them, which the local
-# server plans at a cost growing with the square of its length (sentencify.mongo.IN_BATCH); 50, 100
-# and 200 measured alike (3,000 sessions: 3.6 s, 4.2 s, 4.0 s on a shared machine).
-WINDOW_BATCH = IN_BATCH
+# server re-checks per document at a cost growing with the square of its length. Server CPU time
+# for 1,000 sessions (docs/benchmarks.md, same run, interleaved): 25 -> 1.09 s, 50 -> 1.24 s,
+# 100 -> 1.40 s; below 25 the per-aggregate overhead takes over.
+WINDOW_BATCH = 25
 
 
 def _keep(fields: tuple[str, ...]) -> dict[str, int]:

@@ -124,6 +124,18 @@ class AirflowApi:
         """An asset event made by hand (as the UI's 'Create Asset Event'): it triggers the DAGs scheduled on it."""
         return self._call("POST", "/api/v2/assets/events", {"asset_id": self.asset_id(uri), "extra": extra or {}})
 
+    def task_log(self, dag_id: str, run_id: str) -> str:
+        """The log of every try of every task of a run, as text (for an error message)."""
+        run = urllib.parse.quote(run_id, safe="")
+        out = []
+        for ti in self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances")["task_instances"]:
+            for attempt in range(1, (ti.get("try_number") or 1) + 1):
+                path = f"/api/v2/dags/{dag_id}/dagRuns/{run}/taskInstances/{ti['task_id']}/logs/{attempt}?full_content=true"
+                content = self._call("GET", path).get("content") or []
+                lines = [f"{c.get('event', '')} {c.get('error_detail', '')}" if isinstance(c, dict) else str(c) for c in content]
+                out.append(f"--- {ti['task_id']} try {attempt}\n" + "\n".join(lines))
+        return "\n".join(out)
+
     def plugins(self) -> list[dict]:
         return self._call("GET", "/api/v2/plugins")["plugins"]
 

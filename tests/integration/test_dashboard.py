@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
 import uuid
 import zipfile
 from datetime import UTC, date, datetime, timedelta
@@ -39,7 +40,7 @@ def test_the_bundle_is_consistent_and_templated_from_settings(stack_settings):
         airflow_url="https://airflow.example.org",
     )
     bundle = build(s)
-    assert len(bundle.charts) == 14 and len(bundle.datasets) == 13
+    assert len(bundle.charts) == 15 and len(bundle.datasets) == 14
     assert bundle.dashboard["slug"] == DASHBOARD_SLUG
     (db,) = bundle.databases.values()
     # the password travels apart, never inside the bundle
@@ -60,6 +61,29 @@ def test_the_bundle_is_consistent_and_templated_from_settings(stack_settings):
             assert {n.split("/")[0] for n in names} == {TOP_FOLDER}
             assert yaml.safe_load(zf.read(f"{TOP_FOLDER}/metadata.yaml"))["type"] == type_
     assert mask_password("postgresql://reader@h/db") == ("postgresql://reader@h/db", None)
+
+
+def _grouping(params: dict) -> tuple[str, str]:
+    if params.get("query_mode") == "raw":
+        return ", ".join(params["all_columns"]), "-"
+    grouped = [c for c in [params.get("x_axis"), *(params.get("groupby") or [])] if c]
+    return ", ".join(grouped) or "-", ", ".join(params.get("metrics") or [params["metric"]])
+
+
+def test_the_dashboard_spec_names_exactly_the_views_and_groupings_the_bundle_uses(stack_settings):
+    bundle = build(stack_settings)
+    view_of = {d["uuid"]: d["table_name"] for d in bundle.datasets.values()}
+    charts = {
+        Path(path).stem: (c["viz_type"], view_of[c["dataset_uuid"]], *_grouping(c["params"])) for path, c in bundle.charts.items()
+    }
+    text = (ROOT / "docs" / "dashboard_spec.md").read_text()
+    table = text.split("| chart (file) |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    spec = {}
+    for row in table:
+        key, viz, view, grouped, metrics = (c.strip().strip("`") for c in row.strip().strip("|").split("|")[:5])
+        spec[key] = (viz, view, grouped, metrics)
+    assert spec == charts
+    assert set(re.findall(r"`(v_[a-z_]+)`", text)) == {view for _, view, *_ in charts.values()}
 
 
 def test_a_broken_template_names_its_file(stack_settings, tmp_path):
@@ -169,7 +193,8 @@ EXPECTED_SQL = {
     "dead_letters": "select day, topic, reason, dead_letters from sentencify.v_dead_letters_daily",
     "pipeline_state": "select step, last_window_start, last_window_end, finished_at from sentencify.v_pipeline_state",
     "consumer_lag": "select consumer_group, consumers, lag, reported_at from sentencify.v_consumer_lag",
-    "freshness": "select stage_order, stage, status, newest, behind_raw_minutes, age_minutes from sentencify.v_freshness",
+    "freshness": "select stage_order, stage, status, newest, age_minutes, behind_raw_minutes from sentencify.v_freshness",
+    "quarantine": "select step, reason, sessions, oldest, newest from sentencify.v_quarantine",
 }
 
 
@@ -180,6 +205,44 @@ def _objects(api) -> dict[str, int]:
         resp.raise_for_status()
         counts[kind] = resp.json()["count"]
     return counts
+
+
+def test_an_offline_import_of_the_bundle_with_its_password_creates_the_database(running_superset, analytics_db, tmp_path):
+    """`sentencify dashboard build --with-password` + `superset import-dashboards`: no REST API, password set.
+    First in this module: an import creates the database only where Superset has none (it keeps one it has)."""
+    import subprocess
+
+    from sentencify.cli import main
+    from sentencify.dashboard.deploy import client
+    from sentencify.stack.superset import superset_bin, superset_env
+
+    _, reader_uri = analytics_db
+    with_password = reader_uri.replace("sentencify_reader@", "sentencify_reader:0ffl1ne@")
+    out = tmp_path / "bundle.zip"
+    env = {**running_superset.to_env(), "ANALYTICS_READER_URI": with_password}
+    import os
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        assert main(["dashboard", "build", "--with-password", "--out", str(out)]) == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert out.stat().st_mode & 0o777 == 0o600
+    imported = subprocess.run(
+        [superset_bin(), "import-dashboards", "-p", str(out), "-u", running_superset.superset_username],
+        env=superset_env(running_superset),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    api = client(running_superset)
+    (database,) = api.get(api.join_urls(api.base_url, "database", "/")).json()["result"]
+    stored = api.get(api.join_urls(api.base_url, "database", database["id"], "connection")).json()["result"]
+    assert stored["sqlalchemy_uri"] == with_password.replace("0ffl1ne", "XXXXXXXXXX")  # a password is set
 
 
 def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws(
@@ -206,6 +269,19 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     send(s, generate(300, seed=7, anomalies=0.2, start=start.replace(hour=0), hours=24, embedding_dim=s.embedding_dim))
     consume_until_idle(s)
+    for n, reason in enumerate(["nul_in_text", "nul_in_text", "non_finite"]):  # as a step records one (interfaces: quarantine)
+        mongo.pipeline_quarantine.insert_one(
+            {
+                "_id": f"views:q{n}",
+                "step": "views",
+                "session_id": f"q{n}",
+                "reason": reason,
+                "detail": "test",
+                "first_seen": start,
+                "last_seen": start,
+                "attempts": 1,
+            }
+        )
     # from the hour ingestion began to the end of this one: an hour boundary may pass meanwhile
     window = Window(start, floor_hour(datetime.now(UTC)) + timedelta(hours=1))
     for step in ("etl", "profile", "vectors", "views"):
@@ -216,7 +292,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     api = client(s)
     before = _objects(api)
     deployed = deploy(s, echo=print)
-    assert _objects(api) == before == {"database": 1, "dataset": 13, "chart": 14, "dashboard": 1}
+    assert _objects(api) == before == {"database": 1, "dataset": 14, "chart": 15, "dashboard": 1}
     assert deployed.url == dashboard_url(s)
     databases = api.get(api.join_urls(api.base_url, "database", "/")).json()["result"]
     (database,) = databases
@@ -231,6 +307,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
 
     charts = api.get(api.join_urls(api.base_url, "dashboard", DASHBOARD_SLUG, "charts")).json()["result"]
     key_by_name = {c["slice_name"]: Path(p).stem for p, c in build(s).charts.items()}
+    chart_params = {Path(p).stem: c["params"] for p, c in build(s).charts.items()}
     assert sorted(key_by_name[c["slice_name"]] for c in charts) == sorted(EXPECTED_SQL)
     with psycopg2.connect(reader_uri) as conn, conn.cursor() as cur:  # as Superset reads: the read-only role
         for chart in charts:
@@ -242,7 +319,20 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
             cur.execute(EXPECTED_SQL[key])
             want = sorted(tuple(_ms(v) for v in row) for row in cur.fetchall())
             assert got, f"{key}: the chart has no data"
+            if key == "freshness":  # ages are computed against now(): a minute may turn between the two queries
+                assert all(abs(g[4] - w[4]) <= 1 for g, w in zip(got, want, strict=True)), (got, want)
+                got, want = [g[:4] + g[5:] for g in got], [w[:4] + w[5:] for w in want]
             assert _same(got, want), f"{key}: chart {got[:5]} != view {want[:5]}"
+            if key == "funnel":  # stage order, each a subset of the one before, labelled with count and share kept
+                cur.execute("select sessions from sentencify.v_funnel order by step_order")
+                stages = [n for (n,) in cur.fetchall()]
+                assert stages[0] > 0 and stages == sorted(stages, reverse=True), stages
+                assert sorted(n for _, n in got) == sorted(stages)
+                form = chart_params[key]
+                assert (form["label_type"], form["percent_calculation_type"]) == (5, "prev_step")
+                assert stages[0] == len(mongo.editor_recommend_options.distinct("recommend_session_id"))
+            if key == "quarantine":
+                assert sorted(got)[0][:3] == ("views", "non_finite", 1) and sorted(got)[1][:3] == ("views", "nul_in_text", 2)
 
     ARTIFACTS.mkdir(exist_ok=True)
     out = ARTIFACTS / "dashboard.png"
@@ -250,7 +340,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     from tests.conftest import ARTIFACTS_WRITTEN
 
     ARTIFACTS_WRITTEN.append(f"dashboard screenshot: {out}")
-    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (14, 14, [], [])
+    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (15, 15, [], [])
     image = Image.open(out).convert("RGB")
     assert image.width >= 1600 and image.height >= 1500, image.size
     small = image.resize((200, 200 * image.height // image.width))

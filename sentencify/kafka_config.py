@@ -27,25 +27,37 @@ def kafka_security(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _kafka_tls_cause(settings: Settings) -> str:
-    """Why a TLS connection to the first broker fails: a handshake of our own, same files as the client."""
+def _kafka_cause(settings: Settings) -> str:
+    """Why the first broker refuses us: our own connection, TLS handshake (same files as the client),
+    then the login. kafka-python itself only times out or says "no brokers" (a SASL refusal closes the
+    connection mid-handshake: its clients wait for metadata until max_block_ms)."""
     import socket
     import ssl
 
     host, _, port = settings.kafka_bootstrap_servers.split(",")[0].strip().rpartition(":")
-    ctx = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
-    if settings.kafka_ssl_certfile:
-        ctx.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    sasl = "check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
     try:
-        with socket.create_connection((host, int(port)), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
-            tls.settimeout(2)
-            tls.recv(1)  # TLS 1.3: the server's verdict on our certificate arrives after the handshake
-    except ssl.SSLCertVerificationError:
-        return "the broker's certificate is not trusted: check KAFKA_SSL_CAFILE (the CA that signed it)"
-    except ssl.SSLError as exc:
-        return f"the broker refused our login ({exc.reason}): check KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE"
-    except (TimeoutError, OSError):
-        pass
+        raw = socket.create_connection((host, int(port)), timeout=5)
+    except (OSError, ValueError):
+        return f"nothing answers at {host}:{port}: is it up, and is KAFKA_BOOTSTRAP_SERVERS right?"
+    with raw:
+        if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return f"the broker did not let us in: {sasl}"
+        ctx = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        if settings.kafka_ssl_certfile:
+            ctx.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+        try:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                tls.settimeout(2)
+                tls.recv(1)  # TLS 1.3: the server's verdict on our certificate arrives after the handshake
+        except ssl.SSLCertVerificationError:
+            return "the broker's certificate is not trusted: check KAFKA_SSL_CAFILE (the CA that signed it)"
+        except ssl.SSLError as exc:
+            return f"the broker refused our login ({exc.reason}): check KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE"
+        except (TimeoutError, OSError):
+            pass
+    if settings.kafka_security_protocol == "SASL_SSL":
+        return f"TLS is fine but the broker did not let us in: {sasl}"
     return "is it up, and are KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE right?"
 
 
@@ -62,7 +74,8 @@ def explain_connection_error(exc: BaseException, settings: Settings | None) -> s
     """One line naming the service and the setting when TLS or a login is refused; None for other errors.
 
     Wrong CA -> the certificate is not trusted (the URI's CA parameter or KAFKA_SSL_CAFILE); wrong
-    password or certificate -> the login was refused (the URI's password, or the Kafka client certificate)."""
+    password or certificate -> the login was refused (the URI's password, the Kafka client certificate,
+    or KAFKA_SASL_*); a Kafka broker that does not answer at all -> KAFKA_BOOTSTRAP_SERVERS."""
     text = str(exc)
     module = type(exc).__module__.split(".")[0]
     if module == "ssl" and _raised_in(exc, "kafka."):  # kafka-python lets the TLS handshake's error through
@@ -70,8 +83,9 @@ def explain_connection_error(exc: BaseException, settings: Settings | None) -> s
     untrusted = "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text
     if settings is None:
         return None
-    if module == "kafka" and settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        return f"Kafka ({settings.kafka_bootstrap_servers}, TLS): {_kafka_tls_cause(settings)}"
+    if module == "kafka" and settings.kafka_security_protocol != "PLAINTEXT":
+        where = f"Kafka ({settings.kafka_bootstrap_servers}, {settings.kafka_security_protocol})"
+        return f"{where}: {_kafka_cause(settings)}"
     if module == "pymongo":
         where = f"MongoDB ({settings.shown('mongo_uri')})"
         if untrusted:

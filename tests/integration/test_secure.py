@@ -37,7 +37,9 @@ from sentencify.kafka_config import kafka_security
 from sentencify.settings import Settings
 from sentencify.stack.airflow import connections as airflow_connections
 from sentencify.stack.certs import make_ca
+from sentencify.stack.process import free_port, port_open, spawn, stop_pid, wait_until
 from sentencify.stack.secure import secure_settings
+from sentencify.stack.service import tansu_binary
 from sentencify.stack.topics import create_topics
 from sentencify.steps.runner import STEPS
 from tests.helpers import ROOT
@@ -319,3 +321,35 @@ def test_cli_refusals_are_one_line_naming_the_setting(secure, wrong_ca):
         assert out.returncode == 2 and len(errors) == 1 and setting in errors[0], (args, out.stderr[-2000:])
         assert "Traceback" not in out.stderr
         assert not any(f.read_text().strip() in out.stderr for f in (secure.stack_dir / "secrets").iterdir())
+
+
+def test_kafka_sasl_refusal_is_one_line_naming_the_sasl_settings(tmp_path):
+    """The secured stack's broker cannot check SASL logins (tansu keeps no SCRAM users); one started
+    with --authentication refuses every login, as a managed Kafka refuses a wrong password."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    pid = spawn(
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--authentication"],
+        pid_file=tmp_path / "broker.pid",
+        log_file=tmp_path / "broker.log",
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    try:
+        wait_until(lambda: port_open(port), timeout=30, what="the SASL broker", log_file=tmp_path / "broker.log")
+        sasl = Settings.from_env(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+                "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+                "KAFKA_SASL_USERNAME": "sentencify",
+                "KAFKA_SASL_PASSWORD": "not-the-password",
+            }
+        )
+        with pytest.raises(Exception) as refused:
+            producer = KafkaProducer(bootstrap_servers=sasl.kafka_bootstrap_servers, max_block_ms=3000, **kafka_security(sasl))
+            producer.send("sentencify.interaction_logs", b"{}").get(timeout=5)
+        line = explain(refused.value, sasl)
+        assert "\n" not in line and "Kafka" in line and "KAFKA_SASL_PASSWORD" in line, line
+        assert "not-the-password" not in line
+    finally:
+        stop_pid(pid)

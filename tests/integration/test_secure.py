@@ -294,6 +294,9 @@ def test_cli_stack_secure_reports_health_and_never_a_password(secure):
         value = secret.read_text().strip()
         assert value not in up + status + json.dumps(as_json) and quote(value, safe="") not in status
     assert (secure.stack_dir / "secure.env").stat().st_mode & 0o077 == 0
+    # The default place (STACK_DIR=.stack -> .stack-secure) holds keys and passwords: git must never take it.
+    ignored = subprocess.run(["git", "check-ignore", "-q", ".stack-secure/secure.env"], cwd=ROOT, check=False)
+    assert ignored.returncode == 0
 
 
 def test_cli_refusals_are_one_line_naming_the_setting(secure, wrong_ca):

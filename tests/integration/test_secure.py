@@ -356,3 +356,16 @@ def test_kafka_sasl_refusal_is_one_line_naming_the_sasl_settings(tmp_path):
         assert "not-the-password" not in line
     finally:
         stop_pid(pid)
+
+
+def test_every_client_checks_the_host_name(secure):
+    """A certificate from the right CA for another host is refused: PostgreSQL for real (libpq checks
+    `host` while connecting to `hostaddr`), the other clients by their settings."""
+    elsewhere = secure.analytics_db_uri.replace("@127.0.0.1:", "@elsewhere.invalid:") + "&hostaddr=127.0.0.1"
+    with pytest.raises(psycopg2.OperationalError, match="does not match host name"):
+        psycopg2.connect(elsewhere, connect_timeout=5)
+    assert kafka_security(secure)["ssl_check_hostname"] is True
+    redis_kwargs = redis_lib.Redis.from_url(secure.redis_url).connection_pool.connection_kwargs
+    assert redis_kwargs.get("ssl_check_hostname", True) is True and redis_kwargs["ssl_cert_reqs"] == "required"
+    with MongoClient(secure.mongo_uri, connect=False) as client:
+        assert client.options.pool_options.tls_allow_invalid_hostnames is False

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -46,7 +47,7 @@ from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="session")
-def secure(request) -> Settings:
+def secure(request) -> Iterator[Settings]:
     root = Path(tempfile.mkdtemp(prefix="sentencify-secure-stack-"))
     root.chmod(0o755)  # PostgreSQL runs as its own user and must reach its directory
     settings = secure_settings(root / "stack-secure", private=True)  # where `--secure` puts STACK_DIR=root/stack

@@ -403,6 +403,8 @@ def run_views(
     ]
     # This run too, so the dashboard's pipeline state includes the step that wrote it.
     runs.append(("views", label.start, label.end, datetime.now(UTC), postgres.jsonb({"sessions": len(sessions)})))
+    # One row per (step, window_start), the latest: runs with no window that start from the same progress share a start.
+    runs = list({(r[0], r[1]): r for r in sorted(runs, key=lambda r: r[3])}.values())
     in_quarantine = [
         (q["step"], q["session_id"], q["reason"], q.get("detail") or "", q["first_seen"], q["last_seen"]) for q in current(db)
     ]

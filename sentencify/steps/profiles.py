@@ -43,7 +43,7 @@ class UserRecords:
     a_sessions: set[str]  # sessions of the user that have an A
     latest_b: dict[str, dict]  # session -> its latest B (any user), for accepted sessions
     reco_category: dict[str, str | None]  # session -> its A's reco_category_input
-    embedding: dict[str, list[float]]  # session -> its context embedding (non-empty only)
+    embedding: dict[str, list[float]]  # session -> its context's v1 embedding (non-empty only)
 
 
 def _normalise(counts: Counter, vocabulary: tuple[str, ...]) -> list[float]:
@@ -74,7 +74,9 @@ def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
     accepted_with_a = [s for s in accepted if s in rec.a_sessions]
     # An embedding with a NaN or an infinity (stored before ingestion refused them) is no embedding.
     embeddings = [rec.embedding[s] for s in accepted if rec.embedding.get(s) and redis_json.finite(rec.embedding[s])]
-    mean = [redis_json.finite_mean(column) for column in zip(*embeddings, strict=False)] if embeddings else []
+    # strict: v1 embeddings of different lengths (an older consumer's) have no element-wise mean;
+    # the ValueError quarantines the user rather than truncating every vector to the shortest.
+    mean = [redis_json.finite_mean(column) for column in zip(*embeddings, strict=True)] if embeddings else []
     return {
         "_id": user_id,
         "user_id": user_id,
@@ -128,7 +130,13 @@ def gather(db: Database, user_ids: list[str]) -> dict[str, UserRecords]:
     for s, a_all in shown.items():
         first = earliest(a_all)  # the ETL's rule for "the session's A"
         reco[s], context[s] = first.get("reco_category_input"), first.get("context_hash")
-    embeddings = {e["_id"]: e.get("embedding_v1") or [] for e in find_in(db[E], "_id", context.values(), {"embedding_v1": 1})}
+    # Only v1 embeddings (embedding_version v1 or absent), as the vector step keeps: another
+    # version's vectors (another length, another space) would corrupt the v1 mean.
+    embeddings = {
+        e["_id"]: e.get("embedding_v1") or []
+        for e in find_in(db[E], "_id", context.values(), {"embedding_v1": 1, "embedding_version": 1})
+        if (e.get("embedding_version") or "v1") == "v1"
+    }
     for r in recs.values():
         sessions = {c["recommend_session_id"] for c in r.c if c.get("was_accepted") is True}
         r.latest_b = {s: b for s in sessions if (b := latest_b.get(s)) is not None}

@@ -313,3 +313,23 @@ def test_profile_full_recomputes_every_user(chain, mongo, redis):
     run_step("profile", hour(10), chain, full=True)
     assert {d["_id"] for d in mongo.user_profile.find()} == {"gugood0", "gugood1", "gugood2", "ulater"}
     assert set(store_checks.redis_profiles(redis)) == {f"user_profile:{u}" for u in ("gugood0", "gugood1", "gugood2", "ulater")}
+
+
+def test_one_non_v1_or_odd_length_embedding_never_truncates_a_users_mean(chain, mongo, redis):
+    """user_embedding_v1 is the mean of v1 embeddings only; v1 embeddings of different lengths (an
+    older consumer's) have no element-wise mean: that user is quarantined, never truncated."""
+    logs = Logs(mongo)
+    good_sessions(logs)
+    for s in ("v1a", "v2b"):  # one user: a v1 embedding and a valid v2 one of another length
+        logs.full_session(10, s, a={"user_id": "umix"}, b={"user_id": "umix"}, c={"user_id": "umix"})
+    mongo.context_block.update_one({"_id": "h-v2b"}, {"$set": {"embedding_v1": [0.5] * 5, "embedding_version": "v2"}})
+    for s in ("oddA", "oddB"):  # another user: two v1 embeddings of different lengths
+        logs.full_session(10, s, a={"user_id": "uodd"}, b={"user_id": "uodd"}, c={"user_id": "uodd"})
+    mongo.context_block.update_one({"_id": "h-oddB"}, {"$set": {"embedding_v1": [0.5] * 5}})
+    summaries = run_chain(chain)
+    seen = read_every_store(chain, mongo, redis)
+    mixed = seen["profiles"]["user_profile:umix"]
+    assert mixed["user_embedding_v1"] == [0.5] * DIM and mixed["embedding_interaction_count"] == 1
+    assert summaries["profile"]["quarantined"] == {"profile_not_computable": 1}
+    assert quarantined(mongo) == {"profile:user:uodd": "profile_not_computable"}
+    assert "user_profile:uodd" not in seen["profiles"] and len(seen["profiles"]) == 4  # the rest published

@@ -172,7 +172,8 @@ def large_records(count: int) -> list[tuple[str, bytes]]:
     return out
 
 
-def _large_records_run(settings: Settings, count: int) -> dict:
+def _produce_large(settings: Settings, count: int) -> tuple[Settings, float]:
+    """The large records under their own prefix; returns those settings and the megabytes sent."""
     from sentencify.produce import producer
     from sentencify.stack.topics import create_topics
 
@@ -186,11 +187,29 @@ def _large_records_run(settings: Settings, count: int) -> dict:
         kafka.flush(300)
     finally:
         kafka.close()
-    mb = sum(len(v) for _, v in values) / 1e6
+    return s, sum(len(v) for _, v in values) / 1e6
+
+
+def _large_records_run(large: Settings, count: int, mb: float) -> dict:
     print(f"running consumer on {count} large records ({mb:.0f} MB) ...", flush=True)
-    result = _run_variant(s, "consumer", count, 0)
+    result = _run_variant(large, "consumer", count, 0)
     result["mb"] = mb
     return result
+
+
+def memory_runs(settings: Settings, large: Settings | None, total: int, large_count: int, sizes_mib: list[int]) -> list[str]:
+    """Peak RSS of the consumer (a) at each MAX_BUFFERED_BYTES, on the ordinary and the large records."""
+    lines = []
+    for mib in sizes_mib:
+        cut = dataclasses.replace(settings, max_buffered_bytes=mib * 1024 * 1024)
+        ordinary = _run_variant(cut, "consumer", total, 0)
+        line = f"memory: MAX_BUFFERED_BYTES={mib} MiB  ordinary peak_rss_mb={ordinary['peak_rss_mb']:.0f}"
+        if large is not None:
+            big = _run_variant(dataclasses.replace(large, max_buffered_bytes=mib * 1024 * 1024), "consumer", large_count, 0)
+            line += f"  large peak_rss_mb={big['peak_rss_mb']:.0f}"
+        print(line, flush=True)
+        lines.append(line)
+    return lines
 
 
 VARIANTS = {"consumer": run_consumer, "raw": run_raw, "naive": run_naive, "reference": run_reference}
@@ -258,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-limit", type=int, default=15_000, help="records the naive baseline handles")
     parser.add_argument("--write-concurrency", type=int, default=None, help="WRITE_CONCURRENCY of the consumer")
     parser.add_argument("--large", type=int, default=2000, help="records of ~500 KB for the memory run (0: skip)")
+    parser.add_argument(
+        "--buffer-mib",
+        default="16,64,256",
+        help="MAX_BUFFERED_BYTES values (MiB, comma-separated) the consumer's peak RSS is measured at ('': skip)",
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-RSS runs (no baselines)")
     parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
@@ -287,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         produce(settings, records, total=len(records))
         print(f"topic set: {len(records)} records, {size_mb:.0f} MB, 7 topics x {settings.topic_partitions} partitions")
         results = {}
-        for variant in ("consumer", "raw", "naive", "reference"):
+        for variant in () if args.memory_only else ("consumer", "raw", "naive", "reference"):
             print(f"running {variant} ...", flush=True)
             results[variant] = r = _run_variant(settings, variant, len(records), args.naive_limit)
             print(
@@ -295,10 +320,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"peak RSS {r['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
-        large = _large_records_run(settings, args.large) if args.large else None
+        large_settings, large_mb = _produce_large(settings, args.large) if args.large else (None, 0.0)
+        large = None
+        if large_settings is not None and not args.memory_only:
+            large = _large_records_run(large_settings, args.large, large_mb)
+        sizes = [int(x) for x in args.buffer_mib.split(",") if x.strip()]
+        memory = memory_runs(settings, large_settings, len(records), args.large, sizes) if sizes else []
     finally:
         stack.down(settings, only=["kafka", "mongodb"], echo=lambda _: None)
     shutil.rmtree(stack_dir, ignore_errors=True)  # gigabytes of data; kept when the bench failed (its logs)
+    if args.memory_only:
+        lines = [f"{len(records)} ordinary records ({size_mb:.0f} MB), {args.large} large records ({large_mb:.0f} MB)", *memory]
+        print("\n".join(lines))
+        print(f"figures written to {write_figures('ingest-memory', lines)}")
+        return 0
     a, b, c, d = (results[v]["rate"] for v in ("consumer", "raw", "naive", "reference"))
     lines = [
         f"(a) consumer {a:.0f} events/s, (b) raw baseline {b:.0f} events/s, (c) naive baseline {c:.0f} events/s "
@@ -312,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             f"large records: {large['rate']:.0f} events/s peak_rss_mb={large['peak_rss_mb']:.0f} "
             f"({large['records']} records, {large['mb']:.0f} MB)"
         )
+    lines.extend(memory)
     lines.append(f"ratios a/b={a / b:.2f} a/c={a / c:.1f}")
     print("\n".join(lines))
     print(f"figures written to {write_figures('ingest', lines)}")  # docs/benchmarks/ingest.md, the one source README links

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import threading
 
 from sentencify import logs
 from sentencify.settings import Settings, SettingsError
@@ -35,7 +38,14 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return IngestService(settings, until_idle_s=args.until_idle, group_id=args.group).run()
+    code = IngestService(settings, until_idle_s=args.until_idle, group_id=args.group).run()
+    # A MongoDB write that never answers keeps its writer thread busy, and Python waits for such
+    # threads at exit: past SHUTDOWN_TIMEOUT_S. Its records are uncommitted and are read again.
+    if any(t.name.startswith("mongo-write") and t.is_alive() for t in threading.enumerate()):
+        logging.getLogger("sentencify.consumer").warning("exiting with a MongoDB write unanswered; its records are re-read")
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the client's standard collectors.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -55,7 +56,10 @@ SPECS: dict[str, Spec] = {
         _AGE_BUCKETS,
     ),
     "sentencify_consumer_lag_records": Spec(
-        Gauge, "Highwater minus committed offset, by topic and partition.", ("topic", "partition")
+        Gauge,
+        "Records not yet stored, by topic and partition: the log end offset (asked of the broker, also while "
+        "fetching is paused) minus the offset below which every record is stored.",
+        ("topic", "partition"),
     ),
     "sentencify_consumer_buffered_records": Spec(Gauge, "Records buffered and not yet written."),
     "sentencify_consumer_buffered_bytes": Spec(Gauge, "Bytes (record values as received) buffered and not yet written."),
@@ -84,8 +88,13 @@ class Metrics:
             base = name[: -len("_total")] if spec.kind is Counter else name
             kwargs = {"buckets": spec.buckets} if spec.buckets else {}
             self._metrics[name] = spec.kind(base, spec.help, spec.labels, registry=self.registry, **kwargs)
-        self.degraded: dict[str, str] = {}  # what is wrong but not stopping ingestion, by source
+        self.degraded: dict[str, str] = {}  # what is wrong but not stopping the loop, by source
         self.stall_after_s = 60.0
+        self._beat: float | None = None  # monotonic time the loop last went round
+
+    def beat(self) -> None:
+        """The loop went round once (called at the top of every iteration, whatever it then waits for)."""
+        self._beat = time.monotonic()
 
     def _child(self, name: str, labels: dict):
         metric = self._metrics[name]
@@ -103,6 +112,11 @@ class Metrics:
 
     def clear(self, name: str) -> None:
         self._metrics[name].clear()
+
+    def remove(self, name: str, **labels: object) -> None:
+        """Drop one labelled series (a partition no longer assigned); no error if it is not there."""
+        with contextlib.suppress(KeyError):
+            self._metrics[name].remove(*(str(labels[k]) for k in SPECS[name].labels))
 
     def _samples(self, name: str):
         for family in self._metrics[name].collect():
@@ -126,12 +140,15 @@ class Metrics:
         return generate_latest(self.registry)
 
     def health(self) -> tuple[bool, str]:
-        """(alive, text): not alive only when the loop has stalled (a restart may help); degraded
-        states (a broken producer, MongoDB refusing writes) stay alive: restarting would not fix
-        them, and every restart rebalances the group."""
-        last = self.get("sentencify_consumer_last_poll_timestamp_seconds")
-        if last and time.time() - last > self.stall_after_s:
-            return False, f"stalled: no poll for {time.time() - last:.0f}s"
+        """(alive, text) for `/healthz`.
+
+        Not alive (`stalled: ...`, HTTP 503) only when the loop has not gone round for `stall_after_s`
+        (60 s): a restart may help. Everything a restart would not fix is `degraded: ...` and alive
+        (HTTP 200): waiting for MongoDB at start, MongoDB not taking writes (until a write succeeds
+        again, retry probes included), the broker not answering or refusing our login or TLS, a
+        producer in alarm. Otherwise `ok`. Restarting for those would only rebalance the group."""
+        if self._beat is not None and time.monotonic() - self._beat > self.stall_after_s:
+            return False, f"stalled: the consumer loop has not run for {time.monotonic() - self._beat:.0f}s"
         degraded = sorted(dict(self.degraded).values())
         if degraded:
             return True, "degraded: " + "; ".join(degraded)

@@ -22,10 +22,12 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from consumer.batch import Batcher
+from consumer.broker import BrokerHealth
 from consumer.dead_letter import DEAD_LETTERS, BadRatioAlarm, dead_letter_doc, note_dead_letter
 from consumer.inflight import InFlightWrites
+from consumer.lag import LagMonitor
 from consumer.metrics import Metrics, MetricsServer
-from consumer.offsets import OffsetTracker
+from consumer.offsets import TP, OffsetTracker
 from consumer.records import BadRecord, Item, Position
 from consumer.route import Router
 from consumer.status import StatusPublisher
@@ -48,9 +50,20 @@ BUSY_POLL_WAIT_S = 0.02
 MIN_POLL_WAIT_S = 0.005
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 15.0
-LAG_REFRESH_S = 1.0
+LAG_REFRESH_S = 2.0
 FETCH_MAX_BYTES = 16 * 1024 * 1024
+# A buffered record is held twice: its bytes as received (kept for its dead letter) and its decoded
+# document, which takes 1.3 (500 KB text and float records) to 3.7 (the simulator's records, with
+# 384-float embeddings) times those bytes, measured with tracemalloc. MAX_BUFFERED_BYTES bounds the
+# whole: the records' bytes times HELD_PER_BYTE.
+HELD_PER_BYTE = 4.7
 NO_ASSIGNMENT_LIMIT_S = 120.0
+# Every broker call is bounded: a commit, the lag probe's offset requests and the final close wait
+# at most BROKER_TIMEOUT_S, and any request a silent broker never answers fails after
+# REQUEST_TIMEOUT_MS (Kafka's own default; kafka-python's 305 s would hold a dead connection).
+BROKER_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_MS = 30_000
+MONGO_SILENT_S = 10.0  # writes in flight and none finished for this long: /healthz says MongoDB is not answering
 
 
 def _utcnow() -> datetime:
@@ -89,12 +102,21 @@ class IngestService:
         self.validator = Validator(settings.embedding_dim)
         self.alarm = BadRatioAlarm(settings.dlq_window, settings.dlq_max_bad_ratio)
         self.metrics = Metrics()
+        self.broker = BrokerHealth()
         self.path: WritePath | None = None
         self._mongo = mongo_client
         self._metrics_port = settings.metrics_port if metrics_port is None else metrics_port
         self._install_signals = install_signal_handlers
         self._stop = threading.Event()
+        self._stop_asked_at: float | None = None  # monotonic; the shutdown budget counts from here
         self._consumer: KafkaConsumer | None = None
+        self._connect_at = 0.0  # monotonic; next attempt to make the Kafka consumer
+        self._connect_backoff = BACKOFF_FIRST_S
+        self._mongo_check = _MongoCheck()
+        self._write_failed_at: float | None = None  # monotonic; MongoDB refused a write and none succeeded since
+        self._writes_busy_since: float | None = None  # monotonic; writes in flight without a break since
+        self._commit_at = 0.0  # monotonic; no commit before (backoff after a failed one)
+        self._deadline: float | None = None  # monotonic; set when shutdown begins
         self._paused = False
         self._assigned: set[tuple[str, int]] = set()
         self._last_activity: float | None = None  # monotonic; set on assignment, every record and every write
@@ -102,6 +124,16 @@ class IngestService:
         self._record_bytes = 1024.0  # running mean of value sizes: how many records a poll may take
         self.metrics_server: MetricsServer | None = None
         self.status = StatusPublisher(settings.redis_url if publish_status else None, self.group_id)
+        self.lag_monitor = LagMonitor(
+            settings,
+            self.metrics,
+            self.status,
+            self.broker,
+            self._summary,
+            every_s=LAG_REFRESH_S,
+            timeout_s=2 * BROKER_TIMEOUT_S,  # its own thread: waiting longer holds nothing up
+            frame_bytes=FETCH_MAX_BYTES * 2,
+        )
 
     @property
     def _w(self) -> WritePath:
@@ -110,13 +142,14 @@ class IngestService:
 
     @property
     def _kafka(self) -> KafkaConsumer:
-        assert self._consumer is not None, "the Kafka consumer exists once run() has started"
+        assert self._consumer is not None, "the Kafka consumer exists once connected"
         return self._consumer
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the loop to flush, commit and exit (what SIGTERM/SIGINT do)."""
+        """Ask the loop to flush, commit and exit (what SIGTERM/SIGINT do); it exits within SHUTDOWN_TIMEOUT_S."""
+        self._stop_asked_at = self._stop_asked_at or time.monotonic()
         self._stop.set()
 
     def run(self) -> int:
@@ -124,48 +157,51 @@ class IngestService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         if self._metrics_port >= 0:
-            self.metrics_server = MetricsServer(self.metrics, self._metrics_port).start()
-            log.info("metrics", extra=kv(url=f"http://127.0.0.1:{self.metrics_server.port}/metrics"))
+            host = self.settings.metrics_host
+            self.metrics_server = MetricsServer(self.metrics, self._metrics_port, host).start()
+            log.info("metrics", extra=kv(url=f"http://{host}:{self.metrics_server.port}/metrics"))
         own_mongo = self._mongo is None
         client = self._mongo or mongo.client(
             self.settings.mongo_uri, app_name="sentencify-consumer", socket_timeout_s=mongo.WRITE_TIMEOUT_S
         )
-        writes = None
+        db = client[self.settings.mongo_db]
+        writes = InFlightWrites(MongoWriter(db), self.settings.write_concurrency, BACKOFF_FIRST_S, BACKOFF_MAX_S)
+        batcher = Batcher(self.settings.batch_size, self.settings.flush_interval_ms / 1000)
+        self.path = WritePath(batcher, writes, OffsetTracker(), self.metrics, self.settings.dead_letter_prefix_bytes)
+        self._mongo_check.start(db)
+        self.broker.install()
+        self.lag_monitor.start()
         try:
-            db = client[self.settings.mongo_db]
-            if not self._wait_for_mongo(db):
-                return EXIT_OK
-            writes = InFlightWrites(MongoWriter(db), self.settings.write_concurrency, BACKOFF_FIRST_S, BACKOFF_MAX_S)
-            batcher = Batcher(self.settings.batch_size, self.settings.flush_interval_ms / 1000)
-            self.path = WritePath(batcher, writes, OffsetTracker(), self.metrics, self.settings.dead_letter_prefix_bytes)
-            self._consumer = self._make_consumer()
             return self._loop()
         finally:
-            if writes is not None:
+            self.lag_monitor.stop(final=self._consumer is not None)  # the lag it leaves behind stays on the dashboard
+            if writes.idle():  # a write MongoDB never answers must not hold the exit (its records are re-read)
                 writes.close()
             if self._consumer is not None:
-                try:
-                    self._refresh_lag(final=True)  # the lag it leaves behind stays on the dashboard
-                except Exception as exc:  # noqa: BLE001 (status is best effort; shutdown goes on)
-                    log.debug("final lag not published", extra=kv(error=str(exc)[:200]))
-                self._consumer.close(autocommit=False)
+                self._close_consumer()
+            self.broker.uninstall()
             if own_mongo:
                 client.close()
             if self.metrics_server:
                 self.metrics_server.stop()
             self.status.close()
 
-    def _wait_for_mongo(self, db) -> bool:
-        delay = BACKOFF_FIRST_S
-        while not self._stop.is_set():
-            try:
-                mongo.ensure_indexes(db)
-                return True
-            except PyMongoError as exc:
-                log.warning("MongoDB not reachable, retrying", extra=kv(error=str(exc)[:200], retry_in_s=delay))
-                self._stop.wait(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
-        return False
+    def _connect(self) -> bool:
+        """Make the Kafka consumer; while no broker answers, retry with backoff (degraded, not stalled)."""
+        if time.monotonic() < self._connect_at:
+            self._stop.wait(min(MAX_POLL_WAIT_S, self._connect_at - time.monotonic()))
+            return False
+        try:
+            self._consumer = self._make_consumer()
+        except KafkaError as exc:  # NoBrokersAvailable: unreachable, or it refused our login or TLS
+            self.broker.failed(f"connect: {type(exc).__name__}: {exc}")
+            log.warning("Kafka not reachable, retrying", extra=kv(error=str(exc)[:200], retry_in_s=self._connect_backoff))
+            self._connect_at = time.monotonic() + self._connect_backoff
+            self._connect_backoff = min(self._connect_backoff * 2, BACKOFF_MAX_S)
+            return False
+        self.broker.ok()
+        self._backpressure()  # MongoDB still away at start: paused before the first fetch
+        return True
 
     def _make_consumer(self) -> KafkaConsumer:
         consumer = KafkaConsumer(
@@ -177,10 +213,12 @@ class IngestService:
             # A transactional producer's aborted records are never ingested (the local broker has no
             # transactions; there this only changes the fetch request).
             isolation_level="read_committed",
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
             max_poll_records=MAX_POLL_RECORDS,
             # Records above MAX_RECORD_BYTES must still be fetched, to be dead-lettered.
             max_partition_fetch_bytes=max(1024 * 1024, self.settings.max_record_bytes * 2),
-            fetch_max_bytes=FETCH_MAX_BYTES,
+            # A fetch response is held until its records are handed out: a quarter of the memory bound at most.
+            fetch_max_bytes=min(FETCH_MAX_BYTES, max(1024 * 1024, self.settings.max_buffered_bytes // 4)),
             # A fetch response is one network frame; kafka-python's 1 MB default frame limit is too small for it.
             receive_message_max_bytes=FETCH_MAX_BYTES * 2,
             metadata_max_age_ms=30_000,  # notice new (unknown) topics under the prefix
@@ -194,42 +232,62 @@ class IngestService:
         )
         return consumer
 
+    def _close_consumer(self) -> None:
+        left = self._deadline - time.monotonic() if self._deadline else BROKER_TIMEOUT_S
+        try:  # leaving the group is one request: bounded like every other broker call
+            self._kafka.close(autocommit=False, timeout_ms=int(1000 * min(BROKER_TIMEOUT_S, max(0.2, left))))
+        except KafkaError as exc:
+            log.warning("Kafka consumer not closed cleanly", extra=kv(error=str(exc)[:200]))
+
     # -- the loop ------------------------------------------------------------------------------
 
     def _loop(self) -> int:
         started = time.monotonic()
         while not self._stop.is_set():
+            self.metrics.beat()
+            if self.until_idle_s and not self._assigned and time.monotonic() - started > NO_ASSIGNMENT_LIMIT_S:
+                log.error("no partitions assigned: is the broker up and are the topics created? (`sentencify stack up`)")
+                return EXIT_NO_ASSIGNMENT
+            if self._consumer is None and not self._connect():
+                self._report_health()
+                continue
             for batch in self._poll().values():
                 for msg in batch:
                     self._handle(msg)
             self._w.flush_due()
             self._collect()
             self._commit()
-            self._refresh_lag()
+            self._report()
             if self._idle_done():
                 log.info("idle, exiting", extra=kv(idle_s=self.until_idle_s, **self._summary()))
                 break
-            if not self._assigned and time.monotonic() - started > NO_ASSIGNMENT_LIMIT_S and self.until_idle_s:
-                log.error("no partitions assigned: is the broker up and are the topics created? (`sentencify stack up`)")
-                return EXIT_NO_ASSIGNMENT
-        self._w.drain(time.monotonic() + self.settings.shutdown_timeout_s)
-        self._commit()
+        self._shutdown((self._stop_asked_at or time.monotonic()) + self.settings.shutdown_timeout_s)
         log.info("stopped", extra=kv(**self._summary()))
         return EXIT_OK
+
+    def _shutdown(self, deadline: float) -> None:
+        """Write what is buffered and commit it, all before `deadline` (SHUTDOWN_TIMEOUT_S from the signal):
+        the writes get the time less what one commit and the group leave may take; what is left
+        unwritten or uncommitted is read again after the restart."""
+        self._deadline = deadline
+        reserve = min(2 * BROKER_TIMEOUT_S, self.settings.shutdown_timeout_s / 3)
+        self._w.drain(deadline - reserve)
+        if self._consumer is not None:
+            self._commit(timeout_s=max(0.1, (deadline - time.monotonic()) / 2), force=True)
+            self.lag_monitor.update(*self._positions())
 
     def _poll(self) -> dict:
         """One poll, sized so the records it returns fit in the memory bound; a broker-side failure is
         logged and retried (the partitions' positions do not move, so nothing is skipped)."""
-        room = max(0, self.settings.max_buffered_bytes - self._w.bytes())
-        max_records = int(min(MAX_POLL_RECORDS, max(1, room // self._record_bytes)))
+        room = max(0, self.settings.max_buffered_bytes - self._held())
+        max_records = int(min(MAX_POLL_RECORDS, max(1, room // (self._record_bytes * HELD_PER_BYTE))))
         try:
             records = self._kafka.poll(timeout_ms=int(self._poll_wait() * 1000), max_records=max_records)
         except KafkaError as exc:
             log.error("fetch failed, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
-            self.metrics.degraded["fetch"] = f"fetch failing: {type(exc).__name__}: {exc}"[:300]
+            self.broker.failed(f"fetch: {type(exc).__name__}: {exc}")
             self._stop.wait(BACKOFF_FIRST_S)
             return {}
-        self.metrics.degraded.pop("fetch", None)
         self.metrics.set("sentencify_consumer_last_poll_timestamp_seconds", time.time())
         return records
 
@@ -297,33 +355,67 @@ class IngestService:
         self._backpressure()
 
     def _backpressure(self) -> None:
-        """Fetching pauses while MongoDB refuses writes or the buffer is over either bound; resumes below half."""
+        """Fetching pauses while MongoDB is not taking writes or the buffer is over either bound; resumes below half."""
         path, s = self._w, self.settings
-        if path.failing:
-            self.metrics.degraded["mongodb"] = "MongoDB not taking writes; retrying with backoff, fetching paused"
-            self._pause("MongoDB not taking writes")
+        down = self._mongo_down()
+        if down:
+            self.metrics.degraded["mongodb"] = down
+            self._pause(down)
             return
         self.metrics.degraded.pop("mongodb", None)
-        if path.records() >= s.max_buffered_records or path.bytes() >= s.max_buffered_bytes:
+        if path.records() >= s.max_buffered_records or self._held() >= s.max_buffered_bytes:
             self._pause("buffer full")
-        elif self._paused and path.records() < s.max_buffered_records // 2 and path.bytes() < s.max_buffered_bytes // 2:
+        elif self._paused and path.records() < s.max_buffered_records // 2 and self._held() < s.max_buffered_bytes // 2:
             self._resume()
+
+    def _held(self) -> float:
+        """Memory the buffered records take, estimated: their bytes as received times HELD_PER_BYTE."""
+        return self._w.bytes() * HELD_PER_BYTE
+
+    def _mongo_down(self) -> str | None:
+        """Why MongoDB cannot take writes now, or None. An outage lasts until a write succeeds again:
+        a retry probe in flight is not a recovery."""
+        waiting = self._mongo_check.waiting()
+        if waiting:
+            return f"waiting for MongoDB at start ({waiting}); fetching paused"
+        if self._w.failing:
+            self._write_failed_at = self._write_failed_at or time.monotonic()
+        elif self._write_failed_at is not None and self._w.last_progress > self._write_failed_at:
+            self._write_failed_at = None
+        if self._write_failed_at is not None:
+            return "MongoDB not taking writes; retrying with backoff, fetching paused"
+        now = time.monotonic()
+        self._writes_busy_since = None if self._w.writes.idle() else (self._writes_busy_since or now)
+        if self._writes_busy_since is not None:
+            silent = now - max(self._writes_busy_since, self._w.last_progress)
+            if silent > MONGO_SILENT_S:  # a write is bounded by a timeout of its own; say so before it fires
+                return f"MongoDB not answering: no write finished for {silent:.0f}s"
+        return None
 
     # -- offsets -------------------------------------------------------------------------------
 
-    def _commit(self, only=None) -> None:
+    def _commit(self, only=None, timeout_s: float = BROKER_TIMEOUT_S, force: bool = False) -> None:
+        """Commit what is stored, waiting at most `timeout_s`; a failure is retried later (the records
+        stay uncommitted and are read again after a restart, as no-ops)."""
         offsets = self._w.tracker.committable(self._assigned if only is None else only)
-        if not offsets or self._consumer is None:
+        if not offsets or self._consumer is None or (time.monotonic() < self._commit_at and not force):
             return
         try:
-            self._kafka.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()})
-        except KafkaError as exc:  # e.g. a rebalance in flight; the records are re-read and are no-ops
-            log.warning("commit failed", extra=kv(error=str(exc)[:300]))
+            self._kafka.commit(
+                {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()},
+                timeout_ms=int(timeout_s * 1000),
+            )
+        except KafkaError as exc:  # the broker away (KafkaTimeoutError), or a rebalance in flight
+            log.warning("commit failed", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
+            self.broker.failed(f"commit: {type(exc).__name__}: {exc}")
+            self._commit_at = time.monotonic() + BACKOFF_FIRST_S * 2
             return
+        self.broker.ok()
         self._w.tracker.mark_committed(offsets)
         self.metrics.inc("sentencify_consumer_commits_total")
 
     def _on_assigned(self, assigned) -> None:
+        self.broker.ok()  # a group join is a broker answering
         self._assigned = {(tp.topic, tp.partition) for tp in assigned}
         self._last_activity = time.monotonic()
         self.metrics.set("sentencify_consumer_assigned_partitions", len(self._assigned))
@@ -334,16 +426,15 @@ class IngestService:
     def _on_revoked(self, revoked) -> None:
         gone = {(tp.topic, tp.partition) for tp in revoked}
         self._w.drain(time.monotonic() + self.settings.shutdown_timeout_s)
-        self._commit(only=gone)
+        self._commit(only=gone, force=True)
         dropped = self._w.drop(gone)
         for tp in gone & self.alarm.alarms:
             self.metrics.degraded.pop(f"producer:{tp[0]}[{tp[1]}]", None)
         self.alarm.forget(gone)
         self._assigned -= gone
-        self.metrics.clear("sentencify_consumer_lag_records")
         log.info("partitions revoked", extra=kv(count=len(gone), dropped_unwritten=dropped))
 
-    # -- pause, lag, idleness ------------------------------------------------------------------
+    # -- pause, lag, health, idleness ----------------------------------------------------------
 
     def _pause(self, why: str) -> None:
         if not self._paused and self._consumer is not None:
@@ -359,25 +450,47 @@ class IngestService:
         self.metrics.set("sentencify_consumer_paused", 0)
         log.info("fetching resumed", extra=kv(buffered=self._w.records()))
 
-    def _refresh_lag(self, final: bool = False) -> None:
-        now = time.monotonic()
+    def _report(self) -> None:
+        """Gauges every round; every LAG_REFRESH_S, what the lag monitor needs from the consumer."""
         self.metrics.set("sentencify_consumer_buffered_records", self._w.records())
         self.metrics.set("sentencify_consumer_buffered_bytes", self._w.bytes())
         for tp in self.alarm.alarms:
             self.metrics.set("sentencify_consumer_bad_ratio", self.alarm.ratio(tp), topic=tp[0], partition=tp[1])
-        if now - self._last_lag < LAG_REFRESH_S and not final:
-            return
-        self._last_lag = now
-        lags = {}
-        for topic, partition in self._assigned:
-            highwater = self._kafka.highwater(TopicPartition(topic, partition))
-            committed = self._w.tracker.committed((topic, partition))
-            if highwater is not None and committed is not None:
-                lags[f"{topic}[{partition}]"] = max(0, highwater - committed)
-                self.metrics.set(
-                    "sentencify_consumer_lag_records", lags[f"{topic}[{partition}]"], topic=topic, partition=partition
-                )
-        self.status.maybe_publish(lags, self._summary(), force=final)
+        self._backpressure()  # also when no record arrived: a recovered MongoDB resumes fetching
+        self._report_health()
+        now = time.monotonic()
+        if now - self._last_lag >= LAG_REFRESH_S / 2:
+            self._last_lag = now
+            self.lag_monitor.update(*self._positions())
+
+    def _report_health(self) -> None:
+        why = self.broker.degraded(self._login())
+        if why:
+            self.metrics.degraded["broker"] = why
+        else:
+            self.metrics.degraded.pop("broker", None)
+
+    def _login(self) -> str:
+        s = self.settings
+        if s.kafka_security_protocol.startswith("SASL_"):
+            return f"{s.kafka_security_protocol} {s.kafka_sasl_mechanism} as {s.kafka_sasl_username!r}"
+        return s.kafka_security_protocol
+
+    def _positions(self) -> tuple[dict[TP, int], dict[TP, int]]:
+        """Per assigned partition: the offset below which every record is stored (the tracker's, or
+        where reading starts when nothing was read yet), and the consumer's own high watermark."""
+        stored, highwater = {}, {}
+        for tp in self._kafka.assignment():
+            key = (tp.topic, tp.partition)
+            upto = self._w.tracker.position(key)
+            if upto is None:
+                upto = self._kafka.position(tp, timeout_ms=0)  # never blocks: None until the group's offset is known
+            if upto is not None:
+                stored[key] = upto
+            hw = self._kafka.highwater(tp)
+            if hw is not None:
+                highwater[key] = hw
+        return stored, highwater
 
     def lag(self) -> int:
         return int(self.metrics.total("sentencify_consumer_lag_records"))
@@ -388,7 +501,11 @@ class IngestService:
         if not self._w.idle() or self._w.tracker.committable(self._assigned):
             return False
         last = max(self._last_activity, self._w.last_progress)  # idleness counts from the last progress too
-        return time.monotonic() - last >= self.until_idle_s
+        if time.monotonic() - last < self.until_idle_s:
+            return False
+        # Quiet is not drained: a slow broker can take longer than the idle time to answer the first
+        # fetch after an assignment. Done only once the broker's end offsets show nothing left.
+        return self.lag_monitor.caught_up(self._assigned)
 
     def _summary(self) -> dict[str, int]:
         return {
@@ -396,3 +513,33 @@ class IngestService:
             "duplicates": int(self.metrics.sum_where("sentencify_consumer_records_total", outcome="duplicate")),
             "dead_letters": int(self.metrics.total("sentencify_consumer_dead_letters_total")),
         }
+
+
+class _MongoCheck:
+    """MongoDB at start: the indexes the later steps read are made once, in a thread of their own
+    (a stopped MongoDB takes a server-selection timeout to answer), retried with backoff; until
+    then the loop keeps fetching paused and `/healthz` says it is waiting."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._error = "not checked yet"
+
+    def start(self, db) -> None:
+        threading.Thread(target=self._run, args=(db,), name="mongo-start", daemon=True).start()
+
+    def waiting(self) -> str | None:
+        return None if self._done.is_set() else self._error
+
+    def _run(self, db) -> None:
+        delay = BACKOFF_FIRST_S
+        while True:
+            try:
+                mongo.ensure_indexes(db)
+            except PyMongoError as exc:
+                self._error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.warning("MongoDB not reachable, retrying", extra=kv(error=str(exc)[:200], retry_in_s=delay))
+                time.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            self._done.set()
+            return

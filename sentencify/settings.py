@@ -186,6 +186,8 @@ class Settings:
     max_buffered_bytes: int = _setting("MAX_BUFFERED_BYTES", _int(1024 * 1024), 64 * 1024 * 1024)
     write_concurrency: int = _setting("WRITE_CONCURRENCY", _int(1), 2)
     metrics_port: int = _setting("METRICS_PORT", _int(-1), 9108)
+    # 0.0.0.0 in a container, so Prometheus can reach /metrics; 127.0.0.1 keeps it on the machine
+    metrics_host: str = _setting("METRICS_HOST", _text, "127.0.0.1")
     shutdown_timeout_s: int = _setting("SHUTDOWN_TIMEOUT_S", _int(1), 10)
     topic_partitions: int = _setting("TOPIC_PARTITIONS", _int(1), 4)
 

@@ -167,7 +167,8 @@ def test_mongodb_down_for_20_seconds_mid_stream_loses_nothing(settings, tmp_path
     while time.monotonic() - outage_began < 20:
         max_buffered = max(max_buffered, runner.service.path.batcher.total if runner.service.path else 0)
         time.sleep(0.2)
-    assert runner.service.metrics.total("sentencify_consumer_write_errors_total") >= 2
+    # A write to a stopped MongoDB fails only at its own timeout (mongo.WRITE_TIMEOUT_S); meanwhile health says so.
+    assert "mongodb" in runner.service.metrics.degraded
     # Bounded memory: at most the limit plus one poll's worth of records.
     assert max_buffered <= settings.max_buffered_records + 500
 

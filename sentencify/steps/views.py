@@ -396,7 +396,8 @@ def run_views(
         _delete_absent(conn, "fact_examples", "example_id", {d["_id"] for d in db[EXAMPLES].find({}, {"_id": 1})})
         _delete_absent(conn, "fact_sessions", "session_id", set(sessions))
         _delete_absent(conn, "fact_users", "user_id", users)
-    settle(db, quarantined, None if full else sessions, fence=fence)
+    # Users too: a user whose row was refused ("user:<id>") leaves quarantine once its row is written.
+    settle(db, quarantined, None if full else [*sessions, *(f"user:{u}" for u in users)], fence=fence)
     runs = [
         (r["step"], r["window_start"], r["window_end"], r["finished_at"], postgres.jsonb(r.get("summary") or {}))
         for r in db[RUNS].find({"_id": {"$ne": run_id("views", label)}})

@@ -333,3 +333,31 @@ def test_one_non_v1_or_odd_length_embedding_never_truncates_a_users_mean(chain, 
     assert summaries["profile"]["quarantined"] == {"profile_not_computable": 1}
     assert quarantined(mongo) == {"profile:user:uodd": "profile_not_computable"}
     assert "user_profile:uodd" not in seen["profiles"] and len(seen["profiles"]) == 4  # the rest published
+
+
+def test_a_user_row_refused_by_the_views_is_quarantined_then_released(chain, mongo, redis):
+    """A fact_users row PostgreSQL refuses quarantines that user ("user:<id>") and the rest is
+    exported; the next views run that writes the row releases it (not only a full run)."""
+    logs = Logs(mongo)
+    good_sessions(logs)
+    logs.full_session(10, "bad", a={"user_id": "ubad"}, b={"user_id": "ubad"}, c={"user_id": "ubad"})
+    run_step("views", hour(5), chain)  # creates the tables, empty
+
+    def alter(sql: str) -> None:
+        conn = psycopg2.connect(chain.analytics_db_uri)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    # A row PostgreSQL refuses, as a data error (class 23).
+    alter("alter table sentencify.fact_users add constraint refuse_ubad check (user_id <> 'ubad')")
+    summary = run_step("views", hour(10), chain)
+    assert summary["quarantined"] == {"row_refused": 1}
+    assert quarantined(mongo) == {"views:user:ubad": "row_refused"}
+    assert store_checks.postgres_rows(chain, "select count(*) from sentencify.fact_users") == [(3,)]
+    alter("alter table sentencify.fact_users drop constraint refuse_ubad")
+    run_step("views", hour(10), chain)
+    assert quarantined(mongo) == {}
+    assert store_checks.postgres_rows(chain, "select count(*) from sentencify.fact_users") == [(4,)]

@@ -4,7 +4,8 @@ Rule: the collection measures cosine similarity, for which a vector's length doe
 Qdrant keeps float32 unit vectors (it normalises on upsert, in float32: a vector of values near
 float32's largest, 3.4e38, overflows its norm and is stored as zeros; a float64 value past
 float32's range is stored as NaN). So the point's vector is the embedding normalised here, in
-float64, after scaling by its largest magnitude: any finite vector becomes a unit vector (every
+float64, after scaling by its largest magnitude when the plain norm overflows or is subnormal
+(5e-324 and 5e-324 have the norm 5e-324, not 7e-324): any finite vector becomes a unit vector (every
 component in [-1, 1]) with the same direction, which float32 holds. A zero vector stays zero
 (Qdrant keeps it as is). A vector with a NaN or an infinity has no direction: `unit_vector`
 returns None and the session is quarantined (records stored before ingestion refused such
@@ -15,13 +16,14 @@ Payloads are JSON objects: strings (NUL included) and integers within 64 bits ar
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 
 def unit_vector(values: Sequence[float]) -> list[float] | None:
     """`values` scaled to length 1 (float64), or None when one of them is not a finite number."""
     norm = math.hypot(*values)  # C, and exact to within an ulp; inf only when the norm overflows
-    if 0 < norm < math.inf:
+    if sys.float_info.min <= norm < math.inf:  # a subnormal norm keeps few bits: scaled below
         return [x / norm for x in values]
     if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in values):
         return None

@@ -7,7 +7,7 @@ import math
 import orjson
 import psycopg2.errors
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge, NetworkTimeout, OperationFailure
 
@@ -67,6 +67,8 @@ def test_postgres_jsonb_is_strict_json_without_nul():
 
 
 @given(vector=st.lists(finite, max_size=400))
+@example(vector=[5e-324, 5e-324])  # a subnormal norm (5e-324, not 7e-324): the plain division gave [1, 1]
+@example(vector=[5e-324, 1e-323, 1.5e-323])
 def test_a_finite_vector_becomes_a_float32_unit_vector(vector):
     unit = qdrant.unit_vector(vector)
     assert unit is not None and len(unit) == len(vector)

@@ -59,14 +59,21 @@ class EtlResult:
         }
 
 
-def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], Orphans]:
+def gather(db: Database, session_ids: list[str], refused: join.Refused | None = None) -> tuple[list[JoinedSession], Orphans]:
     """These sessions joined by the aggregation pipeline (`join.gather`), and their orphans."""
-    return join.gather(db, session_ids)
+    return join.gather(db, session_ids, refused)
 
 
-def scan_all(db: Database) -> tuple[list[JoinedSession], Orphans]:
+def scan_all(db: Database, refused: join.Refused | None = None) -> tuple[list[JoinedSession], Orphans]:
     """Every session joined by the same pipeline, for full rebuilds (`join.gather_all`)."""
-    return join.gather_all(db)
+    return join.gather_all(db, refused)
+
+
+def _quarantine_refused(refused: join.Refused, quarantined: Quarantined | None) -> None:
+    """Sessions whose join MongoDB refused (one session's records past 16 MB once joined)."""
+    for session, exc in refused:
+        if quarantined is not None:
+            quarantined.add(session, "join_refused", exc)
 
 
 def decide(
@@ -97,8 +104,12 @@ def decide(
 def build_window(
     db: Database, session_ids: set[str], rules: examples.Rules, now: datetime, quarantined: Quarantined | None = None
 ):
-    """Examples and rejects for these sessions, computed from all their records (nothing written)."""
-    return decide(*gather(db, sorted(session_ids)), rules, now, quarantined)
+    """Examples and rejects for these sessions, computed from all their records (nothing written).
+    A session whose join MongoDB refuses is quarantined (propagated without `quarantined`)."""
+    refused: join.Refused | None = [] if quarantined is not None else None
+    joined, orphans = gather(db, sorted(session_ids), refused)
+    _quarantine_refused(refused or [], quarantined)
+    return decide(joined, orphans, rules, now, quarantined)
 
 
 # Sessions gathered and decided together (one pass of the join per chunk); each chunk is published
@@ -118,15 +129,17 @@ def run_etl(
     run's lease token (sentencify.steps.fence); each transaction is published only while it holds."""
     rules = rules or examples.Rules()
     now = now or datetime.now(UTC)
+    quarantined = Quarantined("etl")
     if full:
-        joined, orphans = scan_all(db)
+        refused: join.Refused = []
+        joined, orphans = scan_all(db, refused)
+        _quarantine_refused(refused, quarantined)
         by_session = {j["_id"]: j for j in joined}
         sessions = sorted(set(by_session) | set(orphans))
         old = Existing.scan(db)
     else:
         sessions = sorted(touched_sessions(db, window))
     result = EtlResult(window, touched=len(sessions))
-    quarantined = Quarantined("etl")
     for part in chunks(sessions, MAX_SESSIONS_PER_TRANSACTION):
         if full:
             built, rejected = decide(

@@ -26,13 +26,16 @@ finds them, as before, for `etl_rejects`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo.database import Database
 
 from sentencify.mongo import find_in
 from sentencify.steps.examples import JoinedSession
+from sentencify.steps.quarantine import bisect
 from sentencify.steps.touched import A, B, C, D, E, group_by
+from sentencify.stores import mongodb
 
 F = "document_context_cache"
 SESSION = "recommend_session_id"
@@ -178,20 +181,42 @@ def run(db: Database, match: dict[str, Any]) -> list[JoinedSession]:
     return [_joined(doc) for doc in db[A].aggregate(pipeline(match), allowDiskUse=True, batchSize=5000)]
 
 
-def gather(db: Database, session_ids: list[str]) -> tuple[list[JoinedSession], Orphans]:
-    """The window path: `session_ids` joined, WINDOW_BATCH per aggregation, and their orphans."""
+Refused = list[tuple[str, BaseException]]  # sessions whose join MongoDB refused, with its error
+
+
+def gather(db: Database, session_ids: list[str], refused: Refused | None = None) -> tuple[list[JoinedSession], Orphans]:
+    """The window path: `session_ids` joined, WINDOW_BATCH per aggregation, and their orphans.
+
+    `refused`: when given, an aggregation MongoDB refuses because a joined session passes 16 MB
+    (`stores.mongodb.is_too_large`) is bisected down to the sessions at fault, which are appended
+    here (neither joined nor orphans); without it, that error propagates."""
     ids = sorted(set(session_ids))
     joined: list[JoinedSession] = []
+
+    def join_part(part: Sequence[str]) -> None:
+        joined.extend(run(db, {SESSION: {"$in": list(part)}}))  # all or nothing: run reads the whole cursor first
+
     for i in range(0, len(ids), WINDOW_BATCH):
-        joined += run(db, {SESSION: {"$in": ids[i : i + WINDOW_BATCH]}})
-    with_a = {j["_id"] for j in joined}
+        batch = ids[i : i + WINDOW_BATCH]
+        if refused is None:
+            join_part(batch)
+        else:
+            refused += bisect(batch, join_part, mongodb.is_too_large)
+    with_a = {j["_id"] for j in joined} | {s for s, _ in refused or []}
     return joined, orphans(db, [s for s in ids if s not in with_a])
 
 
-def gather_all(db: Database) -> tuple[list[JoinedSession], Orphans]:
-    """The full rebuild: every session with an A joined by one aggregation, and every orphan."""
-    joined = run(db, {})
-    with_a = {j["_id"] for j in joined}
+def gather_all(db: Database, refused: Refused | None = None) -> tuple[list[JoinedSession], Orphans]:
+    """The full rebuild: every session with an A joined by one aggregation, and every orphan.
+    `refused`: as for `gather` (the rebuild then joins session by batch, to find the ones at fault)."""
+    try:
+        joined = run(db, {})
+    except Exception as exc:
+        if refused is None or not mongodb.is_too_large(exc):
+            raise
+        with_a_ids = [d["_id"] for d in db[A].aggregate([{"$group": {"_id": f"${SESSION}"}}], allowDiskUse=True)]
+        joined, _ = gather(db, with_a_ids, refused)
+    with_a = {j["_id"] for j in joined} | {s for s, _ in refused or []}
     candidates: set[str] = set()
     for collection in (B, C):
         for doc in db[collection].aggregate([{"$group": {"_id": f"${SESSION}"}}], allowDiskUse=True):

@@ -4,7 +4,8 @@ Rules (pipeline.md, opening; MongoDB manual "Production Considerations" for tran
 - a transaction holds at most `TRANSACTION_DOCS` whole documents: no window, however large (a
   first run, a catch-up), needs a larger one, and each document is written whole;
 - a document over 16 MB (BSONObjectTooLarge) or one the server refuses for its content is about
-  that document: the session is isolated and quarantined. Connection errors, timeouts, write
+  that document: the session is isolated and quarantined. So is a join whose result for one
+  session passes 16 MB (`is_too_large`: MongoDB refuses the whole aggregation). Connection errors, timeouts, write
   concern errors and transient transaction errors are about the store: the run fails.
 """
 
@@ -26,6 +27,19 @@ TRANSACTION_DOCS = 1000
 # TypeMismatch, Overflow, InvalidLength, BSONObjectTooLarge, KeyTooLong, DollarPrefixedFieldName,
 # InvalidBSON, BSONObjectTooLarge (old code), document too large on update.
 DATA_CODES = frozenset({2, 14, 15, 16, 10334, 17280, 52, 22, 17419, 17420})
+
+
+# A query or aggregation whose result passes 16 MB (MongoDB refuses it; the local server does not):
+# BSONObjectTooLarge, `$lookup`'s "Total size of documents ... exceeds maximum document size", and
+# the older "BSONObj size ... is invalid" codes.
+TOO_LARGE_CODES = frozenset({10334, 4568, 17419, 17420})
+
+
+def is_too_large(exc: BaseException) -> bool:
+    """A read the server refused because one result document (one joined session) passes 16 MB."""
+    if isinstance(exc, ExecutionTimeout | ConnectionFailure):
+        return False
+    return isinstance(exc, InvalidDocument) or (isinstance(exc, OperationFailure) and exc.code in TOO_LARGE_CODES)
 
 
 def is_data_error(exc: BaseException) -> bool:

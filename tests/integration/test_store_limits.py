@@ -361,3 +361,42 @@ def test_a_user_row_refused_by_the_views_is_quarantined_then_released(chain, mon
     run_step("views", hour(10), chain)
     assert quarantined(mongo) == {}
     assert store_checks.postgres_rows(chain, "select count(*) from sentencify.fact_users") == [(4,)]
+
+
+def test_a_session_whose_join_mongodb_refuses_is_quarantined_and_the_rest_published(chain, mongo, redis, monkeypatch):
+    """MongoDB refuses an aggregation whose result for one session passes 16 MB (BSONObjectTooLarge;
+    the local server does not, so the refusal is injected): that session is quarantined, not taken
+    for an orphan, and the window (and a full rebuild) is published without it; once its join
+    succeeds it leaves quarantine."""
+    from pymongo.errors import OperationFailure
+
+    from sentencify.steps import join
+
+    logs = Logs(mongo)
+    good_sessions(logs)
+    logs.full_session(10, "huge")
+    real_run = join.run
+
+    def refusing(db, match):
+        if match == {} or "huge" in match["recommend_session_id"]["$in"]:
+            raise OperationFailure(
+                "BSONObj size: 17544285 (0x10BB45D) is invalid. Size must be between 0 and 16793600(16MB)", 10334
+            )
+        return real_run(db, match)
+
+    monkeypatch.setattr(join, "run", refusing)
+    summaries = run_chain(chain)
+    assert summaries["etl"]["quarantined"] == {"join_refused": 1}
+    assert quarantined(mongo) == {"etl:huge": "join_refused"}
+    assert sorted(d["_id"] for d in mongo.training_examples.find()) == ["good0", "good1", "good2"]
+    assert mongo.etl_rejects.count_documents({}) == 0  # not an orphan: it has an A
+    summary = run_step("etl", hour(10), chain, full=True)
+    assert summary["quarantined"] == {"join_refused": 1} and mongo.training_examples.count_documents({}) == 3
+    read_every_store(chain, mongo, redis)
+    # Not about the data (a lost connection): the run fails, as a store that is down must.
+    monkeypatch.setattr(join, "run", lambda db, match: (_ for _ in ()).throw(OperationFailure("not primary", 10107)))
+    with pytest.raises(OperationFailure):
+        run_step("etl", hour(10), chain)
+    monkeypatch.setattr(join, "run", real_run)
+    run_step("etl", hour(10), chain)
+    assert quarantined(mongo) == {} and mongo.training_examples.count_documents({}) == 4

@@ -23,9 +23,12 @@ from sentencify.fact_categories group by category, event_hour;
 -- The mean through numeric: a float8 sum of finite latencies can overflow (PostgreSQL then raises
 -- "value out of range"), a numeric one cannot; the mean lies within the inputs, so its float8
 -- form is finite (least(): numeric keeps 15 digits of a float8, which can round its largest up).
+-- round(, 320): a mean below half the smallest float8 (5e-324, 0, 0 -> 1.6e-324) made the cast
+-- raise "out of range" (underflow) and the whole view unreadable; at 320 places it is 0 or >= 1e-320.
 create or replace view sentencify.v_latency_hourly as
 select event_hour, count(*)::bigint as requests,
-       least(avg(latency_ms::numeric), max(latency_ms)::numeric, 1.7976931348623157e308)::double precision as avg_latency_ms,
+       least(round(avg(latency_ms::numeric), 320), max(latency_ms)::numeric, 1.7976931348623157e308)::double precision
+           as avg_latency_ms,
        percentile_cont(0.95) within group (order by latency_ms) as p95_latency_ms
 from sentencify.fact_latency group by event_hour;
 

@@ -146,6 +146,18 @@ def test_sums_of_finite_numbers_do_not_overflow_and_64_bit_integers_pass(chain, 
     assert math.isfinite(p95)
 
 
+def test_a_mean_of_tiny_latencies_does_not_underflow_the_view(chain, mongo, redis):
+    """5e-324, 0 and 0 ms in one hour: their numeric mean (1.6e-324) has no float8 form, and the
+    cast raised "out of range", making v_latency_hourly unreadable for every hour."""
+    logs = Logs(mongo)
+    good_sessions(logs)
+    for n, ms in enumerate((5e-324, 0, 0)):
+        logs.put("I", 10, insert_id=f"i-tiny{n}", recommend_session_id="good0", created_at=at(10, 1), latency_ms=ms)
+    run_chain(chain)
+    seen = read_every_store(chain, mongo, redis)
+    assert [r[1:4] for r in seen["views"]["v_latency_hourly"]] == [(3, 0.0, 5e-324)]
+
+
 def test_timestamps_at_the_edges_of_years_1_and_9999(chain, mongo, redis):
     logs = Logs(mongo)
     good_sessions(logs)

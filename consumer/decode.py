@@ -30,6 +30,8 @@ def decode(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     try:
         obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
+        if _LONG_DIGITS.search(value):  # orjson refuses an integer literal past a double (10^309) as "infinity"
+            check_integer_literals(value)
         raise BadRecord("not_json", _not_json(exc)) from None
     if not isinstance(obj, dict):
         raise BadRecord("not_object", f"value is JSON but not an object (got {type(obj).__name__})")
@@ -51,12 +53,15 @@ def _not_json(exc: orjson.JSONDecodeError) -> str:
 def check_integer_literals(value: bytes) -> None:
     """Raise BadRecord `unstorable` naming the first field whose integer literal is outside signed 64 bits.
 
-    orjson reads such a literal as a double (2^64 -> 1.8446744073709552e19); the standard library
-    reads integer literals exactly, so the record is read again with it (only when it holds a run
-    of 19 digits, so this costs nothing for ordinary records)."""
+    orjson reads such a literal as a double (2^64 -> 1.8446744073709552e19), or refuses it past a
+    double's range; the standard library reads integer literals exactly, so the record is read
+    again with it (only when it holds a run of 19 digits, so this costs nothing for ordinary
+    records). Literals are compared by their digits, so one of any length (past Python's 4300-digit
+    int conversion limit too) is named. Returns when there is none, or when the stdlib cannot read
+    the value either (NaN, Infinity, invalid JSON: the caller says it is not JSON)."""
     try:
-        exact = json.loads(value, parse_float=lambda _: 0.0)
-    except RecursionError:  # nested past the stdlib's limit: refused by the nesting check anyway
+        exact = json.loads(value, parse_float=lambda _: 0.0, parse_int=_parse_int, parse_constant=_no_constant)
+    except (RecursionError, ValueError):  # nested past the stdlib's limit (refused by the nesting check), or not JSON
         return
     found = _big_int(exact, [])
     if found is not None:
@@ -68,13 +73,27 @@ def check_integer_literals(value: bytes) -> None:
         )
 
 
-def _big_int(value: Any, path: list[str]) -> tuple[list[str], int] | None:
+class _OutOfRange(str):
+    """An integer literal outside signed 64 bits, kept as its text (shortened when long)."""
+
+
+def _parse_int(text: str) -> int | _OutOfRange:
+    if len(text.lstrip("-")) <= 19 and INT64_MIN <= (n := int(text)) <= INT64_MAX:
+        return n
+    return _OutOfRange(text if len(text) <= 40 else f"{text[:20]}...({len(text.lstrip('-'))} digits)")
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _big_int(value: Any, path: list[str]) -> tuple[list[str], str] | None:
+    if isinstance(value, _OutOfRange):
+        return path, value
     if isinstance(value, dict):
         items: Any = value.items()
     elif isinstance(value, list):
         items = ((str(i), v) for i, v in enumerate(value))
-    elif type(value) is int and not INT64_MIN <= value <= INT64_MAX:
-        return path, value
     else:
         return None
     for key, item in items:

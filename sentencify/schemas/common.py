@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import struct
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -23,6 +23,7 @@ CATEGORIES: tuple[str, ...] = (
 INTENSITIES: tuple[str, ...] = ("weak", "moderate", "strong")
 LANGUAGES: tuple[str, ...] = ("ko", "en", "ja", "zh", "es")
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # BSON dates keep milliseconds; truncating here keeps a validated record equal to what is stored.
 _MS = 1000
 # A leap second: `hh:mm:60`, extended or basic format, with an optional fraction and offset.
@@ -62,8 +63,8 @@ def to_utc_datetime(value: Any) -> datetime:
     elif isinstance(value, bool):  # bool is an int subclass; True is not a timestamp
         raise ValueError("timestamp must be an ISO-8601 string or integer epoch milliseconds, got a boolean")
     elif isinstance(value, int):
-        try:
-            parsed = datetime.fromtimestamp(value / 1000, tz=UTC)
+        try:  # exact: `fromtimestamp(value / 1000)` goes through a double, 1 ms off past year 2100 and before 1970
+            parsed = _EPOCH + timedelta(milliseconds=value)
         except (OverflowError, OSError, ValueError):
             raise ValueError(f"epoch milliseconds out of range: {value}") from None
     elif isinstance(value, str):

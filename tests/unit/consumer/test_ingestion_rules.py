@@ -167,3 +167,14 @@ def test_a_lone_surrogate_escape_is_a_dead_letter_that_says_so(escape):
 def test_a_surrogate_pair_escape_is_one_character():
     raw = json.dumps(record("A", user_id="\U0001f600")).encode()  # json.dumps escapes it as a pair
     assert b"\\ud83d\\ude00" in raw and convert("A", raw)["user_id"] == "\U0001f600"
+
+
+# -- epoch milliseconds ----------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(ms=st.one_of(st.integers(-62135596800000, 253402300799999), st.sampled_from([253402300799999, -62135596799999])))
+def test_epoch_milliseconds_are_stored_to_the_millisecond(ms):
+    """Exact integer arithmetic: through a double (ms / 1000) 9999-12-31T23:59:59.999 became .998."""
+    doc = convert("I", json.dumps({**record("I"), "created_at": ms}).encode())
+    assert doc["created_at"] == datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)

@@ -27,15 +27,18 @@ import uuid
 from datetime import datetime
 
 from pymongo import ReturnDocument
+from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from sentencify.steps.fence import DB_NOW_MS, LEASES, Fence, LeaseLost
+from sentencify.steps.publish import supports_transactions
 
 log = logging.getLogger("sentencify.lease")
 
 __all__ = ["LEASES", "LeaseLost", "LeaseTimeout", "StepLease"]
 
+WRITE_CONFLICT = 112
 _EXPIRED = {"$expr": {"$lte": [{"$ifNull": [{"$toLong": "$expires_at"}, 0]}, DB_NOW_MS]}}
 
 
@@ -58,6 +61,7 @@ class StepLease:
         self.acquired_at: datetime | None = None  # MongoDB's time when this run took the lease
         self._done = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._transactions: bool | None = None  # whether the server has transactions (asked once)
 
     def __enter__(self) -> StepLease:
         deadline = time.monotonic() + self.wait_s
@@ -99,8 +103,39 @@ class StepLease:
         return f"held by {doc.get('holder') or 'nobody'} until {doc.get('expires_at', '-')}"
 
     def _try_acquire(self) -> bool:
+        """One take-over attempt, inside a transaction where the server has them: a run killed -9 in the
+        middle of a publish leaves its transaction holding the lease document until the server aborts it
+        (transactionLifetimeLimitSeconds, 60 s). A plain update would wait on that lock - on the local
+        server for ever, as it reaps an idle transaction only when another transaction command comes -
+        while a transaction's write fails at once with a WriteConflict, and is tried again next poll."""
+        if self._transactions is None:
+            self._transactions = supports_transactions(self.db)
+        if not self._transactions:
+            doc = self._take_over(None)
+        else:
+            try:
+                with self.db.client.start_session() as session:
+                    session.start_transaction()
+                    doc = self._take_over(session)
+                    if doc is None:
+                        session.abort_transaction()
+                    else:
+                        session.commit_transaction()
+            except OperationFailure as exc:
+                if exc.code == WRITE_CONFLICT or exc.has_error_label("TransientTransactionError"):
+                    return False  # another transaction holds the lease document (a live or a dead run's)
+                raise
+        if doc is None:
+            return False
+        self.fence = Fence(self.db[LEASES], self.step, self.holder, int(doc["token"]), self.db.name)
+        self.acquired_at = doc["acquired_at"]
+        log.info("lease taken", extra={"fields": {"step": self.step, "holder": self.holder, "token": self.fence.token}})
+        return True
+
+    def _take_over(self, session: ClientSession | None) -> dict | None:
+        """The lease document once taken, or None while another run holds it (by the server's clock)."""
         try:
-            doc = self.db[LEASES].find_one_and_update(
+            return self.db[LEASES].find_one_and_update(
                 {"_id": self.step, **_EXPIRED},
                 [
                     {
@@ -114,15 +149,10 @@ class StepLease:
                 ],
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
+                session=session,
             )
-        except DuplicateKeyError:  # held by another run, and not expired (by the server's clock)
-            return False
-        if doc is None:  # not with upsert and AFTER; kept for the type checker
-            return False
-        self.fence = Fence(self.db[LEASES], self.step, self.holder, int(doc["token"]), self.db.name)
-        self.acquired_at = doc["acquired_at"]
-        log.info("lease taken", extra={"fields": {"step": self.step, "holder": self.holder, "token": self.fence.token}})
-        return True
+        except DuplicateKeyError:
+            return None
 
     def _renew(self) -> None:
         """Every ttl/3; a failed renewal is retried sooner, and once none succeeded within the ttl

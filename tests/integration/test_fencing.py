@@ -327,3 +327,51 @@ def test_postgres_fence_with_psycopg3_transactions(chain, mongo):  # noqa: F811
                 assert cur.fetchall() == [("new",)]
     finally:
         y.__exit__(None, None, None)
+
+
+# A run killed -9 in the middle of a publish: its transaction, with the guard's write on the lease
+# document, stays open on the server until transactionLifetimeLimitSeconds (60 s) aborts it.
+_KILLED_IN_PUBLISH = """
+import sys, time
+from pymongo import MongoClient
+from sentencify.steps.lease import StepLease
+
+db = MongoClient(sys.argv[1], tz_aware=True)[sys.argv[2]]
+held = StepLease(db, "etl", ttl_s=2.0).__enter__()
+session = db.client.start_session()
+session.start_transaction()
+held.fence.guard_mongo(session)  # the publish's first write: the lease document, locked to the commit
+db.training_examples.insert_one({"_id": "never-committed"}, session=session)
+print("IN TRANSACTION", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_killed_inside_its_publish_transaction_is_taken_over_after_the_transaction_lifetime(settings, mongo):
+    """The next run takes the lease once the TTL and the dead run's transaction (60 s) are past, and
+    does not wait for ever on the lock that transaction holds (the local server reaps an idle
+    transaction only when a transaction command arrives: a plain update waited for good)."""
+    x = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_IN_PUBLISH, settings.mongo_uri, settings.mongo_db],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert x.stdout is not None and x.stdout.readline() == b"IN TRANSACTION\n"
+    finally:
+        x.kill()
+        x.wait(10)
+    killed_token = mongo[LEASES].find_one({"_id": "etl"})["token"]
+    taken: list[StepLease] = []
+    began = time.monotonic()
+    y = threading.Thread(target=lambda: taken.append(StepLease(mongo, "etl", ttl_s=5.0, wait_s=150).__enter__()), daemon=True)
+    y.start()
+    y.join(120)
+    assert taken, "the next run still waits on the killed run's lease after 120 s"
+    try:
+        assert taken[0].fence.token > killed_token
+        assert time.monotonic() - began < 100
+        assert mongo.training_examples.count_documents({}) == 0  # the killed run published nothing
+    finally:
+        taken[0].__exit__(None, None, None)

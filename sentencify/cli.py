@@ -331,7 +331,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             to_topic=args.to_topic,
             dry_run=args.dry_run,
             rules=Rules(settings.topic_prefix, settings.embedding_dim, settings.max_record_bytes),
-            skip_failing=not args.force,
+            skip_failing=args.only_storable,
         )
     finally:
         if kafka is not None:
@@ -343,7 +343,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         f"(only a prefix kept), {done.unknown_topic} of topics that are not log topics"
     )
     if done.fail_again:
-        what = "sent anyway (--force)" if args.force else "not sent (--force sends them)"
+        what = "not sent (--only-storable)" if args.only_storable else "sent anyway (--only-storable skips them)"
         print(
             f"{sum(done.fail_again.values())} would fail again under today's rules {done.fail_again}, {what}; "
             "replay cannot repair bytes: after a producer bug, the fixed producer must send those records again"
@@ -456,7 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", help="only records that came from this topic")
     p.add_argument("--to-topic", help="send them here instead of their original topic (e.g. a renamed topic)")
     p.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
-    p.add_argument("--force", action="store_true", help="also send letters today's rules would refuse again")
+    p.add_argument(
+        "--only-storable",
+        action="store_true",
+        help="send only letters today's rules would store (skip those that would fail again)",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")
@@ -474,6 +478,10 @@ def explain(exc: BaseException, settings: Settings | None) -> str:
     module = type(exc).__module__.split(".")[0]
     if isinstance(exc, SettingsError):
         return str(exc)
+    from sentencify.kafka_config import explain_connection_error
+
+    if refused := explain_connection_error(exc, settings):  # TLS trust and logins (the secured stack)
+        return redact_text(refused)
     if isinstance(exc, NoBrokersAvailable):
         where = settings.kafka_bootstrap_servers if settings else "KAFKA_BOOTSTRAP_SERVERS"
         return f"no Kafka broker at {where}: start it with `sentencify stack up` or fix KAFKA_BOOTSTRAP_SERVERS"
@@ -517,7 +525,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-    from sentencify.kafka_config import explain_connection_error
-
-    if refused := explain_connection_error(exc, settings):  # TLS trust and logins (the secured stack)
-        return redact_text(refused)

@@ -8,7 +8,7 @@ the same bad bytes only makes them fail again.
 
 Each letter is therefore re-checked first with today's rules (decode, route, schema, what MongoDB
 can store; a conflict: is its key still stored with other content?) and the ones that would fail
-again are counted by reason. `skip_failing=True` (the command's default) sends only the others.
+again are counted by reason. `skip_failing=True` (the command's `--only-storable`) sends only the others.
 Each replayed letter is marked (`replayed_at`, `replayed_to`), never deleted: a record that fails
 again becomes a new dead letter, one that passes is stored once under its event key. Oversized
 records kept only a prefix and cannot be replayed; records of a topic that is not one of the seven

@@ -1,6 +1,6 @@
 """README's runbooks (Operations), run as written: the real `sentencify` commands against the real
 broker and MongoDB. What replay can recover (a platform rule or setting fixed since) and what it
-cannot (bytes a producer sent wrong: not sent, or with --force dead-lettered again), and the way
+cannot (bytes a producer sent wrong: not sent with --only-storable, else dead-lettered again), and the way
 back for the latter (the producer re-sends)."""
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def test_replay_recovers_records_a_platform_setting_refused_once_it_is_fixed(set
 
 
 def test_replay_cannot_repair_bytes_a_producer_sent_wrong_and_the_producers_resend_recovers_them(settings, mongo):
-    """README: replay re-checks each letter and does not send what would fail again; `--force`
-    sends it anyway, and it only becomes one more dead letter. The fixed producer re-sending the
+    """README: replay re-checks each letter and says what would fail again; `--only-storable`
+    does not send it, a plain replay sends it (events.md) and it only becomes one more dead letter. The fixed producer re-sending the
     event stores it once, however often it is sent."""
     bad = record("A")
     del bad["created_at"]  # the producer bug: a required field missing
@@ -64,11 +64,11 @@ def test_replay_cannot_repair_bytes_a_producer_sent_wrong_and_the_producers_rese
     assert mongo.editor_recommend_options.count_documents({}) == 0
     assert mongo.dead_letters.count_documents({}) == 1
 
-    out = cli(settings, "replay-dead-letters", "--topic", topic)
-    assert "replayed 0 dead letters" in out and "1 would fail again" in out and "--force" in out
+    out = cli(settings, "replay-dead-letters", "--topic", topic, "--only-storable")
+    assert "replayed 0 dead letters" in out and "1 would fail again" in out and "--only-storable" in out
     assert mongo.dead_letters.count_documents({"replayed_at": {"$exists": True}}) == 0, "left unmarked"
 
-    assert "replayed 1 dead letters" in cli(settings, "replay-dead-letters", "--topic", topic, "--force")
+    assert "replayed 1 dead letters" in cli(settings, "replay-dead-letters", "--topic", topic)
     consume_until_idle(settings)
     assert mongo.editor_recommend_options.count_documents({}) == 0, "replay stored bytes that are still wrong"
     letters = list(mongo.dead_letters.find().sort("offset", 1))

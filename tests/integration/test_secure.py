@@ -251,7 +251,7 @@ def test_end_to_end_over_tls_with_logins(secure, tmp_path):
     # The operators' commands: what is stored (MongoDB, Redis, PostgreSQL), and a replay through Kafka.
     summary = json.loads(_cli(env, "summary", "--json"))
     assert json.dumps(summary).count("***") == 0 and summary
-    replay = _cli(env, "replay-dead-letters", "--force")
+    replay = _cli(env, "replay-dead-letters")
     with MongoClient(settings.mongo_uri) as client:
         letters = client[settings.mongo_db][DEAD_LETTERS].count_documents({})
     assert letters > 0 and f"replayed {letters} dead letters" in replay, replay

@@ -11,4 +11,6 @@ create role sentencify login password '${ANALYTICS_DB_PASSWORD}';
 create database analytics owner sentencify;
 -- Superset's read-only login; the views step grants it select (sql_views/020_reader_grants.sql).
 create role sentencify_reader login password '${ANALYTICS_READER_PASSWORD}';
+-- Timestamps from year 1 to 9999 stay readable whatever zone a client asks for.
+alter role sentencify_reader set timezone = 'UTC';
 SQL

@@ -85,6 +85,9 @@ class PostgresService(Service):
         # Superset's read-only login for the views (grants come with the views, from their owner).
         if not self.psql("select 1 from pg_roles where rolname = 'sentencify_reader'").strip():
             self.psql("create role sentencify_reader login")
+        # The views hold timestamps from year 1 to 9999 (pipeline.md: every value readable); a reader
+        # session west or east of UTC would see them as years 0 or 10000, which drivers cannot read.
+        self.psql("alter role sentencify_reader set timezone = 'UTC'")
 
     def create_database(self, name: str) -> None:
         if not name.replace("_", "").isalnum():

@@ -12,8 +12,9 @@ lease (a paused VM, SIGSTOP, a lost network) publishes nothing more once it resu
   row lock held to the commit; refused when a newer token is there) and checking the lease.
 - Redis: one Lua script per batch compares the step's fence key with the token and writes only
   when it is not newer; the lease is checked right before each batch.
-- Qdrant has no conditional write: the lease is checked right before each batch, and the vectors
-  step's reconcile repairs points from MongoDB.
+- Qdrant has no conditional write: the lease is checked right before and right after each batch;
+  found lost after it, the batch may have landed after a newer run's, so the lease document asks
+  the step's next run to reconcile every point from MongoDB (`reconcile_requests`, runner).
 Each run also raises the Redis and PostgreSQL tokens when it opens those stores (`claim_*`), before
 it reads, so a write of an older holder that resumes later is refused there.
 
@@ -93,6 +94,14 @@ class Fence:
             raise self.lost(self._lost_reason)
         if self.leases.find_one(self.held_filter(), {"_id": 1}) is None:
             raise self.lost(f"another run took it over or it expired ({self.current()})")
+
+    def request_reconcile(self) -> None:
+        """A write of this (lost) run may have landed after a newer run's, in a store with no
+        conditional write (Qdrant): the step's next run reconciles everything (sentencify.steps.runner)."""
+        self.leases.update_one({"_id": self.step}, {"$inc": {"reconcile_requests": 1}})
+        log.warning(
+            "a write may have landed after the lease was lost: the next run reconciles", extra={"fields": {"step": self.step}}
+        )
 
     def current(self) -> str:
         doc = self.leases.find_one({"_id": self.step}) or {}
@@ -186,9 +195,21 @@ class FencedQdrant:
 
         def fenced(*args, **kwargs):
             self._fence.check()
-            return attr(*args, **kwargs)
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._checked_after()
 
         return fenced
+
+    def _checked_after(self) -> None:
+        """The lease lost by the time the write returned (a freeze between the check and the write):
+        the write may have landed after a newer run's, so the step's next run reconciles every point."""
+        try:
+            self._fence.check()
+        except LeaseLost:
+            self._fence.request_reconcile()
+            raise
 
 
 class FencedPostgres:
@@ -254,6 +275,9 @@ class _NoFence(Fence):
         super().__init__(None, "-", "-", 0, "-")  # type: ignore[arg-type]
 
     def check(self) -> None:
+        return None
+
+    def request_reconcile(self) -> None:
         return None
 
     def guard_mongo(self, session: ClientSession | None) -> None:

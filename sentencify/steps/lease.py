@@ -59,6 +59,7 @@ class StepLease:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.fence: Fence | None = None
         self.acquired_at: datetime | None = None  # MongoDB's time when this run took the lease
+        self.document: dict = {}  # the lease document as this run took it
         self._done = threading.Event()
         self._renewer: threading.Thread | None = None
         self._transactions: bool | None = None  # whether the server has transactions (asked once)
@@ -129,6 +130,7 @@ class StepLease:
             return False
         self.fence = Fence(self.db[LEASES], self.step, self.holder, int(doc["token"]), self.db.name)
         self.acquired_at = doc["acquired_at"]
+        self.document = doc
         log.info("lease taken", extra={"fields": {"step": self.step, "holder": self.holder, "token": self.fence.token}})
         return True
 

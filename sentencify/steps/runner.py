@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.database import Database
 
 from sentencify import mongo
 from sentencify.settings import Settings
 from sentencify.steps import progress
 from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
-from sentencify.steps.lease import StepLease
+from sentencify.steps.lease import LEASES, StepLease
 from sentencify.steps.publish import RUNS, publish, run_op
 from sentencify.window import Window
 
@@ -186,9 +187,16 @@ def run_step(
                     "also reading what earlier runs could not see",
                     extra={"fields": {"step": step, "window": str(plan.window), "reads": str(plan.scan)}},
                 )
+            requested = int(lease.document.get("reconcile_requests") or 0)
+            reconcile = requested > int(lease.document.get("reconciled") or 0)
+            if reconcile:
+                log.warning(
+                    "an earlier run's write may have landed after its lease was lost: reconciling everything",
+                    extra={"fields": {"step": step}},
+                )
             opened = _Opened(stores or Stores.from_settings(settings), lease.fence)
             try:
-                summary = REGISTRY[step].run(db, plan, settings, full, opened)
+                summary = REGISTRY[step].run(db, plan, settings, full or reconcile, opened)
             finally:
                 opened.close()
             summary.update(
@@ -199,7 +207,10 @@ def run_step(
             )
             # Success and progress together, fenced: a run that lost its lease records neither.
             finished = run_op(step, plan.window, summary, started_at, unwindowed=plan.unwindowed)
-            publish(db, {RUNS: [finished], progress.PROGRESS: [progress.advance_op(step, plan)]}, lease.fence)
+            ops = {RUNS: [finished], progress.PROGRESS: [progress.advance_op(step, plan)]}
+            if reconcile:  # the requests this run has answered (a later one stays due)
+                ops[LEASES] = [UpdateOne({"_id": step}, {"$max": {"reconciled": requested}})]
+            publish(db, ops, lease.fence)
             return summary
     finally:
         if client is not None:

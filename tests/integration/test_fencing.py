@@ -375,3 +375,53 @@ def test_a_run_killed_inside_its_publish_transaction_is_taken_over_after_the_tra
         assert mongo.training_examples.count_documents({}) == 0  # the killed run published nothing
     finally:
         taken[0].__exit__(None, None, None)
+
+
+def test_a_qdrant_write_that_lands_after_a_take_over_is_reconciled_by_the_next_run(chain, mongo, redis):  # noqa: F811
+    """Qdrant has no conditional write: X passes its check, freezes, Y takes over and publishes the
+    newer point, X's older batch lands. X finds its lease lost right after the batch and asks for a
+    reconcile; the next vectors run - of another hour, which does not touch the session - repairs it."""
+    s = chain
+    logs = _session_without_c(mongo)
+    for each in STEPS:
+        run_step(each, hour(10), s)
+    qc = vectorstore.client(s)
+    try:
+        stale = qc.retrieve(s.qdrant_collection, [vectorstore.point_id("s1")], with_payload=True, with_vectors=True)[0]
+    finally:
+        qc.close()
+    assert stale.payload["was_accepted"] is False
+    logs.c(10, "s1", was_accepted=True), logs.d(10, "s1")
+    run_step("etl", hour(10), s)
+    run_step("vectors", hour(10), s)  # Y: the newer point
+    assert point_payload(s, "s1")["was_accepted"] is True
+
+    x = StepLease(mongo, "vectors", ttl_s=1.0)
+    x.__enter__()
+
+    class FreezesInsideTheBatch:
+        """X's Qdrant client: X freezes between its check and its batch; Y takes the lease over meanwhile."""
+
+        def __init__(self, client) -> None:
+            self.client = client
+
+        def upsert(self, *args, **kwargs):
+            x._done.set()  # X's renewer stops, as in a frozen process
+            time.sleep(1.3)
+            StepLease(mongo, "vectors", ttl_s=30.0, wait_s=5.0).__enter__().__exit__(None, None, None)
+            return self.client.upsert(*args, **kwargs)
+
+    qc = vectorstore.client(s)
+    try:
+        with pytest.raises(LeaseLost):
+            FencedQdrant(FreezesInsideTheBatch(qc), x.fence).upsert(s.qdrant_collection, points=[stale], wait=True)
+    finally:
+        qc.close()
+    assert point_payload(s, "s1")["was_accepted"] is False  # stale, as a write after a take-over leaves it
+    assert mongo[LEASES].find_one({"_id": "vectors"})["reconcile_requests"] == 1
+
+    run_step("vectors", hour(11), s)  # an hour that does not touch s1
+    assert point_payload(s, "s1")["was_accepted"] is True
+    assert mongo[LEASES].find_one({"_id": "vectors"})["reconciled"] == 1
+    run_step("vectors", hour(12), s)  # answered: the next run is an ordinary one
+    assert mongo.pipeline_runs.find_one({"_id": f"vectors:{hour(12).start.isoformat()}"})["summary"]["full"] is False

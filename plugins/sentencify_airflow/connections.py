@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
@@ -81,7 +82,7 @@ def settings_from_connections(
     """`settings` with the addresses of `stores` ("mongo", "redis", "qdrant", "analytics") taken from
     their connections, without credentials: what lineage names and asset URIs are made of (the clients
     themselves come from the hooks). Raises MissingConnection naming a connection that is not defined."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     if "mongo" in stores:
         mongo = get(ids.mongo, "MongoDB")
         changes.update(mongo_uri=f"mongodb://{_netloc(mongo, 27017)}", mongo_db=mongo_database(ids.mongo, mongo_db))

@@ -6,7 +6,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from airflow.sdk import DeadlineAlert, DeadlineReference, Param, SyncCallback
+from airflow.sdk import DeadlineAlert, DeadlineReference, Param, SyncCallback  # type: ignore[attr-defined]  # lazy exports
 
 from sentencify.settings import Settings
 from sentencify_airflow.deadlines import deadline_missed

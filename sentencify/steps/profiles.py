@@ -186,8 +186,8 @@ def run_profile(
         def write(items: list[tuple[dict, str]]) -> None:
             publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p, _ in items]}, fence)
 
-        for (profile, _), exc in bisect(built, write, mongodb.is_data_error):
-            quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", exc)
+        for (profile, _), error in bisect(built, write, mongodb.is_data_error):
+            quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", error)
         stored = [(p, v) for p, v in built if quarantine_id(p["user_id"]) not in quarantined]
         # Redis after MongoDB: a failure here fails the run (not recorded, progress not moved), and
         # the retry rewrites both.

@@ -15,7 +15,7 @@ write with O(k log n) writes for k bad sessions among n.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -98,7 +98,7 @@ def settle(
 
 
 def bisect(
-    items: Sequence[T], write: Callable[[Sequence[T]], None], is_data_error: Callable[[BaseException], bool]
+    items: list[T], write: Callable[[list[T]], None], is_data_error: Callable[[BaseException], bool]
 ) -> list[tuple[T, BaseException]]:
     """`write(items)`; on an error about the data, the same write on each half, down to the single
     items at fault, which are returned with their error (every other item is written). `write` must

@@ -207,7 +207,7 @@ def run_step(
             )
             # Success and progress together, fenced: a run that lost its lease records neither.
             finished = run_op(step, plan.window, summary, started_at, unwindowed=plan.unwindowed)
-            ops = {RUNS: [finished], progress.PROGRESS: [progress.advance_op(step, plan)]}
+            ops: dict[str, list] = {RUNS: [finished], progress.PROGRESS: [progress.advance_op(step, plan)]}
             if reconcile:  # the requests this run has answered (a later one stays due)
                 ops[LEASES] = [UpdateOne({"_id": step}, {"$max": {"reconciled": requested}})]
             publish(db, ops, lease.fence)

@@ -280,7 +280,7 @@ def _export_entities(db: Database, conn, sessions: list[str], quarantined: Quara
     n_examples = 0
     for part in chunks(sessions, TRANSACTION_DOCS):
         entities = entity_facts(db, part, seen_users)
-        by_session = {s: {"examples": [], "gone": [], "sessions": [], "users": []} for s in part}
+        by_session: dict[str, dict[str, list]] = {s: {"examples": [], "gone": [], "sessions": [], "users": []} for s in part}
         for row in entities["examples"]:
             by_session[row[0]]["examples"].append(row)
         for s in entities["gone"]:

@@ -54,8 +54,8 @@ def test_replay_recovers_records_a_platform_setting_refused_once_it_is_fixed(set
 
 def test_replay_cannot_repair_bytes_a_producer_sent_wrong_and_the_producers_resend_recovers_them(settings, mongo):
     """README: replay re-checks each letter and says what would fail again; `--only-storable`
-    does not send it, a plain replay sends it (events.md) and it only becomes one more dead letter. The fixed producer re-sending the
-    event stores it once, however often it is sent."""
+    does not send it, a plain replay sends it (events.md) and it only becomes one more dead
+    letter. The fixed producer re-sending the event stores it once, however often it is sent."""
     bad = record("A")
     del bad["created_at"]  # the producer bug: a required field missing
     topic = settings.topic_prefix + "editor_recommend_options"

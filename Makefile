@@ -36,8 +36,12 @@ lint: install  ## ruff (lint and format), mypy, and no import cycles
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_import_cycles.py
 
+# Test files run on TEST_WORKERS workers (pytest-xdist), each with its own private stack: most of
+# the suite waits on services and timeouts, not on the CPU. TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= 3
+
 test: install  ## the whole suite against real local services (the fixtures start them)
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install  ## the unit tests only: no services, seconds
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit $(PYTEST_ARGS)

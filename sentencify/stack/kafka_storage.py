@@ -22,32 +22,8 @@ import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-import localbucket
-
 BUCKET = "tansu"
 _put_lock = threading.Lock()
-
-
-class Handler(localbucket.S3Handler):
-    """localbucket's handler with `If-Match` on PutObject, and no Nagle delay.
-
-    Nagle's algorithm held each small response ~40 ms behind the client's delayed ACK:
-    consuming 10k records took 3.4 s instead of 0.05 s."""
-
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args) -> None:
-        pass  # one line per request would fill the log; errors still reach the client as S3 errors
-
-    def _write_object(self, bucket: str, key: str, write) -> str:
-        # One lock for every put: the If-Match check and the write must be one step.
-        with _put_lock:
-            if_match = self.headers.get("If-Match")
-            if if_match is not None:
-                target = self._object_path(bucket, key)
-                if not target.is_file() or not localbucket.etag_matches(if_match, localbucket.object_etag(target)):
-                    raise self._precondition_failed_error()
-            return super()._write_object(bucket, key, write)
 
 
 def broker_env(port: int) -> dict[str, str]:
@@ -62,10 +38,40 @@ def broker_env(port: int) -> dict[str, str]:
     }
 
 
+def handler_class():
+    """The store's request handler. localbucket is imported here: it is a test/stack extra, and
+    the base install imports this module (through the stack package) without it."""
+    import localbucket
+
+    class Handler(localbucket.S3Handler):
+        """localbucket's handler with `If-Match` on PutObject, and no Nagle delay.
+
+        Nagle's algorithm held each small response ~40 ms behind the client's delayed ACK:
+        consuming 10k records took 3.4 s instead of 0.05 s."""
+
+        disable_nagle_algorithm = True
+
+        def log_message(self, format: str, *args) -> None:
+            pass  # one line per request would fill the log; errors still reach the client as S3 errors
+
+        def _write_object(self, bucket: str, key: str, write) -> str:
+            # One lock for every put: the If-Match check and the write must be one step.
+            with _put_lock:
+                if_match = self.headers.get("If-Match")
+                if if_match is not None:
+                    target = self._object_path(bucket, key)
+                    if not target.is_file() or not localbucket.etag_matches(if_match, localbucket.object_etag(target)):
+                        raise self._precondition_failed_error()
+                return super()._write_object(bucket, key, write)
+
+    return Handler
+
+
 def serve(root: Path, port: int) -> None:
     (root / BUCKET).mkdir(parents=True, exist_ok=True)
-    Handler.data_root = root.resolve()
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    handler = handler_class()
+    handler.data_root = root.resolve()
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     print(f"kafka storage: serving {root} on 127.0.0.1:{port}", flush=True)
     server.serve_forever()
 

@@ -17,6 +17,9 @@ PG_BIN_DIR = Path(os.environ.get("PG_BIN_DIR", "/usr/lib/postgresql/15/bin"))
 
 class PostgresService(Service):
     databases: tuple[str, ...] = ("analytics",)
+    # The superuser's psql: over TCP with trust (the plain stack), or over the server's own socket
+    # directory as the server's user (the secured stack, where TCP needs TLS and a password).
+    psql_over_socket: bool = False
 
     @property
     def socket_dir(self) -> Path:
@@ -52,11 +55,12 @@ class PostgresService(Service):
         return self.psql("select 1", database="postgres").strip() == "1"
 
     def psql(self, sql: str, database: str = "postgres") -> str:
+        as_user = self.user if self.psql_over_socket else None
         out = subprocess.run(
             [
                 str(PG_BIN_DIR / "psql"),
                 "-h",
-                "127.0.0.1",
+                str(self.socket_dir) if self.psql_over_socket else "127.0.0.1",
                 "-p",
                 str(self.port),
                 "-U",
@@ -73,6 +77,8 @@ class PostgresService(Service):
             text=True,
             timeout=30,
             check=False,
+            user=as_user,
+            group=as_user,
         )
         if out.returncode != 0:
             raise StackError(f"psql failed: {out.stderr.strip()}")

@@ -191,6 +191,7 @@ class SecureRedis(Service):
 
 class SecurePostgres(PostgresService):
     settings: Settings | None = None
+    psql_over_socket: bool = True
 
     def prepare(self) -> None:
         initdb = need(PG_BIN_DIR / "initdb", "PostgreSQL 15", "run `make install` (apt-get install postgresql-15)")
@@ -236,35 +237,6 @@ class SecurePostgres(PostgresService):
             "hostssl all all 127.0.0.1/32 scram-sha-256\n"
         )
         del pwfile
-
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        out = subprocess.run(
-            [
-                str(PG_BIN_DIR / "psql"),
-                "-h",
-                str(self.socket_dir),
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-                sql,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            user=self.user,
-            group=self.user,
-        )
-        if out.returncode != 0:
-            raise StackError(f"psql failed: {out.stderr.strip()}")
-        return out.stdout
 
     def healthy(self) -> bool:
         return port_open(self.port) and self.psql("select 1").strip() == "1"

@@ -24,16 +24,15 @@ import json
 import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import quote
 
 from sentencify.settings import Settings
-from sentencify.stack import kafka_storage
 from sentencify.stack.certs import Certs, ensure_certs
 from sentencify.stack.postgres import PG_BIN_DIR, PostgresService
 from sentencify.stack.process import StackError, free_port, port_open, spawn, stop_pid, stored_secret, wait_until, write_private
-from sentencify.stack.service import Service, need, run_as, tansu_binary, venv_script
+from sentencify.stack.service import Service, need, run_as
+from sentencify.stack.services import broker, kafka_storage_service, mongod_argv
 
 CONFIG = "secure.json"
 DEFAULT_PORTS = {
@@ -286,13 +285,7 @@ def secure_services(settings: Settings) -> list[Service]:
     root = settings.stack_dir
     inner = broker_port(settings)
     stunnel = shutil.which("stunnel4") or shutil.which("stunnel")
-    storage = Service(
-        name="kafka-storage",
-        port=settings.kafka_storage_port,
-        argv=[sys.executable, "-m", "sentencify.stack.kafka_storage", str(root / "kafka"), str(settings.kafka_storage_port)],
-        data_dir=root / "kafka",
-        expect_in_cmdline="sentencify.stack.kafka_storage",
-    )
+    storage = kafka_storage_service(settings)
     tls = Stunnel(
         name="kafka-tls",
         port=settings.kafka_port,
@@ -303,43 +296,12 @@ def secure_services(settings: Settings) -> list[Service]:
         data_dir=root / "kafka-tls",
         expect_in_cmdline="stunnel",
     )
-    broker = SecureBroker(
-        name="kafka",
-        port=inner,
-        argv=[
-            tansu_binary(),
-            "broker",
-            "--listener-url",
-            f"tcp://127.0.0.1:{inner}",
-            "--advertised-listener-url",
-            f"tcp://127.0.0.1:{settings.kafka_port}",
-            "--storage-engine",
-            f"s3://{kafka_storage.BUCKET}/",
-        ],
-        data_dir=root / "kafka",
-        expect_in_cmdline="tansu",
-        env={"PATH": "/usr/bin:/bin", **kafka_storage.broker_env(settings.kafka_storage_port)},
-    )
+    kafka = broker(settings, SecureBroker, inner)  # clients reach it through the TLS terminator
     certs = certs_of(settings)
     mongo = SecureMongo(
         name="mongodb",
         port=settings.mongo_port,
-        argv=[
-            venv_script("secantusd-py"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(settings.mongo_port),
-            "--storage-path",
-            str(root / "mongodb"),
-            "--log-level",
-            "WARNING",
-            "--tls-cert-file",
-            str(certs.server),
-            "--tls-key-file",
-            str(certs.server_key),
-            "--auth",
-        ],
+        argv=mongod_argv(settings, "--tls-cert-file", str(certs.server), "--tls-key-file", str(certs.server_key), "--auth"),
         data_dir=root / "mongodb",
         expect_in_cmdline="secantusd",
     )
@@ -381,9 +343,9 @@ def secure_services(settings: Settings) -> list[Service]:
         stop_signal=2,  # SIGINT: fast shutdown
         user=run_as(),
     )
-    for svc in (tls, broker, mongo, redis, postgres):
+    for svc in (tls, kafka, mongo, redis, postgres):
         svc.settings = settings
-    return [storage, tls, broker, mongo, redis, postgres]
+    return [storage, tls, kafka, mongo, redis, postgres]
 
 
 class SecureBroker(Service):

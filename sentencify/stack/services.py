@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 import urllib.request
+from typing import TypeVar
 
 from sentencify.settings import Settings
 from sentencify.stack import airflow, kafka_storage, superset
@@ -29,35 +30,63 @@ class KafkaStorageService(Service):
             return resp.status == 200
 
 
-def kafka_services(settings: Settings) -> list[Service]:
-    """The broker and, first, its durable storage: records, watermarks and committed offsets are
-    files under STACK_DIR/kafka/tansu/ (one object per record batch), kept across restarts."""
+S = TypeVar("S", bound=Service)
+
+
+def kafka_storage_service(settings: Settings) -> KafkaStorageService:
+    """The broker's durable storage: records, watermarks and committed offsets are files under
+    STACK_DIR/kafka/tansu/ (one object per record batch), kept across restarts."""
     data = settings.stack_dir / "kafka"
-    storage = KafkaStorageService(
+    return KafkaStorageService(
         name="kafka-storage",
         port=settings.kafka_storage_port,
         argv=[sys.executable, "-m", "sentencify.stack.kafka_storage", str(data), str(settings.kafka_storage_port)],
         data_dir=data,
         expect_in_cmdline="sentencify.stack.kafka_storage",
     )
-    broker = KafkaService(
+
+
+def broker(settings: Settings, cls: type[S], listen_port: int) -> S:
+    """tansu on `listen_port`, advertising KAFKA_PORT (the same port, or a TLS terminator's), over
+    the storage of `kafka_storage_service`."""
+    return cls(
         name="kafka",
-        port=settings.kafka_port,
+        port=listen_port,
         argv=[
             tansu_binary(),
             "broker",
             "--listener-url",
-            f"tcp://127.0.0.1:{settings.kafka_port}",
+            f"tcp://127.0.0.1:{listen_port}",
             "--advertised-listener-url",
             f"tcp://127.0.0.1:{settings.kafka_port}",
             "--storage-engine",
             f"s3://{kafka_storage.BUCKET}/",
         ],
-        data_dir=data,
+        data_dir=settings.stack_dir / "kafka",
         expect_in_cmdline="tansu",
         env={"PATH": "/usr/bin:/bin", **kafka_storage.broker_env(settings.kafka_storage_port)},
     )
-    return [storage, broker]
+
+
+def kafka_services(settings: Settings) -> list[Service]:
+    """The broker and, first, its durable storage."""
+    return [kafka_storage_service(settings), broker(settings, KafkaService, settings.kafka_port)]
+
+
+def mongod_argv(settings: Settings, *extra: str) -> list[str]:
+    """The local MongoDB-protocol server on MONGO_PORT, its data under STACK_DIR/mongodb, plus `extra`."""
+    return [
+        venv_script("secantusd-py"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.mongo_port),
+        "--storage-path",
+        str(settings.stack_dir / "mongodb"),
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
 
 
 class MongoService(Service):
@@ -178,19 +207,8 @@ def services(settings: Settings) -> list[Service]:
         MongoService(
             name="mongodb",
             port=settings.mongo_port,
-            argv=[
-                venv_script("secantusd-py"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(settings.mongo_port),
-                "--storage-path",
-                str(root / "mongodb"),
-                "--log-level",
-                "WARNING",
-                # Test-only commands (configureFailPoint) let the failure tests inject faults.
-                "--enable-test-commands",
-            ],
+            # Test-only commands (configureFailPoint) let the failure tests inject faults.
+            argv=mongod_argv(settings, "--enable-test-commands"),
             data_dir=root / "mongodb",
             expect_in_cmdline="secantusd",
         ),

@@ -106,6 +106,19 @@ def committed_offsets(settings: Settings, group: str | None = None, extra: Itera
         probe.close()
 
 
+def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """`sentencify ARGS` in its own process (`python -m sentencify.cli`) with exactly `env`; not checked."""
+    return subprocess.run(
+        [sys.executable, "-m", "sentencify.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def consumer_process(settings: Settings, *args: str, log_path: Path) -> subprocess.Popen:
     """`python -m consumer` as a child process, logging JSON lines to `log_path`."""
     env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}

@@ -43,7 +43,7 @@ from sentencify.stack.secure import secure_settings
 from sentencify.stack.service import tansu_binary
 from sentencify.stack.topics import create_topics
 from sentencify.steps.runner import STEPS
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -182,15 +182,7 @@ def _secure_env(settings: Settings, **overrides: str) -> dict[str, str]:
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "sentencify.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    out = run_cli(*args, env=env, timeout=timeout)
     assert out.returncode == 0, f"sentencify {' '.join(args)}: {out.stderr[-3000:]}"
     return out.stdout
 
@@ -312,15 +304,7 @@ def test_cli_refusals_are_one_line_naming_the_setting(secure, wrong_ca):
         ({"REDIS_URL": _swap(env["REDIS_URL"], "rediss://:", "rediss://:wrong")}, ["run", "profile", *window], "REDIS_URL"),
     ]
     for change, args, setting in cases:
-        out = subprocess.run(
-            [sys.executable, "-m", "sentencify.cli", *args],
-            cwd=ROOT,
-            env={**env, **change},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        out = run_cli(*args, env={**env, **change})
         errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]  # the rest is progress logs
         assert out.returncode == 2 and len(errors) == 1 and setting in errors[0], (args, out.stderr[-2000:])
         assert "Traceback" not in out.stderr

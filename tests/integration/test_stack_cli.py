@@ -11,7 +11,7 @@ import time
 from sentencify import stack
 from sentencify.settings import Settings
 from sentencify.stack.process import is_running, read_pid, spawn, stop_pid
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 
 
 def test_status_reports_every_service_healthy_and_up_is_idempotent(stack_settings):
@@ -39,16 +39,7 @@ def test_down_stops_only_what_the_stack_started(tmp_path):
 
 
 def cli(settings, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, **settings.to_env(), "METRICS_PORT": "-1"}
-    return subprocess.run(
-        [sys.executable, "-m", "sentencify.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_cli(*args, env={**os.environ, **settings.to_env(), "METRICS_PORT": "-1"}, timeout=timeout)
 
 
 def test_cli_simulate_then_consume_until_idle(settings, mongo):

@@ -184,9 +184,16 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     import json
     import time
 
+    from sentencify import mongo
+    from sentencify.steps.progress import PROGRESS, request_full_ops
     from sentencify.steps.runner import STEPS, run_step
 
     steps = STEPS[STEPS.index(args.from_step) :]
+    client = mongo.client(settings.mongo_uri)
+    try:  # recorded first: a rebuild cut short is finished by each step's next run, in or out of Airflow
+        client[settings.mongo_db][PROGRESS].bulk_write(request_full_ops(steps))
+    finally:
+        client.close()
     for n, step in enumerate(steps, 1):
         print(f"[{n}/{len(steps)}] {step}: full rebuild ...", flush=True)
         began = time.monotonic()
@@ -196,14 +203,59 @@ def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 only when every store agrees (after `--repair`: when the repair left them agreeing)."""
+    import json
+
+    from sentencify.steps.runner import STEPS
+    from sentencify.verify import verify
+
+    steps = (args.step,) if args.step else STEPS
+    echo = (lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    results = verify(settings, steps=steps, repair=args.repair, echo=echo)
+    agree = all(r.agrees for r in results)
+    if args.json:
+        stores = []
+        for r in results:
+            after = {d.store: d for d in r.after or []}
+            for d in r.found:
+                entry = {"step": r.step, **d.as_dict()}
+                if r.after is not None:
+                    entry["after_repair"] = after[d.store].as_dict() if d.store in after else None
+                stores.append(entry)
+        print(json.dumps({"agree": agree, "repaired": args.repair, "stores": stores}, default=str))
+        return 0 if agree else 1
+    for r in results:
+        after = {d.store: d for d in r.after or []}
+        for d in r.found:
+            print(d.line() + (f"  -> repaired: {after[d.store].line()}" if d.store in after and not d.agrees else ""))
+    if agree:
+        print("every store agrees with MongoDB" + (" (after the repair)" if any(r.after for r in results) else ""))
+        return 0
+    print(
+        "some stores differ from MongoDB: "
+        + ("the repair did not make them agree; see the log" if args.repair else "run `sentencify verify --repair`")
+    )
+    return 1
+
+
 def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
-    from sentencify import vectorstore
+    from sentencify import mongo, vectorstore
+    from sentencify.steps.census import MARKERS
 
     qc = vectorstore.client(settings)
     try:
         seeded = vectorstore.seed_synthetic(qc, settings, args.per_category, settings.vector_real_threshold, seed=args.seed)
     finally:
         qc.close()
+    client = mongo.client(settings.mongo_uri)
+    try:  # MongoDB's copy: a collection dropped and re-created gets its synthetic points back from it
+        seeding = vectorstore.Seeding(args.per_category, args.seed).as_metadata()
+        client[settings.mongo_db][MARKERS].replace_one(
+            {"_id": "synthetic_seed"}, {"_id": "synthetic_seed", **seeding}, upsert=True
+        )
+    finally:
+        client.close()
     print(f"synthetic points in {settings.qdrant_collection}: {seeded}")
     return 0
 
@@ -427,6 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--from", dest="from_step", choices=tuple(REGISTRY), default="etl", help="first step to rebuild (default etl)")
     p.set_defaults(func=cmd_rebuild)
+
+    p = sub.add_parser(
+        "verify",
+        help="compare every derived store with what MongoDB's raw records imply; --repair rewrites what differs",
+        epilog="Exit status 0 only when every store agrees. In Airflow: the daily DAG sentencify_verify (with --repair).",
+    )
+    p.add_argument("--step", choices=tuple(REGISTRY), help="only the stores of this step")
+    p.add_argument("--repair", action="store_true", help="rewrite what differs (a full run of each step that differs)")
+    p.add_argument("--json", action="store_true", help="machine-readable")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("seed-synthetic", help="create the vector collection with synthetic points per category")
     p.add_argument("--per-category", type=int, default=50, metavar="N")

@@ -6,6 +6,7 @@ import random
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,34 +83,71 @@ def counts_by_category(qc: QdrantClient, name: str, source: str) -> dict[str, in
     return {str(h.value): h.count for h in hits}
 
 
+@dataclass(frozen=True)
+class Seeding:
+    """How a collection's synthetic points were made (`seed_synthetic`): enough to make a
+    category's points again, the same ids and vectors, when its real points fall below the threshold."""
+
+    per_category: int
+    seed: int = 42
+
+    KEY = "sentencify_synthetic"  # in the collection's metadata, and MongoDB's copy in `store_markers`
+
+    def as_metadata(self) -> dict:
+        return {self.KEY: {"per_category": self.per_category, "seed": self.seed}}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict | None) -> Seeding | None:
+        found = (metadata or {}).get(cls.KEY)
+        return cls(int(found["per_category"]), int(found["seed"])) if isinstance(found, dict) else None
+
+
+def seeding_of(qc: QdrantClient, name: str) -> Seeding | None:
+    """The collection's own record of its seeding (None: never seeded, or the collection is gone)."""
+    if not qc.collection_exists(name):
+        return None
+    return Seeding.from_metadata(qc.get_collection(name).config.metadata)
+
+
+def seed_categories(qc: QdrantClient, name: str, seeding: Seeding, categories: list[str], dim: int | None = None) -> int:
+    """`seeding.per_category` synthetic points in each of `categories` (deterministic ids and
+    vectors per category: seeding one category again gives the same points). Returns how many."""
+    from sentencify.simulate import category_centers
+
+    size = dim or getattr(qc.get_collection(name).config.params.vectors, "size", None)
+    centers = category_centers(seeding.seed, int(size or 0))
+    now = int(datetime.now(UTC).timestamp())
+    written = 0
+    for category in categories:
+        rng = random.Random(f"synthetic:{seeding.seed}:{category}")
+        center = centers[category]
+        points = [
+            models.PointStruct(
+                id=synthetic_id(category, n),
+                vector=[c + rng.gauss(0, 0.35 / len(center) ** 0.5) for c in center],
+                payload={"source": "synthetic", "category": category, "example_id": None, "created_at": now},
+            )
+            for n in range(seeding.per_category)
+        ]
+        qc.upsert(name, points=points, wait=True)
+        written += len(points)
+    qc.update_collection(name, metadata=seeding.as_metadata())
+    return written
+
+
 def seed_synthetic(qc: QdrantClient, settings: Settings, per_category: int, threshold: int, seed: int = 42) -> dict[str, int]:
     """Synthetic points around each category's centre; deterministic ids, so re-seeding changes nothing.
 
-    A category whose real points already reached the threshold is not re-seeded.
-    """
-    from sentencify.simulate import category_centers
-
+    A category whose real points already reached the threshold is not seeded. The collection keeps
+    how it was seeded (`Seeding`), so the vectors step can restore a category's points later."""
     ensure_collection(qc, settings.qdrant_collection, settings.embedding_dim)
-    centers = category_centers(seed, settings.embedding_dim)
-    rng = random.Random(f"synthetic:{seed}")
-    now = int(datetime.now(UTC).timestamp())
-    seeded = {}
+    seeding = Seeding(per_category, seed)
     real = counts_by_category(qc, settings.qdrant_collection, "real")
+    seeded = {}
     for category in CATEGORIES:
-        if real.get(category, 0) >= threshold:
-            seeded[category] = 0
-            continue
-        points = []
-        for n in range(per_category):
-            center = centers[category]
-            vector = [c + rng.gauss(0, 0.35 / len(center) ** 0.5) for c in center]
-            points.append(
-                models.PointStruct(
-                    id=synthetic_id(category, n),
-                    vector=vector,
-                    payload={"source": "synthetic", "category": category, "example_id": None, "created_at": now},
-                )
-            )
-        qc.upsert(settings.qdrant_collection, points=points, wait=True)
-        seeded[category] = len(points)
+        due = real.get(category, 0) < threshold
+        seeded[category] = (
+            seed_categories(qc, settings.qdrant_collection, seeding, [category], settings.embedding_dim) if due else 0
+        )
+    qc.update_collection(settings.qdrant_collection, metadata=seeding.as_metadata())
     return seeded

@@ -112,3 +112,18 @@ create table if not exists sentencify.quarantine (
     last_seen        timestamptz not null,
     primary key (step, session_id)
 );
+
+-- The last check of each derived store against MongoDB (`sentencify verify`, the daily
+-- sentencify_verify DAG; replaced by every views run from MongoDB's `store_checks`).
+create table if not exists sentencify.store_agreement (
+    store            text primary key,
+    step             text not null,
+    missing          bigint not null,
+    extra            bigint not null,
+    different        bigint not null,
+    examples         text not null,
+    repaired         boolean not null,
+    agrees           boolean not null,
+    checked_at       timestamptz not null,
+    agreed_at        timestamptz
+);

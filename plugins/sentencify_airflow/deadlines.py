@@ -44,3 +44,20 @@ def deadline_missed(context: dict, *, step: str, notifier: str | None = None, no
 
         import_string(notifier)(**(notifier_kwargs or {}))(context)
     return True
+
+
+def store_drift(context: dict, stores: list[str], notifier: tuple[str, dict] | None = None) -> None:
+    """A derived store was found differing from MongoDB (sentencify_verify): log, count the metric
+    `sentencify.store_drift` (tag: store) and hand the context to the deadline notifier
+    (`notifier`: defaults.DEADLINE_NOTIFIER), so an operator learns of a lost store even when it was
+    repaired."""
+    from airflow.sdk.observability import stats
+
+    log.warning("derived stores differed from MongoDB: %s", ", ".join(stores))
+    for store in stores:
+        stats.incr("sentencify.store_drift", tags={"store": store})
+    if notifier:
+        from airflow.sdk._shared.module_loading import import_string
+
+        path, kwargs = notifier
+        import_string(path)(**(kwargs or {}))(context)

@@ -96,6 +96,13 @@ class MongoWindowStepOperator(BaseOperator):
     def postgres_hook(self) -> PostgresHook:
         return PostgresHook(postgres_conn_id=self.postgres_conn_id)
 
+    def database(self):
+        """The Mongo connection's database, tz-aware (MongoHook's client is not; the steps compare UTC datetimes)."""
+        return self.hook.get_conn().get_database(
+            connections.mongo_database(self.mongo_conn_id, self.mongo_db),
+            codec_options=CodecOptions(tz_aware=True, tzinfo=UTC),
+        )
+
     def _qdrant(self, settings: Settings):
         path = connections.qdrant_local_path(connections.get(self.qdrant_conn_id, "Qdrant"))
         if path is None:
@@ -135,11 +142,7 @@ class MongoWindowStepOperator(BaseOperator):
         )
         full = _true(self.full) or asked.full
         runs = step_runs(windows, unwindowed=asked.unwindowed, full=full)
-        # MongoHook's client is not tz-aware; the steps compare and convert UTC datetimes.
-        db = self.hook.get_conn().get_database(
-            connections.mongo_database(self.mongo_conn_id, self.mongo_db),
-            codec_options=CodecOptions(tz_aware=True, tzinfo=UTC),
-        )
+        db = self.database()
         stores = self.stores(settings)
         summaries = []
         for window in runs:
@@ -191,3 +194,43 @@ class AnalyticsViewsOperator(MongoWindowStepOperator):
     """Aggregates of the window from MongoDB -> the analytics PostgreSQL database (ANALYTICS_DB_URI)."""
 
     step = "views"
+
+
+class VerifyStoresOperator(MongoWindowStepOperator):
+    """`sentencify verify --repair` over the connections' stores (pipeline.md, "Derived stores agree
+    with MongoDB"): every derived store compared with MongoDB, each step that differs repaired by a
+    full run. Drift found (even when repaired) counts `sentencify.store_drift` per store and raises
+    the deadline notifier's alarm (defaults.DEADLINE_NOTIFIER); the task fails only when a repair
+    left a store differing."""
+
+    step = "etl"  # the registry check of the base class; this operator covers every step
+    template_fields: Sequence[str] = ("mongo_db", "repair")
+
+    def __init__(self, *, repair: bool | str = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.repair = repair
+
+    def execute(self, context) -> list[dict]:
+        from sentencify.verify import verify
+
+        settings = Settings.from_env()
+        self._named = connections.settings_from_connections(
+            settings, ("mongo", "redis", "qdrant", "analytics"), self.conn_ids, self.mongo_db
+        )
+        results = verify(
+            settings, repair=_true(self.repair), db=self.database(), stores=self.stores(settings), echo=self.log.info
+        )
+        drifted = [d for r in results for d in r.found if not d.agrees]
+        for d in drifted:
+            self.log.warning("store drift: %s", d.line())
+        if drifted:
+            from sentencify_airflow.deadlines import store_drift
+            from sentencify_airflow.defaults import DEADLINE_NOTIFIER
+
+            store_drift(context, [d.store for d in drifted], DEADLINE_NOTIFIER)
+        if not all(r.agrees for r in results):
+            raise RuntimeError(
+                "a store still differs from MongoDB after the repair: "
+                + "; ".join(d.line() for r in results for d in r.final if not d.agrees)
+            )
+        return [{"step": r.step, "found": [d.as_dict() for d in r.found]} for r in results]

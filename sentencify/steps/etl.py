@@ -2,10 +2,11 @@
 
 Gather: the window's touched sessions (by `ingested_at` range), then their records joined by the
 database: the aggregation pipeline of `sentencify.steps.join` (earliest A; B, C, D, E and the
-point-in-time F by indexed `$lookup`s), the same pipeline for the full rebuild over every session;
-sessions with B or C but no A come back as orphans. Decide: `examples.build` (pure). Publish: one
-transaction per window (up to MAX_SESSIONS_PER_TRANSACTION sessions), writing only what changed,
-so a failure leaves readers the previous state, never half a window.
+point-in-time F by indexed `$lookup`s); sessions with B or C but no A come back as orphans.
+Decide: `examples.build` (pure). Publish: transactions of at most `stores.mongodb.TRANSACTION_DOCS`
+sessions, writing only what changed, so a failure leaves readers each session's previous state.
+A full run (`reconcile`) streams the same pipeline over every session in pages, compares with what
+is stored, writes the differences, and removes what the raw records no longer support.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pymongo import DeleteMany, InsertOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
 from sentencify.mongo import find_in
 from sentencify.steps import examples, join
+from sentencify.steps.drift import Drift, pages
 from sentencify.steps.examples import JoinedSession
 from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.join import F  # noqa: F401  (re-exported: the bench and tests name it from here)
 from sentencify.steps.publish import publish
 from sentencify.steps.quarantine import Quarantined, bisect, settle
-from sentencify.steps.touched import chunks, touched_sessions
+from sentencify.steps.touched import A, B, C, chunks, touched_sessions
 from sentencify.stores import mongodb
 from sentencify.window import Window
 
@@ -46,6 +48,7 @@ class EtlResult:
     rejects: Counter = field(default_factory=Counter)
     written: int = 0  # examples and rejects that changed (the rest were already as computed)
     quarantined: Counter = field(default_factory=Counter)  # sessions not published, by reason
+    drift: dict[str, Drift] = field(default_factory=dict)  # a full run's or a check's differences, per store
 
     def summary(self) -> dict:
         return {
@@ -56,17 +59,13 @@ class EtlResult:
             "rejects": dict(self.rejects),
             "written": self.written,
             **({"quarantined": dict(self.quarantined)} if self.quarantined else {}),
+            **({"drift": {k: d.as_dict() for k, d in self.drift.items()}} if self.drift else {}),
         }
 
 
 def gather(db: Database, session_ids: list[str], refused: join.Refused | None = None) -> tuple[list[JoinedSession], Orphans]:
     """These sessions joined by the aggregation pipeline (`join.gather`), and their orphans."""
     return join.gather(db, session_ids, refused)
-
-
-def scan_all(db: Database, refused: join.Refused | None = None) -> tuple[list[JoinedSession], Orphans]:
-    """Every session joined by the same pipeline, for full rebuilds (`join.gather_all`)."""
-    return join.gather_all(db, refused)
 
 
 def _quarantine_refused(refused: join.Refused, quarantined: Quarantined | None) -> None:
@@ -125,37 +124,111 @@ def run_etl(
     full: bool = False,
     fence: Fence = NO_FENCE,
 ) -> EtlResult:
-    """`full`: rebuild every session (the join pipeline over all of them), not just the window's. `fence`: the
-    run's lease token (sentencify.steps.fence); each transaction is published only while it holds."""
+    """`full`: rebuild every session, streamed in pages (`reconcile`), not just the window's.
+    `fence`: the run's lease token (sentencify.steps.fence); each transaction is published only while it holds."""
     rules = rules or examples.Rules()
     now = now or datetime.now(UTC)
-    quarantined = Quarantined("etl")
     if full:
-        refused: join.Refused = []
-        joined, orphans = scan_all(db, refused)
-        _quarantine_refused(refused, quarantined)
-        by_session = {j["_id"]: j for j in joined}
-        sessions = sorted(set(by_session) | set(orphans))
-        old = Existing.scan(db)
-    else:
-        sessions = sorted(touched_sessions(db, window))
+        return reconcile(db, rules, now, repair=True, fence=fence, window=window)
+    quarantined = Quarantined("etl")
+    sessions = sorted(touched_sessions(db, window))
     result = EtlResult(window, touched=len(sessions))
     for part in chunks(sessions, MAX_SESSIONS_PER_TRANSACTION):
-        if full:
-            built, rejected = decide(
-                [by_session[s] for s in part if s in by_session],
-                {s: orphans[s] for s in part if s in orphans},
-                rules,
-                now,
-                quarantined,
-            )
-        else:
-            built, rejected = build_window(db, set(part), rules, now, quarantined)
-        _publish(db, built, rejected, old if full else Existing.fetch(db, part), result, quarantined, fence)
-    settle(db, quarantined, None if full else sessions, now, fence)
+        built, rejected = build_window(db, set(part), rules, now, quarantined)
+        _publish(db, built, rejected, Existing.fetch(db, part), result, quarantined, fence)
+    settle(db, quarantined, sessions, now, fence)
     result.quarantined.update(quarantined.counts())
     log.info("etl done", extra={"fields": result.summary()})
     return result
+
+
+# Sessions decided and compared per page of a full run or a check: the client's memory is bounded
+# by this, not by the data (pipeline.md, "Bounds at any size").
+PAGE = 1000
+
+
+def reconcile(
+    db: Database,
+    rules: examples.Rules | None = None,
+    now: datetime | None = None,
+    *,
+    repair: bool,
+    fence: Fence = NO_FENCE,
+    window: Window | None = None,
+) -> EtlResult:
+    """Every example and reject compared with what the raw records imply, page by page
+    (pipeline.md, "Derived stores agree with MongoDB"); with `repair`, the differences are written
+    (a full rebuild), else only counted (`sentencify verify`). `result.drift` holds, per store, the
+    sessions missing, extra (their session lost its records) and different.
+
+    Three streamed passes, each holding one page: sessions with an A (joined by the database),
+    sessions with B or C and no A (orphans), then the examples and rejects whose session has no
+    raw record left. Raises what MongoDB raises; a session the rules or MongoDB refuse is
+    quarantined (settled only with `repair`)."""
+    rules = rules or examples.Rules()
+    now = now or datetime.now(UTC)
+    quarantined = Quarantined("etl")
+    result = EtlResult(window or Window(now, now + timedelta(microseconds=1)))
+    result.drift = {EXAMPLES: Drift(EXAMPLES), REJECTS: Drift(REJECTS)}
+    refused: join.Refused = []
+
+    def settle_page(built: list[examples.Example], rejected: list[examples.Reject], sessions: list[str]) -> None:
+        result.touched += len(sessions)
+        existing = Existing.fetch(db, sessions)
+        if repair:
+            _publish(db, built, rejected, existing, result, quarantined, fence)
+        else:
+            _count(_ops(built, rejected, existing), existing, result)
+
+    for page in pages(join.stream_all(db, refused), PAGE):
+        _quarantine_refused(refused, quarantined)
+        refused.clear()
+        built, rejected = decide(page, {}, rules, now, quarantined)
+        settle_page(built, rejected, [j["_id"] for j in page])
+    _quarantine_refused(refused, quarantined)
+    for ids in pages(join.session_ids(db, (B, C)), PAGE):
+        with_a = join.having(db, (A,), join.SESSION, ids)
+        lonely = sorted(s for s in ids if s not in with_a)
+        built, rejected = decide([], join.orphans(db, lonely), rules, now, quarantined)
+        settle_page(built, rejected, lonely)
+    _remove_vanished(db, result, quarantined, repair, fence)
+    if repair:
+        settle(db, quarantined, None, now, fence)
+    result.quarantined.update(quarantined.counts())
+    log.info("etl full run done" if repair else "etl checked", extra={"fields": result.summary()})
+    return result
+
+
+def _remove_vanished(db: Database, result: EtlResult, quarantined: Quarantined, repair: bool, fence: Fence) -> None:
+    """Examples and rejects whose session has no A, B or C left (raw records removed): extra.
+    An example whose session still has B or C was already turned into a reject by the orphan pass."""
+    for collection, has in ((EXAMPLES, (A,)), (REJECTS, (A, B, C))):
+        gone: list[str] = []
+        for page in pages(db[collection].find({}, {"_id": 1}, batch_size=PAGE), PAGE):
+            ids = [d["_id"] for d in page]
+            alive = join.having(db, has, join.SESSION, ids)
+            if collection == EXAMPLES:  # no A: the orphan pass decided those that have B or C
+                alive |= join.having(db, (B, C), join.SESSION, [s for s in ids if s not in alive])
+            gone += [s for s in ids if s not in alive and s not in quarantined]
+        result.drift[collection].add("extra", gone)
+        if repair:
+            for part in chunks(gone, mongodb.TRANSACTION_DOCS):
+                publish(db, {collection: [DeleteMany({"_id": {"$in": part}})]}, fence)
+        result.written += len(gone) if repair else 0
+
+
+def _count(ops: dict[str, list], existing: Existing, result: EtlResult) -> None:
+    """A check's tally of the writes a repair would make (`_ops`), per store."""
+    for collection, batch in ops.items():
+        drift = result.drift[collection]
+        for op in batch:
+            doc = op._doc if isinstance(op, InsertOne) else None
+            if doc is not None:
+                drift.add("missing", [doc["_id"]])
+            elif isinstance(op, DeleteMany):
+                drift.add("extra", op._filter["_id"]["$in"])
+            else:
+                drift.add("different", [op._filter["_id"]])
 
 
 def _publish(
@@ -177,6 +250,8 @@ def _publish(
         theirs = [rejects_by[s] for s in sessions if s in rejects_by]
         ops = _ops(mine, theirs, existing)
         publish(db, ops, fence)
+        if result.drift:
+            _count(ops, existing, result)
         result.written += sum(len(o) for o in ops.values())
         for ex in mine:
             result.flags[ex.doc["consistency_flag"]] += 1
@@ -209,14 +284,6 @@ class Existing:
         return cls(
             {d["_id"]: d for d in find_in(db[EXAMPLES], "_id", sessions)},
             {d["_id"]: d for d in find_in(db[REJECTS], "_id", sessions)},
-        )
-
-    @classmethod
-    def scan(cls, db: Database) -> Existing:
-        """All of them, read once (a full rebuild)."""
-        return cls(
-            {d["_id"]: d for d in db[EXAMPLES].find({}, batch_size=5000)},
-            {d["_id"]: d for d in db[REJECTS].find({}, batch_size=5000)},
         )
 
 

@@ -59,6 +59,35 @@ on conflict (scope, step) do update set token = excluded.token, updated_at = now
 where sentencify.step_fences.token <= excluded.token returning token"""
 
 
+# The same for deletes: KEYS[1] the fence key, ARGV[1] the token, KEYS[2..] the keys to delete.
+_REDIS_FENCED_DEL = """
+local held = redis.call('GET', KEYS[1]) or '0'
+local current, token = tonumber(held), tonumber(ARGV[1])
+if current > token then
+  return redis.error_reply('FENCED a newer run of the step holds token ' .. held)
+end
+if current < token then redis.call('SET', KEYS[1], ARGV[1]) end
+local n = 0
+for i = 2, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
+return n
+"""
+
+
+class RedisFull(RuntimeError):
+    """Redis refused a write for want of memory (`maxmemory`): the profiles need an instance with room."""
+
+
+def _redis_refusal(exc: Exception) -> Exception:
+    """Redis's OOM refusal in words that name the setting; any other error as it is."""
+    if "OOM" not in str(exc):
+        return exc
+    return RedisFull(
+        "Redis refused the profiles: out of memory (its maxmemory is reached and its maxmemory-policy evicts nothing "
+        "it may); give the profiles' Redis (REDIS_URL) more maxmemory, or an instance of its own with "
+        "maxmemory-policy noeviction (docs: README, Redis for the profiles)"
+    )
+
+
 class LeaseLost(RuntimeError):
     """This run no longer holds its step's lease (it stalled past it, or a newer run took over):
     nothing more may be published; the retry (or the next run) redoes the work."""
@@ -135,6 +164,23 @@ class Fence:
             self.check()
         try:
             client.register_script(_REDIS_FENCED_SET)(keys=[self.redis_key(), *values], args=[self.token, *values.values()])
+        except redis.exceptions.ResponseError as exc:
+            if "FENCED" in str(exc):
+                raise self.lost(str(exc)) from None
+            refusal = _redis_refusal(exc)
+            if refusal is exc:
+                raise
+            raise refusal from None
+
+    def redis_delete(self, client, keys: list) -> None:
+        """DEL these keys in one script, only if no newer token wrote this step's keys."""
+        import redis
+
+        if not keys:
+            return
+        self.check()
+        try:
+            client.register_script(_REDIS_FENCED_DEL)(keys=[self.redis_key(), *keys], args=[self.token])
         except redis.exceptions.ResponseError as exc:
             if "FENCED" in str(exc):
                 raise self.lost(str(exc)) from None
@@ -287,8 +333,20 @@ class _NoFence(Fence):
         return None
 
     def redis_set(self, client, values: dict[str, str], *, check: bool = True) -> None:
+        import redis
+
         if values:
-            client.mset(values)
+            try:
+                client.mset(values)
+            except redis.exceptions.ResponseError as exc:
+                refusal = _redis_refusal(exc)
+                if refusal is exc:
+                    raise
+                raise refusal from None
+
+    def redis_delete(self, client, keys: list) -> None:
+        if keys:
+            client.delete(*keys)
 
     def claim_postgres(self, conn) -> None:
         return None

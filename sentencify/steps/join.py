@@ -26,12 +26,13 @@ finds them, as before, for `etl_rejects`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pymongo.database import Database
 
 from sentencify.mongo import find_in
+from sentencify.steps.drift import pages
 from sentencify.steps.examples import JoinedSession
 from sentencify.steps.quarantine import bisect
 from sentencify.steps.touched import A, B, C, D, E, group_by
@@ -223,6 +224,52 @@ def gather_all(db: Database, refused: Refused | None = None) -> tuple[list[Joine
             if doc["_id"] not in with_a:
                 candidates.add(doc["_id"])
     return joined, orphans(db, sorted(candidates))
+
+
+# Joined sessions per reply of a streamed join: the client holds one page, whatever the data's size
+# (pipeline.md, "Bounds at any size"); a joined session with its embedding is a few KB to tens of KB.
+STREAM_BATCH = 500
+
+
+def stream_all(db: Database, refused: Refused | None = None) -> Iterator[JoinedSession]:
+    """Every session with an A, joined by one aggregation and streamed STREAM_BATCH at a time (a
+    full rebuild and `verify`). `refused`: as for `gather`; when MongoDB refuses the one aggregation
+    (a joined session past 16 MB), the sessions are joined again page by page to find the ones at
+    fault (a session already yielded may come again: consumers are idempotent)."""
+    try:
+        for doc in db[A].aggregate(pipeline({}), allowDiskUse=True, batchSize=STREAM_BATCH):
+            yield _joined(doc)
+        return
+    except Exception as exc:
+        if refused is None or not mongodb.is_too_large(exc):
+            raise
+    for page in pages(session_ids(db, (A,)), STREAM_BATCH):
+        joined, _ = gather(db, page, refused)
+        yield from joined
+
+
+def session_ids(db: Database, collections: Sequence[str], field: str = SESSION) -> Iterator[str]:
+    """The distinct string values of `field` over `collections` (one `$unionWith` aggregation),
+    streamed in no particular order: the sessions (or users) a full run or `verify` walks."""
+    first, *rest = collections
+    stages: list[dict[str, Any]] = [{"$project": {"k": f"${field}"}}]
+    stages += [{"$unionWith": {"coll": other, "pipeline": [{"$project": {"k": f"${field}"}}]}} for other in rest]
+    stages += [{"$match": {"k": {"$type": "string"}}}, {"$group": {"_id": "$k"}}]
+    for doc in db[first].aggregate(stages, allowDiskUse=True, batchSize=5000):
+        yield doc["_id"]
+
+
+def having(db: Database, collections: Sequence[str], field: str, values: Sequence[str]) -> set[str]:
+    """Which of `values` at least one document of `collections` has as `field` (index seeks, by batch)."""
+    left = set(values)
+    found: set[str] = set()
+    for collection in collections:
+        hits = {d[field] for d in find_in(db[collection], field, left, {field: 1, "_id": 0} if field != "_id" else {"_id": 1})}
+        found |= hits
+        left -= hits
+        if not left:
+            break
+    return found
 
 
 def orphans(db: Database, session_ids: list[str]) -> Orphans:

@@ -9,17 +9,20 @@ as strict JSON (`stores.redis_json`). A user whose profile cannot be built or st
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
-from pymongo import ReplaceOne
+from pymongo import DeleteMany, ReplaceOne
 from pymongo.database import Database
 
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
+from sentencify.steps import join
+from sentencify.steps.drift import Drift, pages
 from sentencify.steps.examples import earliest, latest
 from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.publish import publish
@@ -87,7 +90,7 @@ def build_profile(user_id: str, rec: UserRecords, now: datetime) -> dict:
         "paraphrase_execution_count": len(rec.b),
         "embedding_interaction_count": len(embeddings),
         "user_embedding_v1": mean,
-        "updated_at": now,
+        "updated_at": now.replace(microsecond=now.microsecond // 1000 * 1000),  # as MongoDB keeps it: Redis's copy agrees
         "schema_version": SCHEMA_VERSION,
     }
 
@@ -157,45 +160,163 @@ def quarantine_id(user_id: str) -> str:
     return f"user:{user_id}"
 
 
-def all_users(db: Database) -> set[str]:
-    """Every user any A, B or C names (a full rebuild)."""
-    users: set[str] = set()
-    for collection in (A, B, C):
-        users |= {d["_id"] for d in db[collection].aggregate([{"$group": {"_id": "$user_id"}}]) if d["_id"]}
-    return users
+def _same(old: dict | None, new: dict) -> bool:
+    """The same profile but for when it was computed."""
+    return old is not None and {**old, "updated_at": None} == {**new, "updated_at": None}
+
+
+@dataclass
+class ProfileRun:
+    """What one run of the profile step (or a check of its stores) did."""
+
+    window: Window
+    users: int = 0  # profiles published (or, in a check, compared)
+    quarantined: Quarantined = field(default_factory=lambda: Quarantined("profile"))
+    drift: dict[str, Drift] = field(default_factory=dict)  # a full run's or a check's, per store
+
+    def summary(self) -> dict:
+        out: dict = {"window": str(self.window), "users": self.users}
+        if self.quarantined:
+            out["quarantined"] = self.quarantined.counts()
+        if self.drift:
+            out["drift"] = {k: d.as_dict() for k, d in self.drift.items()}
+        return out
+
+
+REDIS_STORE = "redis_profiles"  # the Redis copy's name in `verify` and the store-agreement table
+PAGE = mongodb.TRANSACTION_DOCS  # users per page of a full run: one transaction, one Redis batch
 
 
 def run_profile(
     db: Database, redis_client, window: Window, now: datetime | None = None, fence: Fence = NO_FENCE, full: bool = False
 ) -> dict:
     """`fence`: the run's lease token (sentencify.steps.fence): MongoDB and Redis writes go through it.
-    `full`: recompute every user's profile, not only the window's (a rebuild)."""
+    `full`: every user's profile compared with what the raw records imply and repaired, in MongoDB
+    and in Redis, streamed in pages (`reconcile`), not only the window's users."""
     now = now or datetime.now(UTC)
-    users = sorted(all_users(db) if full else touched_users(db, window))
-    quarantined = Quarantined("profile")
-    written = 0
+    if full:
+        return reconcile(db, redis_client, now, repair=True, fence=fence, window=window).summary()
+    run = ProfileRun(window)
+    users = sorted(touched_users(db, window))
     for part in chunks(users, mongodb.TRANSACTION_DOCS):
-        built: list[tuple[dict, str]] = []
-        for user_id, rec in gather(db, part).items():
-            try:
-                profile = build_profile(user_id, rec, now)
-                built.append((profile, redis_value(profile)))
-            except (ValueError, TypeError, ArithmeticError, KeyError) as exc:  # pure: about this user's records
-                quarantined.add(quarantine_id(user_id), "profile_not_computable", exc)
-
-        def write(items: list[tuple[dict, str]]) -> None:
-            publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p, _ in items]}, fence)
-
-        for (profile, _), error in bisect(built, write, mongodb.is_data_error):
-            quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", error)
-        stored = [(p, v) for p, v in built if quarantine_id(p["user_id"]) not in quarantined]
-        # Redis after MongoDB: a failure here fails the run (not recorded, progress not moved), and
-        # the retry rewrites both.
+        built = _build(db, part, now, run.quarantined)
+        stored = _store_mongo(db, built, run.quarantined, fence)
         fence.redis_set(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored})
-        written += len(stored)
-    settle(db, quarantined, None if full else (quarantine_id(u) for u in users), now, fence)
-    summary = {"window": str(window), "users": written}
-    if quarantined:
-        summary["quarantined"] = quarantined.counts()
-    log.info("profiles done", extra={"fields": summary})
-    return summary
+        run.users += len(stored)
+    settle(db, run.quarantined, (quarantine_id(u) for u in users), now, fence)
+    log.info("profiles done", extra={"fields": run.summary()})
+    return run.summary()
+
+
+def _build(db: Database, users: list[str], now: datetime, quarantined: Quarantined) -> list[tuple[dict, str]]:
+    """(profile, its Redis value) of each user; a user whose profile cannot be computed is quarantined."""
+    built: list[tuple[dict, str]] = []
+    for user_id, rec in gather(db, users).items():
+        try:
+            profile = build_profile(user_id, rec, now)
+            built.append((profile, redis_value(profile)))
+        except (ValueError, TypeError, ArithmeticError, KeyError) as exc:  # pure: about this user's records
+            quarantined.add(quarantine_id(user_id), "profile_not_computable", exc)
+    return built
+
+
+def _store_mongo(db: Database, built: list[tuple[dict, str]], quarantined: Quarantined, fence: Fence) -> list[tuple[dict, str]]:
+    """Upsert these profiles in one transaction; a profile MongoDB refuses is found by bisection and
+    its user quarantined. Returns the ones stored. Redis comes after MongoDB: a failure there fails
+    the run (not recorded, progress not moved), and the retry rewrites both."""
+
+    def write(items: list[tuple[dict, str]]) -> None:
+        publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p, _ in items]}, fence)
+
+    for (profile, _), error in bisect(built, write, mongodb.is_data_error):
+        quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", error)
+    return [(p, v) for p, v in built if quarantine_id(p["user_id"]) not in quarantined]
+
+
+def reconcile(
+    db: Database,
+    redis_client,
+    now: datetime | None = None,
+    *,
+    repair: bool,
+    fence: Fence = NO_FENCE,
+    window: Window | None = None,
+) -> ProfileRun:
+    """Every profile, in MongoDB and in Redis, compared with what the raw records imply, a page of
+    users at a time (pipeline.md, "Derived stores agree with MongoDB"); with `repair` the
+    differences are written, else only counted (`sentencify verify`).
+
+    Passes: every user any A, B or C names (computed, compared with `user_profile` ignoring
+    `updated_at`, and with the Redis copy of what MongoDB then holds); the profiles whose user has
+    no record left (extra: removed from both stores); the Redis keys with no profile in MongoDB
+    (extra). Raises what a store raises."""
+    now = now or datetime.now(UTC)
+    run = ProfileRun(window or Window(now, now + timedelta(microseconds=1)))
+    mongo_drift, redis_drift = (
+        run.drift.setdefault(PROFILES, Drift(PROFILES)),
+        run.drift.setdefault(REDIS_STORE, Drift(REDIS_STORE)),
+    )
+    for users in pages(join.session_ids(db, (A, B, C), "user_id"), PAGE):
+        users.sort()
+        built = _build(db, users, now, run.quarantined)
+        existing = {d["_id"]: d for d in find_in(db[PROFILES], "_id", users)}
+        changed = [(p, v) for p, v in built if not _same(existing.get(p["_id"]), p)]
+        mongo_drift.add("missing", [p["_id"] for p, _ in changed if p["_id"] not in existing])
+        mongo_drift.add("different", [p["_id"] for p, _ in changed if p["_id"] in existing])
+        if repair:
+            changed = _store_mongo(db, changed, run.quarantined, fence)
+        held = {p["_id"]: v for p, v in changed}  # what MongoDB holds after this page
+        for p, _ in built:
+            if p["_id"] not in held and p["_id"] in existing and quarantine_id(p["_id"]) not in run.quarantined:
+                held[p["_id"]] = redis_value(existing[p["_id"]])
+        _sync_redis(redis_client, held, redis_drift, repair, fence)
+        run.users += len(held)
+    _remove_absent(db, redis_client, run, repair, fence)
+    if repair:
+        settle(db, run.quarantined, None, now, fence)
+    log.info("profiles full run done" if repair else "profiles checked", extra={"fields": run.summary()})
+    return run
+
+
+def _sync_redis(redis_client, held: dict[str, str], drift: Drift, repair: bool, fence: Fence) -> None:
+    """Redis's copy of these users' profiles compared with MongoDB's (`held`: user -> value); the
+    differing ones rewritten with `repair`."""
+    users = sorted(held)
+    keys = [REDIS_KEY.format(user_id=u) for u in users]
+    actual = redis_client.mget(keys) if keys else []
+    stale: dict[str, str] = {}
+    for user, key, value in zip(users, keys, actual, strict=True):
+        if value is None:
+            drift.add("missing", [user])
+        elif json.loads(value) != json.loads(held[user]):
+            drift.add("different", [user])
+        else:
+            continue
+        stale[key] = held[user]
+    if repair and stale:
+        fence.redis_set(redis_client, stale)
+
+
+def _remove_absent(db: Database, redis_client, run: ProfileRun, repair: bool, fence: Fence) -> None:
+    """Profiles of users with no A, B or C left, and Redis profile keys with no profile in MongoDB."""
+    mongo_drift, redis_drift = run.drift[PROFILES], run.drift[REDIS_STORE]
+    for page in pages(db[PROFILES].find({}, {"_id": 1}, batch_size=PAGE), PAGE):
+        ids = [d["_id"] for d in page]
+        alive = join.having(db, (A, B, C), "user_id", ids)
+        gone = [u for u in ids if u not in alive and quarantine_id(u) not in run.quarantined]
+        mongo_drift.add("extra", gone)
+        if repair and gone:
+            publish(db, {PROFILES: [DeleteMany({"_id": {"$in": gone}})]}, fence)
+            fence.redis_delete(redis_client, [REDIS_KEY.format(user_id=u) for u in gone])
+    prefix = REDIS_KEY.format(user_id="")
+    for keys in pages(redis_client.scan_iter(match=_glob_escape(prefix) + "*", count=1000), PAGE):
+        users = {k.decode()[len(prefix) :]: k for k in keys}
+        known = {d["_id"] for d in find_in(db[PROFILES], "_id", users, {"_id": 1})}
+        extra = sorted(u for u in users if u not in known)
+        redis_drift.add("extra", extra)
+        if repair and extra:
+            fence.redis_delete(redis_client, [users[u] for u in extra])
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

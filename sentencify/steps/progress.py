@@ -67,10 +67,29 @@ def plan(db: Database, step: str, window: Window | None, *, look_back: timedelta
     return Plan(window, scan, safe, unwindowed)
 
 
-def advance_op(step: str, plan: Plan, now: datetime | None = None) -> UpdateOne:
-    """The write that records the run's progress; `$max`, so a run of an old hour never moves it back."""
-    return UpdateOne(
-        {"_id": step},
-        {"$max": {"safe_until": plan.safe_until}, "$set": {"updated_at": now or datetime.now(UTC)}},
-        upsert=True,
-    )
+def advance_op(step: str, plan: Plan, now: datetime | None = None, full_done: int | None = None) -> UpdateOne:
+    """The write that records the run's progress; `$max`, so a run of an old hour never moves it back.
+    `full_done`: the full-rebuild requests this (full) run answered (`full_due`)."""
+    maxed: dict = {"safe_until": plan.safe_until}
+    if full_done is not None:
+        maxed["full_done"] = full_done
+    return UpdateOne({"_id": step}, {"$max": maxed, "$set": {"updated_at": now or datetime.now(UTC)}}, upsert=True)
+
+
+# A full rebuild asked of a step is kept here until the step has done it (pipeline.md, "Derived
+# stores agree with MongoDB": "kept in MongoDB until every step downstream has done it, whether or
+# not its DAG was running when the request passed"). Counters, so a request made during a run
+# stays due after it: `full_requested` grows with each request, `full_done` takes the value the
+# answering run read when it started.
+
+
+def full_due(db: Database, step: str) -> int | None:
+    """The request count a run of `step` answers by running in full, or None when none is due."""
+    doc = db[PROGRESS].find_one({"_id": step}, {"full_requested": 1, "full_done": 1}) or {}
+    requested = int(doc.get("full_requested") or 0)
+    return requested if requested > int(doc.get("full_done") or 0) else None
+
+
+def request_full_ops(steps: tuple[str, ...] | list[str]) -> list[UpdateOne]:
+    """The writes that ask each of `steps` for a full rebuild at its next run."""
+    return [UpdateOne({"_id": s}, {"$inc": {"full_requested": 1}}, upsert=True) for s in steps]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import UpdateOne
@@ -21,7 +21,7 @@ from pymongo.database import Database
 
 from sentencify import mongo
 from sentencify.settings import Settings
-from sentencify.steps import progress
+from sentencify.steps import census, progress
 from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
 from sentencify.steps.lease import LEASES, StepLease
 from sentencify.steps.publish import RUNS, publish, run_op
@@ -98,29 +98,95 @@ def _etl(db: Database, plan: progress.Plan, settings: Settings, full: bool, open
     return run_etl(db, plan.scan, rules, full=full, fence=open_.fence).summary()
 
 
+def _etl_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+    from sentencify.steps.etl import EXAMPLES, REJECTS
+
+    counts: dict[str, Any] = census.mongo_counts(db, (EXAMPLES, REJECTS))
+    return {**counts, "settled": census.settled_counts(db, before) if before else None, "settled_before": before}
+
+
 def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
     from sentencify.steps.freshness import REDIS_MARKER
     from sentencify.steps.profiles import run_profile
 
     r = open_("redis")
     summary = run_profile(db, r, plan.scan, fence=open_.fence, full=full)
-    open_.fence.redis_set(r, {REDIS_MARKER: plan.safe_until.isoformat()})  # Redis's own freshness, next to the profiles
+    # Next to the profiles: Redis's own freshness, and this deployment's marker (census)
+    marker = plan.safe_until.isoformat()
+    open_.fence.redis_set(r, {REDIS_MARKER: marker, census.redis_marker_key(db.name): marker})
     return summary
 
 
-def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
-    from sentencify.steps.vectors import run_vectors
+def _profile_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+    from sentencify.steps.profiles import PROFILES
 
-    return run_vectors(
-        db,
-        open_("qdrant"),
-        plan.scan,
-        collection=settings.qdrant_collection,
-        dim=settings.embedding_dim,
-        threshold=settings.vector_real_threshold,
-        full=full,
-        fence=open_.fence,
-    )
+    r = open_("redis")
+    marker = r.get(census.redis_marker_key(db.name))
+    return {
+        **census.mongo_counts(db, (PROFILES,)),
+        "redis_marker": marker.decode() if marker else None,
+        "evicted_keys": int(r.info("stats").get("evicted_keys", 0)),
+    }
+
+
+def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
+    from sentencify import vectorstore
+    from sentencify.steps.vectors import run_vectors
+    from sentencify.stores.qdrant import collection_gone
+
+    qc = open_("qdrant")
+    name = settings.qdrant_collection
+
+    def run(full: bool) -> dict:
+        summary = run_vectors(
+            db,
+            qc,
+            plan.scan,
+            collection=name,
+            dim=settings.embedding_dim,
+            threshold=settings.vector_real_threshold,
+            full=full,
+            fence=open_.fence,
+            seeding=vectorstore.seeding_of(qc, name) or _seeding(db),
+        )
+        qc.update_collection(name, metadata={census.QDRANT_MARKER: plan.safe_until.isoformat()})  # its own freshness
+        return summary
+
+    try:
+        return run(full)
+    except Exception as exc:
+        if not collection_gone(exc):
+            raise
+        # Dropped while this run wrote it: the store is lost mid-run, so this run rebuilds it whole.
+        log.warning(
+            "the Qdrant collection was dropped during the run: re-materialising it", extra={"fields": {"collection": name}}
+        )
+        summary = run(True)
+        summary["rematerialised"] = [f"collection {name} dropped during the run"]
+        return summary
+
+
+def _seeding(db: Database):
+    """MongoDB's copy of how the collection was seeded (`sentencify seed-synthetic`), for a
+    collection that lost its own (dropped and re-created)."""
+    from sentencify import vectorstore
+
+    doc = db[census.MARKERS].find_one({"_id": "synthetic_seed"})
+    return vectorstore.Seeding.from_metadata(doc) if doc else None
+
+
+def _vectors_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+    from sentencify import vectorstore
+
+    qc = open_("qdrant")
+    name = settings.qdrant_collection
+    if not qc.collection_exists(name):
+        return {"qdrant_real": 0, "qdrant_synthetic": 0, "qdrant_marker": None}
+    return {
+        "qdrant_real": sum(vectorstore.counts_by_category(qc, name, "real").values()),
+        "qdrant_synthetic": sum(vectorstore.counts_by_category(qc, name, "synthetic").values()),
+        "qdrant_marker": (qc.get_collection(name).config.metadata or {}).get(census.QDRANT_MARKER),
+    }
 
 
 def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
@@ -135,7 +201,45 @@ def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool, op
         safe_until=plan.safe_until,
         full=full,
         fence=open_.fence,
+        qdrant_marker=_qdrant_marker(open_, settings),
     )
+
+
+def _qdrant_marker(open_: _Opened, settings: Settings) -> str | bool | None:
+    """The vectors step's marker, read from the collection itself (freshness judged from the store);
+    False when Qdrant cannot be read now (the views still run; the vectors progress stands in)."""
+    try:
+        qc = open_("qdrant")
+        if not qc.collection_exists(settings.qdrant_collection):
+            return None
+        return (qc.get_collection(settings.qdrant_collection).config.metadata or {}).get(census.QDRANT_MARKER)
+    except Exception as exc:  # noqa: BLE001 (freshness is a report: a Qdrant away must not stop the views)
+        log.warning("could not read the Qdrant marker for freshness", extra={"fields": {"error": str(exc)[:200]}})
+        return False
+
+
+def _views_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+    from sentencify.steps.views import FACT_TABLES_ALL, transaction
+
+    conn = open_("analytics")
+    out: dict[str, Any] = {}
+    with transaction(conn), conn.cursor() as cur:
+        for table in FACT_TABLES_ALL:
+            cur.execute("select to_regclass(%s) is not null", (f"sentencify.{table}",))
+            exists = cur.fetchone()[0]
+            if exists:
+                cur.execute(f"select count(*) from sentencify.{table}")
+            out[table] = int(cur.fetchone()[0]) if exists else None
+    return out
+
+
+def _changed(summary: dict) -> bool:
+    """A full run changed what the steps after it read (its MongoDB collections)."""
+    from sentencify.steps.etl import EXAMPLES, REJECTS
+    from sentencify.steps.profiles import PROFILES
+
+    drift = summary.get("drift") or {}
+    return any(drift.get(store, {}).get(k) for store in (EXAMPLES, REJECTS, PROFILES) for k in ("missing", "extra", "different"))
 
 
 @dataclass(frozen=True)
@@ -143,6 +247,9 @@ class Step:
     name: str
     run: Callable[[Database, progress.Plan, Settings, bool, _Opened], dict]
     help: str
+    # The census of the stores the step writes (sentencify.steps.census); `before`: the progress
+    # the raw-record counts are taken at.
+    census: Callable[[Database, _Opened, Settings, datetime | None], dict]
 
     @property
     def dag_id(self) -> str:
@@ -153,10 +260,10 @@ class Step:
 REGISTRY: dict[str, Step] = {
     s.name: s
     for s in (
-        Step("etl", _etl, "raw logs -> training examples (H) and rejects"),
-        Step("profile", _profile, "raw B and C -> user profiles (G), MongoDB and Redis"),
-        Step("vectors", _vectors, "high examples -> Qdrant real points; synthetic points retire"),
-        Step("views", _views, "MongoDB aggregates -> the analytics PostgreSQL views"),
+        Step("etl", _etl, "raw logs -> training examples (H) and rejects", _etl_census),
+        Step("profile", _profile, "raw B and C -> user profiles (G), MongoDB and Redis", _profile_census),
+        Step("vectors", _vectors, "high examples -> Qdrant real points; synthetic points retire", _vectors_census),
+        Step("views", _views, "MongoDB aggregates -> the analytics PostgreSQL views", _views_census),
     )
 }
 STEPS = tuple(REGISTRY)
@@ -194,11 +301,27 @@ def run_step(
                     "an earlier run's write may have landed after its lease was lost: reconciling everything",
                     extra={"fields": {"step": step}},
                 )
+            due = progress.full_due(db, step)  # a full rebuild asked of this step (a rebuild passed by)
             opened = _Opened(stores or Stores.from_settings(settings), lease.fence)
             try:
-                summary = REGISTRY[step].run(db, plan, settings, full or reconcile, opened)
+                was = census.left(db, step)
+                lost = census.differences(
+                    step, was, REGISTRY[step].census(db, opened, settings, (was or {}).get("settled_before"))
+                )
+                if lost:
+                    log.warning(
+                        "a store is not as this step left it: re-materialising it from MongoDB",
+                        extra={"fields": {"step": step, "found": lost}},
+                    )
+                if due is not None and not full:
+                    log.info("a full rebuild was asked of this step: running in full", extra={"fields": {"step": step}})
+                run_full = full or reconcile or bool(lost) or due is not None
+                summary = REGISTRY[step].run(db, plan, settings, run_full, opened)
+                left_now = REGISTRY[step].census(db, opened, settings, plan.safe_until)
             finally:
                 opened.close()
+            if lost:
+                summary["rematerialised"] = [*lost, *summary.get("rematerialised", [])]
             summary.update(
                 window=str(plan.window) if not plan.unwindowed else f"none: everything up to {plan.window.end.isoformat()}",
                 read=str(plan.scan),
@@ -207,7 +330,13 @@ def run_step(
             )
             # Success and progress together, fenced: a run that lost its lease records neither.
             finished = run_op(step, plan.window, summary, started_at, unwindowed=plan.unwindowed)
-            ops: dict[str, list] = {RUNS: [finished], progress.PROGRESS: [progress.advance_op(step, plan)]}
+            ops: dict[str, list] = {
+                RUNS: [finished],
+                progress.PROGRESS: [progress.advance_op(step, plan, full_done=due if run_full else None)],
+                census.MARKERS: [census.record_op(step, left_now, started_at)],
+            }
+            if run_full and (full or _changed(summary)):  # what it rebuilt, the steps after it rebuild too
+                ops[progress.PROGRESS] += progress.request_full_ops(STEPS[STEPS.index(step) + 1 :])
             if reconcile:  # the requests this run has answered (a later one stays due)
                 ops[LEASES] = [UpdateOne({"_id": step}, {"$max": {"reconciled": requested}})]
             publish(db, ops, lease.fence)

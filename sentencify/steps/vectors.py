@@ -10,11 +10,7 @@ no direction (a NaN or an infinity) or a point Qdrant refuses quarantines its se
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pymongo.database import Database
@@ -23,6 +19,7 @@ from qdrant_client import QdrantClient, models
 from sentencify import vectorstore
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES
+from sentencify.steps.drift import Drift, pages
 from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.quarantine import Quarantined, bisect, settle
@@ -132,23 +129,37 @@ def sync_sessions(
     return upserted, deleted
 
 
-def retire_synthetic(
-    qc: QdrantClient, collection: str, threshold: int, known: tuple[dict[str, int], dict[str, int]] | None = None
+def balance_synthetic(
+    qc: QdrantClient,
+    collection: str,
+    threshold: int,
+    seeding: vectorstore.Seeding | None,
+    *,
+    repair: bool = True,
+    drift: Drift | None = None,
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """(real, synthetic) points per category, after a category at the threshold lost its synthetic points.
-
-    `known`: those counts, when the caller already has them (each count reads the whole collection
-    in local mode). A delete by filter does too, so only categories that still have synthetic points
-    are asked to lose them."""
-    real, synthetic = known or (_counts(qc, collection, "real"), _counts(qc, collection, "synthetic"))
+    """(real, synthetic) points per category, after each category at the threshold lost its
+    synthetic points and each category below it got them back (pipeline.md, Step 3 and "Derived
+    stores agree with MongoDB"). `seeding`: how the collection was seeded (None: it never was, and
+    nothing is restored). Without `repair` nothing is written and `drift` counts the categories."""
+    real, synthetic = _counts(qc, collection, "real"), _counts(qc, collection, "synthetic")
     retiring = [c for c, n in real.items() if n >= threshold and synthetic[c]]
+    restoring = [c for c, n in real.items() if n < threshold and not synthetic[c]] if seeding else []
+    if drift is not None:
+        drift.add("extra", retiring)
+        drift.add("missing", restoring)
+    if not repair:
+        return real, synthetic
     for category in retiring:
         qc.delete(
             collection,
             points_selector=models.FilterSelector(filter=vectorstore.source_filter("synthetic", category)),
             wait=True,
         )
-    return real, _counts(qc, collection, "synthetic") if retiring else synthetic
+    if restoring and seeding:
+        vectorstore.seed_categories(qc, collection, seeding, restoring)
+        log.warning("synthetic points restored", extra={"fields": {"categories": restoring}})
+    return real, _counts(qc, collection, "synthetic") if retiring or restoring else synthetic
 
 
 def _counts(qc: QdrantClient, collection: str, source: str) -> dict[str, int]:
@@ -159,83 +170,86 @@ def _every_category(counted: Mapping[Any, int]) -> dict[str, int]:
     return {c: counted.get(c, 0) for c in CATEGORIES}
 
 
-def real_point_ids(qc: QdrantClient, collection: str) -> set[str]:
-    ids: set[str] = set()
+REAL_STORE, SYNTHETIC_STORE = "qdrant_real", "qdrant_synthetic"  # names in `verify` and the agreement table
+PAGE = 1000  # examples (and points) compared per page of a full run: the client's memory bound
+
+
+def _same_point(stored: Any, point: models.PointStruct) -> bool:
+    """The stored point has this point's payload and, within float32's precision, its vector."""
+    if stored is None or stored.payload != point.payload:
+        return False
+    vector = stored.vector if isinstance(stored.vector, list) else None
+    want = point.vector if isinstance(point.vector, list) else None
+    if vector is None or want is None or len(vector) != len(want):
+        return False
+    return all(abs(a - b) <= 1e-6 for a, b in zip(vector, want, strict=True))
+
+
+def reconcile(
+    db: Database,
+    qc: QdrantClient,
+    collection: str,
+    dim: int,
+    *,
+    repair: bool,
+    quarantined: Quarantined | None = None,
+) -> tuple[int, int, int, dict[str, Drift]]:
+    """Every real point compared with the examples, a page at a time (pipeline.md, "Derived stores
+    agree with MongoDB"): a high example with a v1 embedding has its point with the payload of
+    Step 3 and its vector; no other point is `real`. With `repair` the differences are written
+    (upserted, deleted), else only counted. Returns (kept, upserted, deleted, drift by store).
+
+    Two streamed passes: the examples (each page's points read back by id), then the real points
+    (each page's examples looked up by id): extra points whose example is gone."""
+    quarantined = quarantined if quarantined is not None else Quarantined("vectors")
+    drift = Drift(REAL_STORE)
+    kept = upserted = deleted = 0
+    for page in pages(db[EXAMPLES].find({}, _FIELDS, batch_size=PAGE), PAGE):
+        made = _points([e for e in page if wanted(e, dim)], quarantined)
+        ids = [vectorstore.point_id(e["_id"]) for e in page]
+        stored = {str(p.id): p for p in qc.retrieve(collection, ids, with_payload=True, with_vectors=True)}
+        stale = [(s, pt) for s, pt in made if not _same_point(stored.get(str(pt.id)), pt)]
+        drift.add("missing", [s for s, pt in stale if str(pt.id) not in stored])
+        drift.add("different", [s for s, pt in stale if str(pt.id) in stored])
+        keep = {str(pt.id) for s, pt in made if s not in quarantined}
+        unwanted = [(e["_id"], pid) for e, pid in zip(page, ids, strict=True) if pid in stored and pid not in keep]
+        drift.add("extra", [s for s, _ in unwanted])
+        if repair:
+            upserted += upsert(qc, collection, stale, quarantined)
+            _delete(qc, collection, [pid for s, pid in unwanted] + [str(pt.id) for s, pt in made if s in quarantined])
+            deleted += len(unwanted)
+        kept += sum(1 for s, _ in made if s not in quarantined)
     offset = None
     while True:
-        # Large pages: local mode evaluates the filter over the whole collection once per page.
-        points, offset = qc.scroll(
+        found, offset = qc.scroll(
             collection,
             scroll_filter=vectorstore.source_filter("real"),
-            limit=10_000,
+            limit=PAGE,
             offset=offset,
-            with_payload=False,
+            with_payload=["example_id"],
             with_vectors=False,
         )
-        ids.update(str(p.id) for p in points)
+        claimed = {str(p.id): (p.payload or {}).get("example_id") for p in found}
+        examples = {
+            e["_id"] for e in find_in(db[EXAMPLES], "_id", [x for x in claimed.values() if isinstance(x, str)], {"_id": 1})
+        }
+        orphaned = [
+            pid
+            for pid, example in claimed.items()
+            if not (isinstance(example, str) and example in examples and vectorstore.point_id(example) == pid)
+        ]
+        drift.add("extra", [claimed[pid] or pid for pid in orphaned])
+        if repair:
+            _delete(qc, collection, orphaned)
+            deleted += len(orphaned)
         if offset is None:
-            return ids
+            break
+    return kept, upserted, deleted, {REAL_STORE: drift}
 
 
-def _point_batches(db: Database, dim: int, out: queue.Queue, keep: dict[str, str | None], quarantined: Quarantined) -> None:
-    """Reader thread: MongoDB scan -> batches of (session, point), so reading overlaps the upserts.
-
-    Whole documents: a server-side projection cost the local server more than sending the rest."""
-    batch: list[tuple[str, models.PointStruct]] = []
-    try:
-        for example in db[EXAMPLES].find({}, batch_size=UPSERT_BATCH):  # one reply, one upsert
-            if wanted(example, dim):
-                made = _points([example], quarantined)
-                if not made:
-                    continue
-                batch += made
-                keep[str(made[0][1].id)] = example.get("final_category")  # its payload's category
-                if len(batch) == UPSERT_BATCH:
-                    out.put(batch)
-                    batch = []
-        if batch:
-            out.put(batch)
-        out.put(None)
-    except BaseException as exc:  # noqa: BLE001 (handed to the upserting thread, which re-raises it)
-        out.put(exc)
-
-
-@dataclass
-class FullSync:
-    kept: int  # examples that have a point
-    upserted: int
-    deleted: int
-    counts: tuple[dict[str, int], dict[str, int]]  # (real, synthetic) points per category afterwards
-
-
-def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int, quarantined: Quarantined | None = None) -> FullSync:
-    """Every example in one scan, upserted in batches as it streams; then stale real points deleted.
-
-    Only this run writes the collection (the step's lease), so the real points afterwards are
-    exactly the kept ones, and the synthetic ones are those before."""
-    quarantined = quarantined if quarantined is not None else Quarantined("vectors")
-    batches: queue.Queue = queue.Queue(maxsize=4)  # bounded: memory stays flat on any collection size
-    keep: dict[str, str | None] = {}  # point id -> category
-    reader = threading.Thread(target=_point_batches, args=(db, dim, batches, keep, quarantined), daemon=True)
-    reader.start()
-    # While MongoDB prepares the first batch:
-    before = real_point_ids(qc, collection)
-    synthetic = _counts(qc, collection, "synthetic")
-    upserted = 0
-    while (batch := batches.get()) is not None:
-        if isinstance(batch, BaseException):
-            raise batch
-        before_batch = len(quarantined)
-        upserted += upsert(qc, collection, batch, quarantined)
-        if len(quarantined) > before_batch:  # refused points are not kept: deleted below if they existed
-            for session, pt in batch:
-                if session in quarantined:
-                    keep.pop(str(pt.id), None)
-    reader.join()
-    stale = sorted(before - keep.keys())
-    if stale:
-        qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](stale)), wait=True)
-    return FullSync(len(keep), upserted, len(stale), (_every_category(Counter(keep.values())), synthetic))
+def _delete(qc: QdrantClient, collection: str, point_ids: list[str]) -> None:
+    if point_ids:
+        qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](point_ids)), wait=True)
 
 
 def run_vectors(
@@ -248,22 +262,25 @@ def run_vectors(
     threshold: int,
     full: bool = False,
     fence: Fence = NO_FENCE,
+    seeding: vectorstore.Seeding | None = None,
 ) -> dict:
     """`fence`: the run's lease token; the quarantine's MongoDB writes go through it (Qdrant's are
-    fenced by the client the runner hands over)."""
+    fenced by the client the runner hands over). `full`: every point compared with the examples and
+    repaired (`reconcile`). `seeding`: how the synthetic points were seeded, to restore them in a
+    category whose real points fell below `threshold` (None: never seeded)."""
     vectorstore.ensure_collection(qc, collection, dim)
-    known = None
     quarantined = Quarantined("vectors")
+    drift: dict[str, Drift] = {}
     if full:
-        synced = sync_all(db, qc, collection, dim, quarantined)
-        sessions, upserted, deleted, known = synced.kept, synced.upserted, synced.deleted, synced.counts
+        sessions, upserted, deleted, drift = reconcile(db, qc, collection, dim, repair=True, quarantined=quarantined)
         settle(db, quarantined, None, fence=fence)
     else:
         touched = sorted(touched_sessions(db, window))
         upserted, deleted = sync_sessions(db, qc, collection, dim, touched, quarantined)
         sessions = len(touched)
         settle(db, quarantined, touched, fence=fence)
-    real, synthetic = retire_synthetic(qc, collection, threshold, known)
+    synthetic_drift = drift.setdefault(SYNTHETIC_STORE, Drift(SYNTHETIC_STORE)) if full else None
+    real, synthetic = balance_synthetic(qc, collection, threshold, seeding, drift=synthetic_drift)
     summary = {
         "window": str(window),
         "full": full,
@@ -275,5 +292,7 @@ def run_vectors(
     }
     if quarantined:
         summary["quarantined"] = quarantined.counts()
+    if drift:
+        summary["drift"] = {k: d.as_dict() for k, d in drift.items()}
     log.info("vectors done", extra={"fields": summary})
     return summary

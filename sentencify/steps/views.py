@@ -32,7 +32,8 @@ from pymongo.database import Database
 from sentencify.mongo import find_in
 from sentencify.schemas import EVENT_TYPES
 from sentencify.settings import PROJECT_ROOT
-from sentencify.steps import freshness
+from sentencify.steps import census, freshness
+from sentencify.steps.drift import Drift, pages
 from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.profiles import PROFILES
@@ -138,10 +139,12 @@ def _finite(v) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def entity_facts(db: Database, sessions: list[str], seen_users: set[str] | None = None) -> dict[str, list]:
+def entity_facts(
+    db: Database, sessions: list[str], seen_users: set[str] | None = None, with_users: bool = True
+) -> dict[str, list]:
     """Examples, sessions (funnel) and users of the touched sessions, as they stand now. Ids stay
     as MongoDB holds them (rows are made storable when written); `seen_users`: users already
-    computed by this run (skipped)."""
+    computed by this run (skipped); `with_users=False`: no users (a full run walks them apart)."""
     examples: list[tuple] = []
     gone: list[str] = []
     funnel: list[tuple] = []
@@ -180,13 +183,20 @@ def entity_facts(db: Database, sessions: list[str], seen_users: set[str] | None 
                 if d.get("user_id"):
                     session_users.add(d["user_id"])
         funnel += [(s, f["a"], f["b"], f["c"], f["accepted"]) for s, f in has.items()]
-        for user_part in chunks(sorted(session_users - set(users) - seen_users)):
-            # One index seek per user: a user's A records can number thousands, and one is enough.
-            with_a = {u for u in user_part if db[A].find_one({"user_id": u}, {"_id": 1}) is not None}
-            with_profile = {d["_id"] for d in find_in(db[PROFILES], "_id", user_part, {"_id": 1})}
-            for u in user_part:
-                users[u] = (u, u in with_a, u in with_profile)
+        if with_users:
+            users.update((r[0], r) for r in user_facts(db, sorted(session_users - set(users) - seen_users)))
     return {"examples": examples, "gone": gone, "sessions": funnel, "users": list(users.values())}
+
+
+def user_facts(db: Database, user_ids: list[str]) -> list[tuple]:
+    """(user_id, has an A, has a profile) of each user."""
+    out: list[tuple] = []
+    for user_part in chunks(user_ids):
+        # One index seek per user: a user's A records can number thousands, and one is enough.
+        with_a = {u for u in user_part if db[A].find_one({"user_id": u}, {"_id": 1}) is not None}
+        with_profile = {d["_id"] for d in find_in(db[PROFILES], "_id", user_part, {"_id": 1})}
+        out += [(u, u in with_a, u in with_profile) for u in user_part]
+    return out
 
 
 def consumer_state(redis_client) -> list[tuple]:
@@ -202,6 +212,19 @@ def consumer_state(redis_client) -> list[tuple]:
             s = json.loads(raw)
             out.append((s["consumer"], s["group"], s["lag"], s.get("stored", 0), s.get("dead_letters", 0), s["updated_at"]))
     return out
+
+
+def store_agreement(db: Database) -> list[tuple]:
+    """The last check of each derived store (`sentencify verify`'s `store_checks`), as rows of
+    `sentencify.store_agreement`: the counts it found, a few ids, whether the store agrees now."""
+    rows = []
+    for c in db[census.CHECKS].find({}, sort=[("_id", 1)]):
+        found = c.get("found") or {}
+        ids = [f"{kind}: {', '.join(v)}" for kind, v in sorted((found.get("samples") or {}).items())]
+        counts = [int(found.get(k) or 0) for k in ("missing", "extra", "different")]
+        flags = [bool(c.get("repaired")), bool(c.get("agrees"))]
+        rows.append((c["_id"], c.get("step") or "", *counts, "; ".join(ids), *flags, c["checked_at"], c.get("agreed_at")))
+    return rows
 
 
 LAG_REPORTS_KEPT = timedelta(days=7)  # a group silent for longer is gone, not stuck
@@ -226,6 +249,7 @@ def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
 
 HOURS_PER_TRANSACTION = 24  # hour facts replaced per transaction (a day of one store's rows)
 _FACT_TABLES = ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_letters")
+FACT_TABLES_ALL = (*_FACT_TABLES, "fact_examples", "fact_sessions", "fact_users")  # what the step's census counts
 
 
 def _replace_hours(cur, hours: Window, facts: dict[str, list[tuple]]) -> None:
@@ -319,25 +343,185 @@ def ingested_hours(db: Database) -> Window | None:
     return whole_hours(Window(min(ends), max(ends) + timedelta(microseconds=1)))
 
 
-def _all_sessions(db: Database) -> list[str]:
-    """Every session any A, B, C or I names (a full export)."""
-    sessions: set[str] = set()
-    for collection in (A, B, C, I):
-        sessions |= {
-            d["_id"] for d in db[collection].aggregate([{"$group": {"_id": "$recommend_session_id"}}]) if d["_id"] is not None
-        }
-    return sorted(sessions)
-
-
-def _delete_absent(conn, table: str, column: str, present: set[str]) -> int:
-    """Rows of `table` whose `column` is not in `present` (stored form) deleted, in bounded transactions."""
-    with transaction(conn), conn.cursor() as cur:
-        cur.execute(f"select {column} from sentencify.{table}")
-        absent = sorted({r[0] for r in cur.fetchall()} - {postgres.text(x) for x in present})
-    for part in chunks(absent, TRANSACTION_DOCS):
+def _export_hours(db: Database, conn, hours: Window | None) -> tuple[int, int]:
+    """The hour-keyed facts of these whole hours replaced, HOURS_PER_TRANSACTION hours per
+    transaction. Returns (traffic rows, latencies) written."""
+    traffic_hours = latencies = 0
+    if hours is None:
+        return 0, 0
+    cursor = hours.start
+    while cursor < hours.end:
+        part = Window(cursor, min(cursor + timedelta(hours=HOURS_PER_TRANSACTION), hours.end))
+        facts = hour_facts(db, part)
         with transaction(conn), conn.cursor() as cur:
-            cur.execute(f"delete from sentencify.{table} where {column} = any(%s)", (part,))
-    return len(absent)
+            _replace_hours(cur, part, facts)
+        traffic_hours += len(facts["traffic"])
+        latencies += len(facts["latency"])
+        cursor = part.end
+    return traffic_hours, latencies
+
+
+FACT_HOURS, FACT_EXAMPLES, FACT_SESSIONS, FACT_USERS = "fact_hours", "fact_examples", "fact_sessions", "fact_users"
+PAGE = TRANSACTION_DOCS  # sessions (users, rows) compared per page of a full run: the memory bound
+_COLUMNS = {
+    FACT_EXAMPLES: ("example_id", "created_hour", "consistency_flag", "reasons", "category"),
+    FACT_SESSIONS: ("session_id", "has_a", "has_b", "has_c", "accepted"),
+    FACT_USERS: ("user_id", "has_a", "has_profile"),
+}
+_HOUR_COLUMNS = {
+    "fact_traffic": "window_start, event_hour, recommendations, contexts, paraphrase_runs, selections, accepted",
+    "fact_categories": "window_start, event_hour, category, recommendations",
+    "fact_latency": "window_start, event_hour, latency_ms",
+    "fact_dead_letters": "window_start, day, topic, reason, dead_letters",
+}
+_HOUR_FACTS = {
+    "fact_traffic": "traffic",
+    "fact_categories": "categories",
+    "fact_latency": "latency",
+    "fact_dead_letters": "dead_letters",
+}
+
+
+def _canonical(row: tuple) -> tuple:
+    """A row as PostgreSQL gives it back, whatever the session's time zone: UTC times, lists as tuples."""
+    return tuple(
+        v.astimezone(UTC) if isinstance(v, datetime) else tuple(v) if isinstance(v, list) else v for v in postgres.row(row)
+    )
+
+
+def reconcile(db: Database, conn, *, repair: bool, quarantined: Quarantined | None = None) -> dict[str, Drift]:
+    """Every fact compared with what MongoDB implies, a page at a time (pipeline.md, "Derived
+    stores agree with MongoDB"); with `repair` the differences are written, else only counted.
+    Returns the drift of `fact_hours` (the hour-keyed tables, counted by ingestion hour),
+    `fact_examples`, `fact_sessions` and `fact_users` (by key). Each pass holds one page: a day of
+    hours, PAGE sessions, users or rows."""
+    quarantined = quarantined if quarantined is not None else Quarantined("views")
+    drift = {name: Drift(name) for name in (FACT_HOURS, FACT_EXAMPLES, FACT_SESSIONS, FACT_USERS)}
+    _reconcile_hours(db, conn, drift[FACT_HOURS], repair)
+    from sentencify.steps import join  # the sessions and users a full run walks
+
+    for page in pages(join.session_ids(db, (A, B, C, I)), PAGE):
+        page.sort()
+        facts = entity_facts(db, page, with_users=False)
+        examples = {r[0]: r for r in facts["examples"]}
+        sessions = {r[0]: r for r in facts["sessions"]}
+        stale_examples = _stale(conn, FACT_EXAMPLES, examples, drift[FACT_EXAMPLES])
+        stale_sessions = _stale(conn, FACT_SESSIONS, sessions, drift[FACT_SESSIONS])
+        if repair:
+            entities = {"examples": stale_examples, "gone": [], "sessions": stale_sessions, "users": []}
+            _write_bisected(conn, entities, quarantined)
+    for page in pages(join.session_ids(db, (A, B, C), "user_id"), PAGE):
+        page.sort()
+        stale_users = _stale(conn, FACT_USERS, {r[0]: r for r in user_facts(db, page)}, drift[FACT_USERS])
+        if repair:
+            _write_bisected(conn, {"examples": [], "gone": [], "sessions": [], "users": stale_users}, quarantined)
+    _remove_absent(db, conn, drift, repair)
+    return drift
+
+
+def _stale(conn, table: str, expected: dict[str, tuple], drift: Drift) -> list[tuple]:
+    """The rows of `expected` (key -> row) that `table` lacks or holds otherwise, counted in `drift`."""
+    if not expected:
+        return []
+    columns = _COLUMNS[table]
+    keys = {postgres.text(k): k for k in expected}
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(f"select {', '.join(columns)} from sentencify.{table} where {columns[0]} = any(%s)", (list(keys),))
+        stored = {r[0]: _canonical(tuple(r)) for r in cur.fetchall()}
+    stale = []
+    for key, original in keys.items():
+        row = expected[original]
+        if key not in stored:
+            drift.add("missing", [original])
+        elif stored[key] != _canonical(row):
+            drift.add("different", [original])
+        else:
+            continue
+        stale.append(row)
+    return stale
+
+
+def _write_bisected(conn, entities: dict[str, list], quarantined: Quarantined) -> None:
+    """These rows written (one transaction, bisected on a refusal: the row at fault is quarantined)."""
+    items = [(kind, row) for kind in _ENTITY_KINDS for row in entities[kind]]
+
+    def write(part: list[tuple[str, tuple]]) -> None:
+        _write_entities(conn, {k: [r for kind, r in part if kind == k] for k in _ENTITY_KINDS})
+
+    for (kind, row), exc in bisect(items, write, postgres.is_data_error):
+        quarantined.add(f"user:{row[0]}" if kind == "users" else row[0], "row_refused", exc)
+
+
+def _count_rows(conn, table: str) -> int:
+    with transaction(conn), conn.cursor() as cur:
+        cur.execute(f"select count(*) from sentencify.{table}")
+        return int(cur.fetchone()[0])
+
+
+def _remove_absent(db: Database, conn, drift: dict[str, Drift], repair: bool) -> None:
+    """Rows whose example, session or user MongoDB no longer holds (keyset pages of PAGE keys)."""
+    from sentencify.steps import join
+
+    alive_of = {
+        FACT_EXAMPLES: lambda ids: {d["_id"] for d in find_in(db[EXAMPLES], "_id", ids, {"_id": 1})},
+        FACT_SESSIONS: lambda ids: join.having(db, (A, B, C, I), "recommend_session_id", ids),
+        FACT_USERS: lambda ids: join.having(db, (A, B, C), "user_id", ids),
+    }
+    for table, alive in alive_of.items():
+        key = _COLUMNS[table][0]
+        after = ""
+        while True:
+            with transaction(conn), conn.cursor() as cur:
+                cur.execute(
+                    f'select {key} from sentencify.{table} where {key} collate "C" > %s order by {key} collate "C" limit %s',
+                    (after, PAGE),
+                )
+                ids = [r[0] for r in cur.fetchall()]
+            if not ids:
+                break
+            after = ids[-1]
+            living = {postgres.text(x) for x in alive(ids)}
+            gone = [k for k in ids if k not in living]
+            drift[table].add("extra", gone)
+            if repair and gone:
+                with transaction(conn), conn.cursor() as cur:
+                    cur.execute(f"delete from sentencify.{table} where {key} = any(%s)", (gone,))
+
+
+def _reconcile_hours(db: Database, conn, drift: Drift, repair: bool) -> None:
+    """The hour-keyed facts compared a day of ingestion hours at a time; a differing day is
+    replaced whole (with `repair`); rows of hours that hold no record any more are extra."""
+    hours = ingested_hours(db)
+    cursor = hours.start if hours else None
+    while hours is not None and cursor is not None and cursor < hours.end:
+        part = Window(cursor, min(cursor + timedelta(hours=HOURS_PER_TRANSACTION), hours.end))
+        facts = hour_facts(db, part)
+        with transaction(conn), conn.cursor() as cur:
+            differing: set[datetime] = set()
+            for table, kind in _HOUR_FACTS.items():
+                cur.execute(
+                    f"select {_HOUR_COLUMNS[table]} from sentencify.{table} where window_start >= %s and window_start < %s",
+                    (part.start, part.end),
+                )
+                stored = Counter(_canonical(tuple(r)) for r in cur.fetchall())
+                wanted = Counter(_canonical(r) for r in facts[kind])
+                differing |= {row[0] for row in (stored - wanted) + (wanted - stored)}
+        drift.add("different", sorted(h.isoformat() for h in differing))
+        if repair and differing:
+            with transaction(conn), conn.cursor() as cur:
+                _replace_hours(cur, part, facts)
+        cursor = part.end
+    with transaction(conn), conn.cursor() as cur:
+        outside = "true" if hours is None else "window_start < %s or window_start >= %s"
+        args = () if hours is None else (hours.start, hours.end)
+        found: set = set()
+        for table in _HOUR_FACTS:
+            cur.execute(f"select distinct window_start from sentencify.{table} where {outside}", args)
+            found |= {r[0] for r in cur.fetchall()}
+        drift.add("extra", sorted(h.astimezone(UTC).isoformat() for h in found))
+        if repair and found:
+            for table in _HOUR_FACTS:
+                cur.execute(f"delete from sentencify.{table} where {outside}", args)
 
 
 def run_views(
@@ -349,21 +533,28 @@ def run_views(
     safe_until: datetime | None = None,
     full: bool = False,
     fence: Fence = NO_FENCE,
+    qdrant_marker: str | bool | None = False,
 ) -> dict:
     """`conn`: a psycopg2 (or psycopg 3) connection to ANALYTICS_DB_URI (the caller owns and closes
     it); `window`: what to read; `label`: the hour the run stands for, in the pipeline-state table
     (default: `window`); `safe_until`: the progress this run will record (the views' own freshness);
     `full`: re-export every fact, whatever the window (after a rebuild upstream); `fence`: the run's
     lease token, for the quarantine's MongoDB writes (PostgreSQL's are fenced by the connection the
-    runner hands over). Raises what a store raises when it is unreachable; a session whose rows
-    PostgreSQL refuses is quarantined instead."""
+    runner hands over); `qdrant_marker`: the vectors step's marker as read from the collection, for
+    the freshness table (freshness.measure). Raises what a store raises when it is unreachable; a
+    session whose rows PostgreSQL refuses is quarantined instead."""
     label = label or window
     quarantined = Quarantined("views")
     with transaction(conn):
         applied = apply_sql(conn)
-    if full:
+    drift: dict[str, Drift] = {}
+    sessions: list[str] = []
+    users: set[str] = set()
+    if full:  # every fact compared with MongoDB and repaired, page by page
+        drift = reconcile(db, conn, repair=True, quarantined=quarantined)
         hours = ingested_hours(db)
-        sessions = _all_sessions(db)
+        traffic_hours = latencies = 0
+        n_examples, n_users = _count_rows(conn, FACT_EXAMPLES), _count_rows(conn, FACT_USERS)
     else:
         # Only the hours that hold records: a step's first run reads from 1970 (no progress yet), and
         # stepping through every day since then took minutes.
@@ -371,31 +562,8 @@ def run_views(
         held = span is not None and span.start < window.end and window.start < span.end
         hours = whole_hours(Window(max(window.start, span.start), min(window.end, span.end))) if held and span else None
         sessions = sorted(touched_sessions(db, window))
-    traffic_hours = latencies = 0
-    if hours is not None:
-        cursor = hours.start
-        while cursor < hours.end:
-            part = Window(cursor, min(cursor + timedelta(hours=HOURS_PER_TRANSACTION), hours.end))
-            facts = hour_facts(db, part)
-            with transaction(conn), conn.cursor() as cur:
-                _replace_hours(cur, part, facts)
-            traffic_hours += len(facts["traffic"])
-            latencies += len(facts["latency"])
-            cursor = part.end
-    if full:  # hours no record was ingested in any more (a collection emptied, a rebuild)
-        with transaction(conn), conn.cursor() as cur:
-            for table in _FACT_TABLES:
-                if hours is None:
-                    cur.execute(f"delete from sentencify.{table}")
-                else:
-                    cur.execute(
-                        f"delete from sentencify.{table} where window_start < %s or window_start >= %s", (hours.start, hours.end)
-                    )
-    n_examples, n_users, users = _export_entities(db, conn, sessions, quarantined)
-    if full:
-        _delete_absent(conn, "fact_examples", "example_id", {d["_id"] for d in db[EXAMPLES].find({}, {"_id": 1})})
-        _delete_absent(conn, "fact_sessions", "session_id", set(sessions))
-        _delete_absent(conn, "fact_users", "user_id", users)
+        traffic_hours, latencies = _export_hours(db, conn, hours)
+        n_examples, n_users, users = _export_entities(db, conn, sessions, quarantined)
     # Users too: a user whose row was refused ("user:<id>") leaves quarantine once its row is written.
     settle(db, quarantined, None if full else [*sessions, *(f"user:{u}" for u in users)], fence=fence)
     runs = [
@@ -411,7 +579,10 @@ def run_views(
     ]
     consumers = consumer_state(redis_client)
     lags = consumer_lag(redis_client)
-    fresh = freshness.measure(db, redis_client, safe_until, datetime.now(UTC), since=hours.start if hours else None)
+    agreement = store_agreement(db)
+    fresh = freshness.measure(
+        db, redis_client, safe_until, datetime.now(UTC), since=hours.start if hours else None, qdrant_marker=qdrant_marker
+    )
     with transaction(conn), conn.cursor() as cur:  # the small tables, replaced whole
         cur.execute("delete from sentencify.pipeline_runs")
         insert_rows(cur, "insert into sentencify.pipeline_runs values %s", runs)
@@ -423,6 +594,13 @@ def run_views(
         insert_rows(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
         cur.execute("delete from sentencify.freshness")
         insert_rows(cur, "insert into sentencify.freshness values %s", fresh)
+        cur.execute("delete from sentencify.store_agreement")
+        insert_rows(
+            cur,
+            """insert into sentencify.store_agreement (store, step, missing, extra, different, examples, repaired, agrees,
+            checked_at, agreed_at) values %s""",
+            agreement,
+        )
     summary = {
         "window": str(window),
         "full": full,
@@ -436,6 +614,8 @@ def run_views(
     }
     if quarantined:
         summary["quarantined"] = quarantined.counts()
+    if drift:
+        summary["drift"] = {k: d.as_dict() for k, d in drift.items()}
     log.info("views done", extra={"fields": summary})
     return summary
 

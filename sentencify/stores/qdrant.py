@@ -36,8 +36,19 @@ def unit_vector(values: Sequence[float]) -> list[float] | None:
 
 
 def is_data_error(exc: BaseException) -> bool:
-    """A point Qdrant refused (HTTP 400/422, or local mode's ValueError), not a Qdrant that is away."""
+    """A point Qdrant refused (HTTP 400/422, or local mode's ValueError), not a Qdrant that is away
+    nor a collection that is gone (`collection_gone`)."""
+    if collection_gone(exc):
+        return False
     status = getattr(exc, "status_code", None)
     if status is not None:
         return status in (400, 422)
     return isinstance(exc, ValueError | TypeError)
+
+
+def collection_gone(exc: BaseException) -> bool:
+    """The collection was dropped under the writer (HTTP 404, or local mode's "Collection ... not
+    found"): the store was lost, not the point refused (pipeline.md, "Derived stores agree")."""
+    status = getattr(exc, "status_code", None)
+    text = str(exc)
+    return status == 404 or ("ollection" in text and ("not found" in text or "doesn't exist" in text))

@@ -79,7 +79,8 @@ class RedisFull(RuntimeError):
 
 def _redis_refusal(exc: Exception) -> Exception:
     """Redis's OOM refusal in words that name the setting; any other error as it is."""
-    if "OOM" not in str(exc):
+    # redis-py strips the error code: OutOfMemoryError("command not allowed when used memory > 'maxmemory'")
+    if type(exc).__name__ != "OutOfMemoryError" and "OOM" not in str(exc) and "maxmemory" not in str(exc):
         return exc
     return RedisFull(
         "Redis refused the profiles: out of memory (its maxmemory is reached and its maxmemory-policy evicts nothing "

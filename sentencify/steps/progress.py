@@ -48,7 +48,7 @@ class Plan:
 
 def safe_until(db: Database, step: str) -> datetime | None:
     doc = db[PROGRESS].find_one({"_id": step})
-    return None if doc is None else doc["safe_until"]
+    return None if doc is None else doc.get("safe_until")
 
 
 def plan(db: Database, step: str, window: Window | None, *, look_back: timedelta, now: datetime | None = None) -> Plan:

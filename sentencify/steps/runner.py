@@ -69,8 +69,15 @@ class _Opened:
     def __init__(self, stores: Stores, fence: Fence) -> None:
         self.stores, self.fence = stores, fence
         self.opened: list[Any] = []
+        self._by_kind: dict[str, Any] = {}
 
     def __call__(self, kind: str):
+        """The run's client of `kind`, opened once (a local-mode Qdrant path admits one client)."""
+        if kind not in self._by_kind:
+            self._by_kind[kind] = self._open(kind)
+        return self._by_kind[kind]
+
+    def _open(self, kind: str):
         client = getattr(self.stores, kind)()
         self.opened.append(client)
         if kind == "qdrant":

@@ -53,6 +53,7 @@ LONG_RUNNING = {
     "mongo",
     "qdrant",
     "redis",
+    "redis-cache",
     "postgres",
     "consumer",
     "airflow-api",

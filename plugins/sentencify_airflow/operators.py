@@ -23,10 +23,13 @@ from airflow.sdk import BaseOperator
 from bson.codec_options import CodecOptions
 
 from sentencify.settings import Settings
+from sentencify.steps.fence import RedisFull
 from sentencify.steps.runner import REGISTRY, Stores, run_step
 from sentencify.window import as_extra, step_runs, triggered_by, windows_for_run
 from sentencify_airflow import connections
 from sentencify_airflow.lineage import step_datasets
+
+REDIS_REFUSED = "redis_refused"  # XCom key: the profile step's Redis refused its writes (out of memory)
 
 
 def _true(value: Any) -> bool:
@@ -148,7 +151,14 @@ class MongoWindowStepOperator(BaseOperator):
         for window in runs:
             what = "everything not yet processed (no window)" if window is None else f"window {window}"
             self.log.info("%s%s for %s", self.step, " (full rebuild)" if full else "", what)
-            summary = run_step(self.step, window, settings, db=db, full=full, stores=stores)
+            try:
+                summary = run_step(self.step, window, settings, db=db, full=full, stores=stores)
+            except RedisFull as exc:
+                # MongoDB was published: the steps after this one go on (they do not write Redis);
+                # the DAG's next task fails with this error (RedisRefusalOperator).
+                self.log.error("%s", exc)
+                context["ti"].xcom_push(key=REDIS_REFUSED, value=str(exc))
+                summary = {"redis_refused": str(exc)}
             self.log.info("%s", summary)
             summaries.append(summary)
         extra = as_extra(windows if not full else [], unwindowed=None in runs, full=full)
@@ -234,3 +244,22 @@ class VerifyStoresOperator(MongoWindowStepOperator):
                 + "; ".join(d.line() for r in results for d in r.final if not d.agrees)
             )
         return [{"step": r.step, "found": [d.as_dict() for d in r.found]} for r in results]
+
+
+class RedisRefusalOperator(BaseOperator):
+    """Fails with the profile task's Redis refusal (out of memory), if it had one.
+
+    The profile task publishes MongoDB and emits its asset even when Redis refused its writes, so
+    the steps that do not write Redis go on; this task then fails the DAG run with the one-line
+    error that names the setting (pipeline.md, "Derived stores agree with MongoDB")."""
+
+    template_fields: Sequence[str] = ("profile_task_id",)
+
+    def __init__(self, *, profile_task_id: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.profile_task_id = profile_task_id
+
+    def execute(self, context) -> None:
+        refused = context["ti"].xcom_pull(task_ids=self.profile_task_id, key=REDIS_REFUSED)
+        if refused:
+            raise RedisFull(str(refused))

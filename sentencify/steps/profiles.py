@@ -24,7 +24,7 @@ from sentencify.schemas.derived import SCHEMA_VERSION
 from sentencify.steps import join
 from sentencify.steps.drift import Drift, pages
 from sentencify.steps.examples import earliest, latest
-from sentencify.steps.fence import NO_FENCE, Fence
+from sentencify.steps.fence import NO_FENCE, Fence, RedisFull
 from sentencify.steps.publish import publish
 from sentencify.steps.quarantine import Quarantined, bisect, settle
 from sentencify.steps.touched import A, B, C, E, chunks, group_by, touched_sessions
@@ -173,9 +173,12 @@ class ProfileRun:
     users: int = 0  # profiles published (or, in a check, compared)
     quarantined: Quarantined = field(default_factory=lambda: Quarantined("profile"))
     drift: dict[str, Drift] = field(default_factory=dict)  # a full run's or a check's, per store
+    redis_refused: str | None = None  # Redis out of memory (fence.RedisFull): MongoDB was published
 
     def summary(self) -> dict:
         out: dict = {"window": str(self.window), "users": self.users}
+        if self.redis_refused:
+            out["redis_refused"] = self.redis_refused
         if self.quarantined:
             out["quarantined"] = self.quarantined.counts()
         if self.drift:
@@ -201,7 +204,7 @@ def run_profile(
     for part in chunks(users, mongodb.TRANSACTION_DOCS):
         built = _build(db, part, now, run.quarantined)
         stored = _store_mongo(db, built, run.quarantined, fence)
-        fence.redis_set(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored})
+        _to_redis(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored}, run, fence)
         run.users += len(stored)
     settle(db, run.quarantined, (quarantine_id(u) for u in users), now, fence)
     log.info("profiles done", extra={"fields": run.summary()})
@@ -269,7 +272,7 @@ def reconcile(
         for p, _ in built:
             if p["_id"] not in held and p["_id"] in existing and quarantine_id(p["_id"]) not in run.quarantined:
                 held[p["_id"]] = redis_value(existing[p["_id"]])
-        _sync_redis(redis_client, held, redis_drift, repair, fence)
+        _sync_redis(redis_client, held, redis_drift, repair, fence, run)
         run.users += len(held)
     _remove_absent(db, redis_client, run, repair, fence)
     if repair:
@@ -278,7 +281,20 @@ def reconcile(
     return run
 
 
-def _sync_redis(redis_client, held: dict[str, str], drift: Drift, repair: bool, fence: Fence) -> None:
+def _to_redis(redis_client, values: dict[str, str], run: ProfileRun, fence: Fence) -> None:
+    """Write these profiles to Redis; a Redis out of memory (`RedisFull`) is kept in `run` and the
+    rest of the run publishes MongoDB only: the run then fails with that error once recorded, and
+    the next run finds Redis not as the step left it (its marker) and rewrites it whole."""
+    if run.redis_refused or not values:
+        return
+    try:
+        fence.redis_set(redis_client, values)
+    except RedisFull as exc:
+        run.redis_refused = str(exc)
+        log.error("Redis refused the profiles", extra={"fields": {"error": str(exc)}})
+
+
+def _sync_redis(redis_client, held: dict[str, str], drift: Drift, repair: bool, fence: Fence, run: ProfileRun) -> None:
     """Redis's copy of these users' profiles compared with MongoDB's (`held`: user -> value); the
     differing ones rewritten with `repair`."""
     users = sorted(held)
@@ -294,7 +310,7 @@ def _sync_redis(redis_client, held: dict[str, str], drift: Drift, repair: bool, 
             continue
         stale[key] = held[user]
     if repair and stale:
-        fence.redis_set(redis_client, stale)
+        _to_redis(redis_client, stale, run, fence)
 
 
 def _remove_absent(db: Database, redis_client, run: ProfileRun, repair: bool, fence: Fence) -> None:

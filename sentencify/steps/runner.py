@@ -22,7 +22,7 @@ from pymongo.database import Database
 from sentencify import mongo
 from sentencify.settings import Settings
 from sentencify.steps import census, progress
-from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
+from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant, RedisFull
 from sentencify.steps.lease import LEASES, StepLease
 from sentencify.steps.publish import RUNS, publish, run_op
 from sentencify.window import Window
@@ -118,9 +118,9 @@ def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
 
     r = open_("redis")
     summary = run_profile(db, r, plan.scan, fence=open_.fence, full=full)
-    # Next to the profiles: Redis's own freshness, and this deployment's marker (census)
-    marker = plan.safe_until.isoformat()
-    open_.fence.redis_set(r, {REDIS_MARKER: marker, census.redis_marker_key(db.name): marker})
+    if not summary.get("redis_refused"):  # next to the profiles: Redis's own freshness, and this deployment's marker
+        marker = plan.safe_until.isoformat()
+        open_.fence.redis_set(r, {REDIS_MARKER: marker, census.redis_marker_key(db.name): marker})
     return summary
 
 
@@ -325,6 +325,8 @@ def run_step(
                 run_full = full or reconcile or bool(lost) or due is not None
                 summary = REGISTRY[step].run(db, plan, settings, run_full, opened)
                 left_now = REGISTRY[step].census(db, opened, settings, plan.safe_until)
+                if summary.get("redis_refused"):  # Redis is behind: the next run must not take it for ours
+                    left_now["redis_marker"] = "refused: rewrite"
             finally:
                 opened.close()
             if lost:
@@ -347,6 +349,8 @@ def run_step(
             if reconcile:  # the requests this run has answered (a later one stays due)
                 ops[LEASES] = [UpdateOne({"_id": step}, {"$max": {"reconciled": requested}})]
             publish(db, ops, lease.fence)
+            if summary.get("redis_refused"):  # MongoDB is published; Redis waits for room (the next run rewrites it)
+                raise RedisFull(summary["redis_refused"])
             return summary
     finally:
         if client is not None:

@@ -147,7 +147,7 @@ def _act(s, db, logs: Logs, action: tuple, clock: dict) -> None:
                 db[collection].delete_many({"recommend_session_id": sid})
 
 
-@hsettings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@hsettings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(actions=ACTIONS)
 def test_any_interleaving_converges_to_one_full_rebuild_of_the_remaining_raw_records(world, actions):
     s, ref = world(1), world(2)

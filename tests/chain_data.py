@@ -113,7 +113,7 @@ class Logs:
 
     def full_session(self, h, session, **overrides):
         """A clean, high-consistency session: E, A, B, C (accepted) and its D."""
-        self.e(h, session)
+        self.e(h, session, **overrides.get("e", {}))
         self.a(h, session, **overrides.get("a", {}))
         self.b(h, session, **overrides.get("b", {}))
         self.c(h, session, **overrides.get("c", {}))

@@ -59,10 +59,11 @@ def mongo_counts(db: Database, collections: Iterable[str]) -> dict[str, int]:
 
 
 def settled_counts(db: Database, before: datetime) -> dict[str, int] | None:
-    """Per raw collection, the records ingested before `before` (all of them visible by then:
-    `before` is a progress the ETL recorded), as the total less the ones at or after it, which is
-    an index range over recent records only. None when records kept arriving between the two
-    counts in every try (the census is then skipped: never a false alarm)."""
+    """Per raw collection, the records ingested before `before` (where an ETL run read up to), as
+    the total less the ones at or after it, which is an index range over recent records only. A
+    record stamped earlier that became visible later only adds to a later count: fewer means
+    removed. None when records kept arriving between the two counts in every try (the census is
+    then skipped: never a false alarm)."""
     out: dict[str, int] = {}
     for et in EVENT_TYPES:
         coll = db[et.name]

@@ -324,7 +324,8 @@ def run_step(
                     log.info("a full rebuild was asked of this step: running in full", extra={"fields": {"step": step}})
                 run_full = full or reconcile or bool(lost) or due is not None
                 summary = REGISTRY[step].run(db, plan, settings, run_full, opened)
-                left_now = REGISTRY[step].census(db, opened, settings, plan.safe_until)
+                # Raw records are counted up to where this run read: fewer of them later means removed.
+                left_now = REGISTRY[step].census(db, opened, settings, plan.scan.end)
                 if summary.get("redis_refused"):  # Redis is behind: the next run must not take it for ours
                     left_now["redis_marker"] = "refused: rewrite"
             finally:

@@ -25,7 +25,7 @@ from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.publish import publish
 from sentencify.steps.quarantine import Quarantined, bisect, settle
 from sentencify.steps.touched import A, B, C, E, chunks, group_by, touched_sessions
-from sentencify.stores import mongodb, redis_json
+from sentencify.stores import batching, mongodb, redis_json
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.profile")
@@ -152,6 +152,10 @@ def redis_value(profile: dict) -> str:
     return redis_json.dumps(doc)
 
 
+def _profile_bytes(item: tuple[dict, str]) -> int:
+    return mongodb.document_bytes(item[0])
+
+
 def quarantine_id(user_id: str) -> str:
     """The profile step quarantines users: `session_id` = "user:<user_id>" in `pipeline_quarantine`."""
     return f"user:{user_id}"
@@ -166,10 +170,17 @@ def all_users(db: Database) -> set[str]:
 
 
 def run_profile(
-    db: Database, redis_client, window: Window, now: datetime | None = None, fence: Fence = NO_FENCE, full: bool = False
+    db: Database,
+    redis_client,
+    window: Window,
+    now: datetime | None = None,
+    fence: Fence = NO_FENCE,
+    full: bool = False,
+    limits: batching.RequestBytes = batching.DEFAULT_LIMITS,
 ) -> dict:
     """`fence`: the run's lease token (sentencify.steps.fence): MongoDB and Redis writes go through it.
-    `full`: recompute every user's profile, not only the window's (a rebuild)."""
+    `full`: recompute every user's profile, not only the window's (a rebuild). `limits`: the
+    largest request to each store (stores.batching)."""
     now = now or datetime.now(UTC)
     users = sorted(all_users(db) if full else touched_users(db, window))
     quarantined = Quarantined("profile")
@@ -186,12 +197,16 @@ def run_profile(
         def write(items: list[tuple[dict, str]]) -> None:
             publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p, _ in items]}, fence)
 
-        for (profile, _), error in bisect(built, write, mongodb.is_data_error):
-            quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", error)
+        room = limits.mongo - mongodb.COMMAND_OVERHEAD_BYTES
+        for batch in batching.batches(built, mongodb.TRANSACTION_DOCS, room, _profile_bytes):
+            for (profile, _), error in bisect(batch, write, mongodb.is_data_error):
+                quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", error)
         stored = [(p, v) for p, v in built if quarantine_id(p["user_id"]) not in quarantined]
         # Redis after MongoDB: a failure here fails the run (not recorded, progress not moved), and
         # the retry rewrites both.
-        fence.redis_set(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored})
+        fence.redis_set(
+            redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored}, max_bytes=limits.redis
+        )
         written += len(stored)
     settle(db, quarantined, None if full else (quarantine_id(u) for u in users), now, fence)
     summary = {"window": str(window), "users": written}

@@ -25,9 +25,12 @@ from sentencify.steps import progress
 from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
 from sentencify.steps.lease import LEASES, StepLease
 from sentencify.steps.publish import RUNS, publish, run_op
+from sentencify.stores.batching import RequestBytes
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.runner")
+
+CONNECT_TIMEOUT_S = 10  # opening a connection to Redis or PostgreSQL (MongoDB's client: sentencify.mongo)
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,10 @@ class Stores:
         def redis_client():
             import redis
 
-            return redis.Redis.from_url(settings.redis_url)
+            # A bounded wait on every call (STORE_TIMEOUT_S): a Redis that stops answering fails the run.
+            return redis.Redis.from_url(
+                settings.redis_url, socket_timeout=settings.store_timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S
+            )
 
         def qdrant_client():
             from sentencify import vectorstore
@@ -55,7 +61,7 @@ class Stores:
         def analytics_conn():
             import psycopg2
 
-            return psycopg2.connect(settings.analytics_db_uri)
+            return psycopg2.connect(settings.analytics_db_uri, connect_timeout=CONNECT_TIMEOUT_S)
 
         return cls(redis_client, qdrant_client, analytics_conn)
 
@@ -103,7 +109,7 @@ def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
     from sentencify.steps.profiles import run_profile
 
     r = open_("redis")
-    summary = run_profile(db, r, plan.scan, fence=open_.fence, full=full)
+    summary = run_profile(db, r, plan.scan, fence=open_.fence, full=full, limits=RequestBytes.from_settings(settings))
     open_.fence.redis_set(r, {REDIS_MARKER: plan.safe_until.isoformat()})  # Redis's own freshness, next to the profiles
     return summary
 
@@ -120,6 +126,7 @@ def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
         threshold=settings.vector_real_threshold,
         full=full,
         fence=open_.fence,
+        max_request_bytes=settings.qdrant_max_request_bytes,
     )
 
 
@@ -174,7 +181,11 @@ def run_step(
     was published, the run is not recorded), and whatever a store raises."""
     if step not in REGISTRY:
         raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
-    client = mongo.client(settings.mongo_uri, app_name=f"sentencify-{step}") if db is None else None
+    client = (
+        mongo.client(settings.mongo_uri, app_name=f"sentencify-{step}", socket_timeout_s=settings.store_timeout_s)
+        if db is None
+        else None
+    )
     if client is not None:
         db = client[settings.mongo_db]
     try:

@@ -27,6 +27,7 @@ from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.quarantine import Quarantined, bisect, settle
 from sentencify.steps.touched import chunks, touched_sessions
+from sentencify.stores import batching
 from sentencify.stores import qdrant as qdrant_rules
 from sentencify.window import Window
 
@@ -97,17 +98,32 @@ def _points(examples: list[dict], quarantined: Quarantined) -> list[tuple[str, m
     return out
 
 
-def upsert(qc: QdrantClient, collection: str, points: list[tuple[str, models.PointStruct]], quarantined: Quarantined) -> int:
-    """Upsert in batches; a point Qdrant refuses is found by bisection and its session quarantined.
+def _point_bytes(item: tuple[str, models.PointStruct]) -> int:
+    pt = item[1]
+    return qdrant_rules.point_bytes(pt.vector, pt.payload or {})  # type: ignore[arg-type]
+
+
+def upsert(
+    qc: QdrantClient,
+    collection: str,
+    points: list[tuple[str, models.PointStruct]],
+    quarantined: Quarantined,
+    max_bytes: int = batching.QDRANT_REQUEST_BYTES,
+) -> int:
+    """Upsert in batches of at most UPSERT_BATCH points and `max_bytes` bytes of JSON
+    (stores.batching; QDRANT_MAX_REQUEST_BYTES); a batch refused or timed out for its size is
+    sent in halves; a point Qdrant refuses is found by bisection and its session quarantined.
     Returns the number of points written."""
     written = 0
-    for i in range(0, len(points), UPSERT_BATCH):
-        batch = points[i : i + UPSERT_BATCH]
 
-        def write(items: list[tuple[str, models.PointStruct]]) -> None:
-            qc.upsert(collection, points=[p for _, p in items], wait=True)
+    def write(items: list[tuple[str, models.PointStruct]]) -> None:
+        qc.upsert(collection, points=[p for _, p in items], wait=True)
 
-        refused = bisect(batch, write, qdrant_rules.is_data_error)
+    def write_bounded(items: list[tuple[str, models.PointStruct]]) -> None:
+        batching.write_split(items, write, qdrant_rules.maybe_too_large)
+
+    for batch in batching.batches(points, UPSERT_BATCH, max_bytes, _point_bytes):
+        refused = bisect(batch, write_bounded, qdrant_rules.is_data_error)
         for (session, _), exc in refused:
             quarantined.add(session, "point_refused", exc)
         written += len(batch) - len(refused)
@@ -115,7 +131,13 @@ def upsert(qc: QdrantClient, collection: str, points: list[tuple[str, models.Poi
 
 
 def sync_sessions(
-    db: Database, qc: QdrantClient, collection: str, dim: int, session_ids: list[str], quarantined: Quarantined | None = None
+    db: Database,
+    qc: QdrantClient,
+    collection: str,
+    dim: int,
+    session_ids: list[str],
+    quarantined: Quarantined | None = None,
+    max_bytes: int = batching.QDRANT_REQUEST_BYTES,
 ) -> tuple[int, int]:
     """Upsert the points these sessions should have, delete the ones they should not (a quarantined
     session's included). Returns (upserted, deleted)."""
@@ -124,7 +146,7 @@ def sync_sessions(
     for part in chunks(session_ids, 2000):
         found = {e["_id"]: e for e in find_in(db[EXAMPLES], "_id", part, _FIELDS)}
         keep = _points([found[s] for s in part if s in found and wanted(found[s], dim)], quarantined)
-        upserted += upsert(qc, collection, keep, quarantined)
+        upserted += upsert(qc, collection, keep, quarantined, max_bytes)
         drop = [vectorstore.point_id(s) for s in part if s in quarantined or not (s in found and wanted(found[s], dim))]
         if drop:
             qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](drop)), wait=True)
@@ -208,7 +230,14 @@ class FullSync:
     counts: tuple[dict[str, int], dict[str, int]]  # (real, synthetic) points per category afterwards
 
 
-def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int, quarantined: Quarantined | None = None) -> FullSync:
+def sync_all(
+    db: Database,
+    qc: QdrantClient,
+    collection: str,
+    dim: int,
+    quarantined: Quarantined | None = None,
+    max_bytes: int = batching.QDRANT_REQUEST_BYTES,
+) -> FullSync:
     """Every example in one scan, upserted in batches as it streams; then stale real points deleted.
 
     Only this run writes the collection (the step's lease), so the real points afterwards are
@@ -226,7 +255,7 @@ def sync_all(db: Database, qc: QdrantClient, collection: str, dim: int, quaranti
         if isinstance(batch, BaseException):
             raise batch
         before_batch = len(quarantined)
-        upserted += upsert(qc, collection, batch, quarantined)
+        upserted += upsert(qc, collection, batch, quarantined, max_bytes)
         if len(quarantined) > before_batch:  # refused points are not kept: deleted below if they existed
             for session, pt in batch:
                 if session in quarantined:
@@ -248,19 +277,20 @@ def run_vectors(
     threshold: int,
     full: bool = False,
     fence: Fence = NO_FENCE,
+    max_request_bytes: int = batching.QDRANT_REQUEST_BYTES,
 ) -> dict:
     """`fence`: the run's lease token; the quarantine's MongoDB writes go through it (Qdrant's are
-    fenced by the client the runner hands over)."""
+    fenced by the client the runner hands over). `max_request_bytes`: QDRANT_MAX_REQUEST_BYTES."""
     vectorstore.ensure_collection(qc, collection, dim)
     known = None
     quarantined = Quarantined("vectors")
     if full:
-        synced = sync_all(db, qc, collection, dim, quarantined)
+        synced = sync_all(db, qc, collection, dim, quarantined, max_request_bytes)
         sessions, upserted, deleted, known = synced.kept, synced.upserted, synced.deleted, synced.counts
         settle(db, quarantined, None, fence=fence)
     else:
         touched = sorted(touched_sessions(db, window))
-        upserted, deleted = sync_sessions(db, qc, collection, dim, touched, quarantined)
+        upserted, deleted = sync_sessions(db, qc, collection, dim, touched, quarantined, max_request_bytes)
         sessions = len(touched)
         settle(db, quarantined, touched, fence=fence)
     real, synthetic = retire_synthetic(qc, collection, threshold, known)

@@ -24,6 +24,7 @@ from sentencify.settings import Settings
 from sentencify.steps import progress
 from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
 from sentencify.steps.lease import LEASES, StepLease
+from sentencify.steps.pg_waits import BoundedPostgres, Waits
 from sentencify.steps.publish import RUNS, publish, run_op
 from sentencify.stores.batching import RequestBytes
 from sentencify.window import Window
@@ -69,11 +70,12 @@ class Stores:
 class _Opened:
     """The clients one run opened, closed when it ends. Opening Redis or PostgreSQL raises the
     step's token there (before the run reads), so an older holder's later writes are refused.
-    PostgreSQL comes wrapped so that each transaction ends with the fence's guard, Qdrant so that
-    each point write checks the lease first (sentencify.steps.fence)."""
+    PostgreSQL comes wrapped so that each transaction begins with its lock and statement timeouts
+    (sentencify.steps.pg_waits) and ends with the fence's guard, Qdrant so that each point write
+    checks the lease first (sentencify.steps.fence)."""
 
-    def __init__(self, stores: Stores, fence: Fence) -> None:
-        self.stores, self.fence = stores, fence
+    def __init__(self, stores: Stores, fence: Fence, waits: Waits | None = None) -> None:
+        self.stores, self.fence, self.waits = stores, fence, waits or Waits()
         self.opened: list[Any] = []
 
     def __call__(self, kind: str):
@@ -83,7 +85,7 @@ class _Opened:
             return FencedQdrant(client, self.fence)
         if kind == "analytics":
             self.fence.claim_postgres(client)
-            return FencedPostgres(client, self.fence)
+            return FencedPostgres(BoundedPostgres(client, self.waits), self.fence)
         if kind == "redis":
             self.fence.claim_redis(client)
         return client
@@ -205,7 +207,7 @@ def run_step(
                     "an earlier run's write may have landed after its lease was lost: reconciling everything",
                     extra={"fields": {"step": step}},
                 )
-            opened = _Opened(stores or Stores.from_settings(settings), lease.fence)
+            opened = _Opened(stores or Stores.from_settings(settings), lease.fence, Waits.from_settings(settings))
             try:
                 summary = REGISTRY[step].run(db, plan, settings, full or reconcile, opened)
             finally:

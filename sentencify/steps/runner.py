@@ -26,6 +26,7 @@ from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
 from sentencify.steps.lease import LEASES, StepLease
 from sentencify.steps.pg_waits import BoundedPostgres, Waits
 from sentencify.steps.publish import RUNS, publish, run_op
+from sentencify.stores import versions
 from sentencify.stores.batching import RequestBytes
 from sentencify.window import Window
 
@@ -67,6 +68,13 @@ class Stores:
         return cls(redis_client, qdrant_client, analytics_conn)
 
 
+_CHECK_VERSION: dict[str, Callable[[Any], None]] = {
+    "redis": versions.check_redis,
+    "qdrant": versions.check_qdrant,
+    "analytics": versions.check_postgres,
+}
+
+
 class _Opened:
     """The clients one run opened, closed when it ends. Opening Redis or PostgreSQL raises the
     step's token there (before the run reads), so an older holder's later writes are refused.
@@ -81,6 +89,7 @@ class _Opened:
     def __call__(self, kind: str):
         client = getattr(self.stores, kind)()
         self.opened.append(client)
+        _CHECK_VERSION[kind](client)  # once per process (sentencify.stores.versions)
         if kind == "qdrant":
             return FencedQdrant(client, self.fence)
         if kind == "analytics":
@@ -191,6 +200,7 @@ def run_step(
     if client is not None:
         db = client[settings.mongo_db]
     try:
+        versions.check_mongodb(db)  # once per process: the ETL's join needs MongoDB 5.2
         with StepLease(db, step, ttl_s=settings.lease_ttl_s) as lease:
             assert lease.fence is not None and lease.acquired_at is not None
             started_at = lease.acquired_at  # MongoDB's time: no host clock decides what is safe

@@ -177,6 +177,15 @@ class Settings:
     # Airflow deadline: seconds after its hour's end (ETL) or its queueing (later steps) a run must be done
     run_deadline_s: int = _setting("RUN_DEADLINE_S", _int(1), 1800)
 
+    # bounds at any size (pipeline.md "Bounds at any size"): request bytes, waits
+    mongo_max_request_bytes: int = _setting("MONGO_MAX_REQUEST_BYTES", _int(1024 * 1024), 48_000_000)
+    redis_max_request_bytes: int = _setting("REDIS_MAX_REQUEST_BYTES", _int(64 * 1024), 8 * 1024 * 1024)
+    qdrant_max_request_bytes: int = _setting("QDRANT_MAX_REQUEST_BYTES", _int(1024 * 1024), 32 * 1024 * 1024)
+    views_lock_timeout_s: float = _setting("VIEWS_LOCK_TIMEOUT_S", _float(0.001, 86400.0), 60.0)
+    views_statement_timeout_s: float = _setting("VIEWS_STATEMENT_TIMEOUT_S", _float(0.001, 86400.0), 900.0)
+    store_timeout_s: float = _setting("STORE_TIMEOUT_S", _float(1.0, 86400.0), 600.0)
+    task_execution_timeout_s: int = _setting("TASK_EXECUTION_TIMEOUT_S", _int(60), 4 * 3600)
+
     # consumer
     max_record_bytes: int = _setting("MAX_RECORD_BYTES", _int(1), 1024 * 1024)
     dead_letter_prefix_bytes: int = _setting("DEAD_LETTER_PREFIX_BYTES", _int(0), 4096)

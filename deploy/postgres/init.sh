@@ -13,4 +13,6 @@ create database analytics owner sentencify;
 create role sentencify_reader login password '${ANALYTICS_READER_PASSWORD}';
 -- Timestamps from year 1 to 9999 stay readable whatever zone a client asks for.
 alter role sentencify_reader set timezone = 'UTC';
+-- The views step names the session holding a lock it waited for; its state and age need this.
+grant pg_read_all_stats to sentencify;
 SQL

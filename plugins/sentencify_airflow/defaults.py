@@ -19,6 +19,9 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),
+    # No task runs without bound (pipeline.md "Bounds at any size"): past it Airflow fails the
+    # task, which releases its lease, and the retry redoes the work.
+    "execution_timeout": timedelta(seconds=Settings.from_env().task_execution_timeout_s),
 }
 
 WINDOW_PARAMS = {

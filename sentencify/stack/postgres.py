@@ -94,6 +94,9 @@ class PostgresService(Service):
         # The views hold timestamps from year 1 to 9999 (pipeline.md: every value readable); a reader
         # session west or east of UTC would see them as years 0 or 10000, which drivers cannot read.
         self.psql("alter role sentencify_reader set timezone = 'UTC'")
+        # The views step names the session that holds a lock it waited for (sentencify.steps.pg_waits);
+        # that session's state and age are visible to the step's role only with pg_read_all_stats.
+        self.psql("grant pg_read_all_stats to sentencify")
 
     def create_database(self, name: str) -> None:
         if not name.replace("_", "").isalnum():

@@ -30,6 +30,8 @@ import logging
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 
+from sentencify.stores import batching, redis_json
+
 log = logging.getLogger("sentencify.fence")
 
 LEASES = "pipeline_leases"
@@ -71,6 +73,10 @@ local n = 0
 for i = 2, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
 return n
 """
+
+
+REDIS_BATCH_KEYS = 1000  # keys per Redis request, within its byte bound
+REDIS_COMMAND_BYTES = 256  # the request's own arguments: EVALSHA, the script's digest, the fence key and token
 
 
 class RedisFull(RuntimeError):
@@ -157,14 +163,27 @@ class Fence:
         """Raise the step's Redis token to ours before reading (LeaseLost when a newer one is there)."""
         self.redis_set(client, {}, check=False)
 
-    def redis_set(self, client, values: dict[str, str], *, check: bool = True) -> None:
-        """SET every key of `values` in one script, only if no newer token wrote this step's keys."""
+    def redis_set(
+        self, client, values: dict[str, str], *, check: bool = True, max_bytes: int = batching.REDIS_REQUEST_BYTES
+    ) -> None:
+        """SET every key of `values`, only if no newer token wrote this step's keys: one script per
+        request of at most `max_bytes` bytes (REDIS_MAX_REQUEST_BYTES; stores.batching), each
+        preceded by the lease check; a request Redis refuses or times out on is sent in halves.
+        Raises LeaseLost, and RedisFull when Redis is out of memory."""
+        if not values:
+            self._redis_write(client, [], check)
+            return
+        for batch in batching.batches(values.items(), REDIS_BATCH_KEYS, max_bytes - REDIS_COMMAND_BYTES, redis_json.set_bytes):
+            batching.write_split(batch, lambda part: self._redis_write(client, part, check), redis_json.maybe_too_large)
+
+    def _redis_write(self, client, items: list[tuple[str, str]], check: bool) -> None:
         import redis
 
         if check:
             self.check()
         try:
-            client.register_script(_REDIS_FENCED_SET)(keys=[self.redis_key(), *values], args=[self.token, *values.values()])
+            script = client.register_script(_REDIS_FENCED_SET)
+            script(keys=[self.redis_key(), *(k for k, _ in items)], args=[self.token, *(v for _, v in items)])
         except redis.exceptions.ResponseError as exc:
             if "FENCED" in str(exc):
                 raise self.lost(str(exc)) from None
@@ -333,12 +352,12 @@ class _NoFence(Fence):
     def claim_redis(self, client) -> None:
         return None
 
-    def redis_set(self, client, values: dict[str, str], *, check: bool = True) -> None:
+    def _redis_write(self, client, items: list[tuple[str, str]], check: bool) -> None:
         import redis
 
-        if values:
+        if items:
             try:
-                client.mset(values)
+                client.mset(dict(items))
             except redis.exceptions.ResponseError as exc:
                 refusal = _redis_refusal(exc)
                 if refusal is exc:

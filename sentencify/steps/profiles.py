@@ -28,7 +28,7 @@ from sentencify.steps.fence import NO_FENCE, Fence, RedisFull
 from sentencify.steps.publish import publish
 from sentencify.steps.quarantine import Quarantined, bisect, settle
 from sentencify.steps.touched import A, B, C, E, chunks, group_by, touched_sessions
-from sentencify.stores import mongodb, redis_json
+from sentencify.stores import batching, mongodb, redis_json
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.profile")
@@ -155,6 +155,10 @@ def redis_value(profile: dict) -> str:
     return redis_json.dumps(doc)
 
 
+def _profile_bytes(item: tuple[dict, str]) -> int:
+    return mongodb.document_bytes(item[0])
+
+
 def quarantine_id(user_id: str) -> str:
     """The profile step quarantines users: `session_id` = "user:<user_id>" in `pipeline_quarantine`."""
     return f"user:{user_id}"
@@ -174,6 +178,7 @@ class ProfileRun:
     quarantined: Quarantined = field(default_factory=lambda: Quarantined("profile"))
     drift: dict[str, Drift] = field(default_factory=dict)  # a full run's or a check's, per store
     redis_refused: str | None = None  # Redis out of memory (fence.RedisFull): MongoDB was published
+    limits: batching.RequestBytes = batching.DEFAULT_LIMITS  # the largest request to each store
 
     def summary(self) -> dict:
         out: dict = {"window": str(self.window), "users": self.users}
@@ -191,19 +196,26 @@ PAGE = mongodb.TRANSACTION_DOCS  # users per page of a full run: one transaction
 
 
 def run_profile(
-    db: Database, redis_client, window: Window, now: datetime | None = None, fence: Fence = NO_FENCE, full: bool = False
+    db: Database,
+    redis_client,
+    window: Window,
+    now: datetime | None = None,
+    fence: Fence = NO_FENCE,
+    full: bool = False,
+    limits: batching.RequestBytes = batching.DEFAULT_LIMITS,
 ) -> dict:
     """`fence`: the run's lease token (sentencify.steps.fence): MongoDB and Redis writes go through it.
     `full`: every user's profile compared with what the raw records imply and repaired, in MongoDB
-    and in Redis, streamed in pages (`reconcile`), not only the window's users."""
+    and in Redis, streamed in pages (`reconcile`), not only the window's users. `limits`: the
+    largest request to each store (stores.batching)."""
     now = now or datetime.now(UTC)
     if full:
-        return reconcile(db, redis_client, now, repair=True, fence=fence, window=window).summary()
-    run = ProfileRun(window)
+        return reconcile(db, redis_client, now, repair=True, fence=fence, window=window, limits=limits).summary()
+    run = ProfileRun(window, limits=limits)
     users = sorted(touched_users(db, window))
     for part in chunks(users, mongodb.TRANSACTION_DOCS):
         built = _build(db, part, now, run.quarantined)
-        stored = _store_mongo(db, built, run.quarantined, fence)
+        stored = _store_mongo(db, built, run, fence)
         _to_redis(redis_client, {REDIS_KEY.format(user_id=p["user_id"]): value for p, value in stored}, run, fence)
         run.users += len(stored)
     settle(db, run.quarantined, (quarantine_id(u) for u in users), now, fence)
@@ -223,17 +235,20 @@ def _build(db: Database, users: list[str], now: datetime, quarantined: Quarantin
     return built
 
 
-def _store_mongo(db: Database, built: list[tuple[dict, str]], quarantined: Quarantined, fence: Fence) -> list[tuple[dict, str]]:
-    """Upsert these profiles in one transaction; a profile MongoDB refuses is found by bisection and
-    its user quarantined. Returns the ones stored. Redis comes after MongoDB: a failure there fails
-    the run (not recorded, progress not moved), and the retry rewrites both."""
+def _store_mongo(db: Database, built: list[tuple[dict, str]], run: ProfileRun, fence: Fence) -> list[tuple[dict, str]]:
+    """Upsert these profiles in transactions bounded in documents and bytes (`run.limits`); a
+    profile MongoDB refuses is found by bisection and its user quarantined. Returns the ones
+    stored. Redis comes after MongoDB: a failure there fails the run (not recorded, progress not
+    moved), and the retry rewrites both."""
 
     def write(items: list[tuple[dict, str]]) -> None:
         publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p, _ in items]}, fence)
 
-    for (profile, _), error in bisect(built, write, mongodb.is_data_error):
-        quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", error)
-    return [(p, v) for p, v in built if quarantine_id(p["user_id"]) not in quarantined]
+    room = run.limits.mongo - mongodb.COMMAND_OVERHEAD_BYTES
+    for batch in batching.batches(built, mongodb.TRANSACTION_DOCS, room, _profile_bytes):
+        for (profile, _), error in bisect(batch, write, mongodb.is_data_error):
+            run.quarantined.add(quarantine_id(profile["user_id"]), "profile_not_storable", error)
+    return [(p, v) for p, v in built if quarantine_id(p["user_id"]) not in run.quarantined]
 
 
 def reconcile(
@@ -244,6 +259,7 @@ def reconcile(
     repair: bool,
     fence: Fence = NO_FENCE,
     window: Window | None = None,
+    limits: batching.RequestBytes = batching.DEFAULT_LIMITS,
 ) -> ProfileRun:
     """Every profile, in MongoDB and in Redis, compared with what the raw records imply, a page of
     users at a time (pipeline.md, "Derived stores agree with MongoDB"); with `repair` the
@@ -254,7 +270,7 @@ def reconcile(
     no record left (extra: removed from both stores); the Redis keys with no profile in MongoDB
     (extra). Raises what a store raises."""
     now = now or datetime.now(UTC)
-    run = ProfileRun(window or Window(now, now + timedelta(microseconds=1)))
+    run = ProfileRun(window or Window(now, now + timedelta(microseconds=1)), limits=limits)
     mongo_drift, redis_drift = (
         run.drift.setdefault(PROFILES, Drift(PROFILES)),
         run.drift.setdefault(REDIS_STORE, Drift(REDIS_STORE)),
@@ -267,7 +283,7 @@ def reconcile(
         mongo_drift.add("missing", [p["_id"] for p, _ in changed if p["_id"] not in existing])
         mongo_drift.add("different", [p["_id"] for p, _ in changed if p["_id"] in existing])
         if repair:
-            changed = _store_mongo(db, changed, run.quarantined, fence)
+            changed = _store_mongo(db, changed, run, fence)
         held = {p["_id"]: v for p, v in changed}  # what MongoDB holds after this page
         for p, _ in built:
             if p["_id"] not in held and p["_id"] in existing and quarantine_id(p["_id"]) not in run.quarantined:
@@ -288,7 +304,7 @@ def _to_redis(redis_client, values: dict[str, str], run: ProfileRun, fence: Fenc
     if run.redis_refused or not values:
         return
     try:
-        fence.redis_set(redis_client, values)
+        fence.redis_set(redis_client, values, max_bytes=run.limits.redis)
     except RedisFull as exc:
         run.redis_refused = str(exc)
         log.error("Redis refused the profiles", extra={"fields": {"error": str(exc)}})

@@ -24,10 +24,15 @@ from sentencify.settings import Settings
 from sentencify.steps import census, progress
 from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant, RedisFull
 from sentencify.steps.lease import LEASES, StepLease
+from sentencify.steps.pg_waits import BoundedPostgres, Waits
 from sentencify.steps.publish import RUNS, publish, run_op
+from sentencify.stores import versions
+from sentencify.stores.batching import RequestBytes
 from sentencify.window import Window
 
 log = logging.getLogger("sentencify.runner")
+
+CONNECT_TIMEOUT_S = 10  # opening a connection to Redis or PostgreSQL (MongoDB's client: sentencify.mongo)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,10 @@ class Stores:
         def redis_client():
             import redis
 
-            return redis.Redis.from_url(settings.redis_url)
+            # A bounded wait on every call (STORE_TIMEOUT_S): a Redis that stops answering fails the run.
+            return redis.Redis.from_url(
+                settings.redis_url, socket_timeout=settings.store_timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S
+            )
 
         def qdrant_client():
             from sentencify import vectorstore
@@ -55,19 +63,27 @@ class Stores:
         def analytics_conn():
             import psycopg2
 
-            return psycopg2.connect(settings.analytics_db_uri)
+            return psycopg2.connect(settings.analytics_db_uri, connect_timeout=CONNECT_TIMEOUT_S)
 
         return cls(redis_client, qdrant_client, analytics_conn)
+
+
+_CHECK_VERSION: dict[str, Callable[[Any], None]] = {
+    "redis": versions.check_redis,
+    "qdrant": versions.check_qdrant,
+    "analytics": versions.check_postgres,
+}
 
 
 class _Opened:
     """The clients one run opened, closed when it ends. Opening Redis or PostgreSQL raises the
     step's token there (before the run reads), so an older holder's later writes are refused.
-    PostgreSQL comes wrapped so that each transaction ends with the fence's guard, Qdrant so that
-    each point write checks the lease first (sentencify.steps.fence)."""
+    PostgreSQL comes wrapped so that each transaction begins with its lock and statement timeouts
+    (sentencify.steps.pg_waits) and ends with the fence's guard, Qdrant so that each point write
+    checks the lease first (sentencify.steps.fence)."""
 
-    def __init__(self, stores: Stores, fence: Fence) -> None:
-        self.stores, self.fence = stores, fence
+    def __init__(self, stores: Stores, fence: Fence, waits: Waits | None = None) -> None:
+        self.stores, self.fence, self.waits = stores, fence, waits or Waits()
         self.opened: list[Any] = []
         self._by_kind: dict[str, Any] = {}
 
@@ -80,11 +96,12 @@ class _Opened:
     def _open(self, kind: str):
         client = getattr(self.stores, kind)()
         self.opened.append(client)
+        _CHECK_VERSION[kind](client)  # once per process (sentencify.stores.versions)
         if kind == "qdrant":
             return FencedQdrant(client, self.fence)
         if kind == "analytics":
             self.fence.claim_postgres(client)
-            return FencedPostgres(client, self.fence)
+            return FencedPostgres(BoundedPostgres(client, self.waits), self.fence)
         if kind == "redis":
             self.fence.claim_redis(client)
         return client
@@ -117,7 +134,7 @@ def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
     from sentencify.steps.profiles import run_profile
 
     r = open_("redis")
-    summary = run_profile(db, r, plan.scan, fence=open_.fence, full=full)
+    summary = run_profile(db, r, plan.scan, fence=open_.fence, full=full, limits=RequestBytes.from_settings(settings))
     if not summary.get("redis_refused"):  # next to the profiles: Redis's own freshness, and this deployment's marker
         marker = plan.safe_until.isoformat()
         open_.fence.redis_set(r, {REDIS_MARKER: marker, census.redis_marker_key(db.name): marker})
@@ -288,10 +305,15 @@ def run_step(
     was published, the run is not recorded), and whatever a store raises."""
     if step not in REGISTRY:
         raise ValueError(f"unknown step {step!r}; choose from {', '.join(STEPS)}")
-    client = mongo.client(settings.mongo_uri, app_name=f"sentencify-{step}") if db is None else None
+    client = (
+        mongo.client(settings.mongo_uri, app_name=f"sentencify-{step}", socket_timeout_s=settings.store_timeout_s)
+        if db is None
+        else None
+    )
     if client is not None:
         db = client[settings.mongo_db]
     try:
+        versions.check_mongodb(db)  # once per process: the ETL's join needs MongoDB 5.2
         with StepLease(db, step, ttl_s=settings.lease_ttl_s) as lease:
             assert lease.fence is not None and lease.acquired_at is not None
             started_at = lease.acquired_at  # MongoDB's time: no host clock decides what is safe
@@ -309,7 +331,7 @@ def run_step(
                     extra={"fields": {"step": step}},
                 )
             due = progress.full_due(db, step)  # a full rebuild asked of this step (a rebuild passed by)
-            opened = _Opened(stores or Stores.from_settings(settings), lease.fence)
+            opened = _Opened(stores or Stores.from_settings(settings), lease.fence, Waits.from_settings(settings))
             try:
                 was = census.left(db, step)
                 lost = census.differences(

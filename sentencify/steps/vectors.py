@@ -24,6 +24,7 @@ from sentencify.steps.etl import EXAMPLES
 from sentencify.steps.fence import NO_FENCE, Fence
 from sentencify.steps.quarantine import Quarantined, bisect, settle
 from sentencify.steps.touched import chunks, touched_sessions
+from sentencify.stores import batching
 from sentencify.stores import qdrant as qdrant_rules
 from sentencify.window import Window
 
@@ -94,17 +95,32 @@ def _points(examples: list[dict], quarantined: Quarantined) -> list[tuple[str, m
     return out
 
 
-def upsert(qc: QdrantClient, collection: str, points: list[tuple[str, models.PointStruct]], quarantined: Quarantined) -> int:
-    """Upsert in batches; a point Qdrant refuses is found by bisection and its session quarantined.
+def _point_bytes(item: tuple[str, models.PointStruct]) -> int:
+    pt = item[1]
+    return qdrant_rules.point_bytes(pt.vector, pt.payload or {})  # type: ignore[arg-type]
+
+
+def upsert(
+    qc: QdrantClient,
+    collection: str,
+    points: list[tuple[str, models.PointStruct]],
+    quarantined: Quarantined,
+    max_bytes: int = batching.QDRANT_REQUEST_BYTES,
+) -> int:
+    """Upsert in batches of at most UPSERT_BATCH points and `max_bytes` bytes of JSON
+    (stores.batching; QDRANT_MAX_REQUEST_BYTES); a batch refused or timed out for its size is
+    sent in halves; a point Qdrant refuses is found by bisection and its session quarantined.
     Returns the number of points written."""
     written = 0
-    for i in range(0, len(points), UPSERT_BATCH):
-        batch = points[i : i + UPSERT_BATCH]
 
-        def write(items: list[tuple[str, models.PointStruct]]) -> None:
-            qc.upsert(collection, points=[p for _, p in items], wait=True)
+    def write(items: list[tuple[str, models.PointStruct]]) -> None:
+        qc.upsert(collection, points=[p for _, p in items], wait=True)
 
-        refused = bisect(batch, write, qdrant_rules.is_data_error)
+    def write_bounded(items: list[tuple[str, models.PointStruct]]) -> None:
+        batching.write_split(items, write, qdrant_rules.maybe_too_large)
+
+    for batch in batching.batches(points, UPSERT_BATCH, max_bytes, _point_bytes):
+        refused = bisect(batch, write_bounded, qdrant_rules.is_data_error)
         for (session, _), exc in refused:
             quarantined.add(session, "point_refused", exc)
         written += len(batch) - len(refused)
@@ -112,7 +128,13 @@ def upsert(qc: QdrantClient, collection: str, points: list[tuple[str, models.Poi
 
 
 def sync_sessions(
-    db: Database, qc: QdrantClient, collection: str, dim: int, session_ids: list[str], quarantined: Quarantined | None = None
+    db: Database,
+    qc: QdrantClient,
+    collection: str,
+    dim: int,
+    session_ids: list[str],
+    quarantined: Quarantined | None = None,
+    max_bytes: int = batching.QDRANT_REQUEST_BYTES,
 ) -> tuple[int, int]:
     """Upsert the points these sessions should have, delete the ones they should not (a quarantined
     session's included). Returns (upserted, deleted)."""
@@ -121,7 +143,7 @@ def sync_sessions(
     for part in chunks(session_ids, 2000):
         found = {e["_id"]: e for e in find_in(db[EXAMPLES], "_id", part, _FIELDS)}
         keep = _points([found[s] for s in part if s in found and wanted(found[s], dim)], quarantined)
-        upserted += upsert(qc, collection, keep, quarantined)
+        upserted += upsert(qc, collection, keep, quarantined, max_bytes)
         drop = [vectorstore.point_id(s) for s in part if s in quarantined or not (s in found and wanted(found[s], dim))]
         if drop:
             qc.delete(collection, points_selector=models.PointIdsList(points=list[models.ExtendedPointId](drop)), wait=True)
@@ -193,6 +215,7 @@ def reconcile(
     *,
     repair: bool,
     quarantined: Quarantined | None = None,
+    max_bytes: int = batching.QDRANT_REQUEST_BYTES,
 ) -> tuple[int, int, int, dict[str, Drift]]:
     """Every real point compared with the examples, a page at a time (pipeline.md, "Derived stores
     agree with MongoDB"): a high example with a v1 embedding has its point with the payload of
@@ -215,7 +238,7 @@ def reconcile(
         unwanted = [(e["_id"], pid) for e, pid in zip(page, ids, strict=True) if pid in stored and pid not in keep]
         drift.add("extra", [s for s, _ in unwanted])
         if repair:
-            upserted += upsert(qc, collection, stale, quarantined)
+            upserted += upsert(qc, collection, stale, quarantined, max_bytes)
             _delete(qc, collection, [pid for s, pid in unwanted] + [str(pt.id) for s, pt in made if s in quarantined])
             deleted += len(unwanted)
         kept += sum(1 for s, _ in made if s not in quarantined)
@@ -263,20 +286,24 @@ def run_vectors(
     full: bool = False,
     fence: Fence = NO_FENCE,
     seeding: vectorstore.Seeding | None = None,
+    max_request_bytes: int = batching.QDRANT_REQUEST_BYTES,
 ) -> dict:
     """`fence`: the run's lease token; the quarantine's MongoDB writes go through it (Qdrant's are
     fenced by the client the runner hands over). `full`: every point compared with the examples and
     repaired (`reconcile`). `seeding`: how the synthetic points were seeded, to restore them in a
-    category whose real points fell below `threshold` (None: never seeded)."""
+    category whose real points fell below `threshold` (None: never seeded). `max_request_bytes`:
+    QDRANT_MAX_REQUEST_BYTES."""
     vectorstore.ensure_collection(qc, collection, dim)
     quarantined = Quarantined("vectors")
     drift: dict[str, Drift] = {}
     if full:
-        sessions, upserted, deleted, drift = reconcile(db, qc, collection, dim, repair=True, quarantined=quarantined)
+        sessions, upserted, deleted, drift = reconcile(
+            db, qc, collection, dim, repair=True, quarantined=quarantined, max_bytes=max_request_bytes
+        )
         settle(db, quarantined, None, fence=fence)
     else:
         touched = sorted(touched_sessions(db, window))
-        upserted, deleted = sync_sessions(db, qc, collection, dim, touched, quarantined)
+        upserted, deleted = sync_sessions(db, qc, collection, dim, touched, quarantined, max_request_bytes)
         sessions = len(touched)
         settle(db, quarantined, touched, fence=fence)
     synthetic_drift = drift.setdefault(SYNTHETIC_STORE, Drift(SYNTHETIC_STORE)) if full else None

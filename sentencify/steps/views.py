@@ -13,14 +13,16 @@ Per run, in PostgreSQL transactions of bounded size (pipeline.md, opening):
   freshness is measured, in one last transaction.
 `full=True` re-exports every fact: every ingestion hour, every session, example and user, and
 deletes the rows of what MongoDB no longer holds. Every value goes through `stores.postgres`.
-The SQL in `sql_views/` (tables, views, grants) is applied first; it is idempotent.
+The SQL in `sql_views/` (tables, views, grants) is applied first, only when it changed (`apply_sql`); it is idempotent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,13 +78,49 @@ def transaction(conn) -> Iterator[None]:
             yield
 
 
+# What SQL was last applied: its checksum, compared before any DDL. `create or replace view` and
+# `alter table ... add column if not exists` take an ACCESS EXCLUSIVE lock even when nothing
+# changes, so a reader's open transaction would block the step, and every dashboard query would
+# queue behind it (pipeline.md "Bounds at any size"): the files are applied only when they changed.
+_APPLIED_DDL = """create table if not exists sentencify.sql_views_applied (
+  name text primary key, checksum text not null, applied_at timestamptz not null default now())"""
+_APPLIED_SET = """insert into sentencify.sql_views_applied (name, checksum) values ('sql_views', %s)
+on conflict (name) do update set checksum = excluded.checksum, applied_at = now()"""
+
+
+def sql_checksum(paths: list[Path]) -> str:
+    """SHA-256 (hex) of the files' names and contents, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+_RELATION = re.compile(r"create (?:table if not exists|or replace view) sentencify\.(\w+)", re.IGNORECASE)
+
+
 def apply_sql(conn, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Every `sql_views/*.sql`, in name order, in the caller's transaction."""
-    applied = []
+    """Every `sql_views/*.sql`, in name order, in the caller's transaction, when they differ from
+    the files applied last (their checksum in `sentencify.sql_views_applied`); else nothing, and
+    no lock is taken. Returns the names applied."""
+    paths = sorted(sql_dir.glob("*.sql"))
+    checksum = sql_checksum(paths)
+    relations = sorted({m for p in paths for m in _RELATION.findall(p.read_text())})
     with conn.cursor() as cur:
-        for path in sorted(sql_dir.glob("*.sql")):
+        cur.execute("select to_regclass('sentencify.sql_views_applied') is not null")
+        if cur.fetchone()[0]:
+            cur.execute("select checksum from sentencify.sql_views_applied where name = 'sql_views'")
+            same = (cur.fetchone() or (None,))[0] == checksum
+            # and every table and view still there (one dropped by hand is made again: stores agree)
+            cur.execute("select count(*) from unnest(%s::text[]) r where to_regclass('sentencify.' || r) is null", (relations,))
+            if same and cur.fetchone()[0] == 0:
+                return []
+        applied = []
+        for path in paths:
             cur.execute(path.read_text())
             applied.append(path.name)
+        cur.execute(_APPLIED_DDL)
+        cur.execute(_APPLIED_SET, (checksum,))
     return applied
 
 

@@ -11,6 +11,7 @@ Rules (pipeline.md, opening; MongoDB manual "Production Considerations" for tran
 
 from __future__ import annotations
 
+import bson
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -22,6 +23,10 @@ from pymongo.errors import (
 )
 
 TRANSACTION_DOCS = 1000
+DOCUMENT_BYTES = 16 * 1024 * 1024  # BSON's maxBsonObjectSize
+# A write command's message also carries its command document (the collection, the session, the
+# transaction's fields): room kept under MONGO_MAX_REQUEST_BYTES for it.
+COMMAND_OVERHEAD_BYTES = 16 * 1024
 
 # Server error codes about a document's content (src/mongo/base/error_codes.yml): BadValue,
 # TypeMismatch, Overflow, InvalidLength, BSONObjectTooLarge, KeyTooLong, DollarPrefixedFieldName,
@@ -55,3 +60,14 @@ def is_data_error(exc: BaseException) -> bool:
     if isinstance(exc, WriteError | OperationFailure):
         return exc.code in DATA_CODES
     return False
+
+
+def document_bytes(doc: dict) -> int:
+    """One document's bytes in a write (its BSON, plus its entry in the command's array): what
+    `stores.batching` bounds a transaction's batch by (MONGO_MAX_REQUEST_BYTES, MongoDB's 48 MB
+    message). A document that cannot be encoded counts as over 16 MB (its write is refused and
+    the session quarantined, as the module says)."""
+    try:
+        return len(bson.encode(doc)) + 16
+    except (bson.errors.InvalidDocument, OverflowError, TypeError, ValueError):
+        return DOCUMENT_BYTES + 1

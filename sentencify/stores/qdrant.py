@@ -15,9 +15,11 @@ Payloads are JSON objects: strings (NUL included) and integers within 64 bits ar
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def unit_vector(values: Sequence[float]) -> list[float] | None:
@@ -52,3 +54,30 @@ def collection_gone(exc: BaseException) -> bool:
     status = getattr(exc, "status_code", None)
     text = str(exc)
     return status == 404 or ("ollection" in text and ("not found" in text or "doesn't exist" in text))
+
+
+# The longest JSON a float64 takes as Python (the REST client) writes it, with its comma:
+# "-1.2345678901234567e-05," (shortest repr: 17 significant digits, a sign, a dot, an exponent).
+FLOAT_JSON_BYTES = 24
+POINT_OVERHEAD_BYTES = 128  # {"id":"<uuid>","vector":[],"payload":{}} and the batch's share of the envelope
+
+
+def point_bytes(vector: Sequence[float], payload: dict[str, Any]) -> int:
+    """An upper bound on one point's bytes in an upsert request (JSON, as the REST client sends it):
+    what `stores.batching` bounds requests by (Qdrant's 32 MiB default, `service.max_request_size_mb`).
+    The vector is counted at its longest, the payload exactly."""
+    return POINT_OVERHEAD_BYTES + FLOAT_JSON_BYTES * len(vector) + len(json.dumps(payload, default=str))
+
+
+def maybe_too_large(exc: BaseException) -> bool:
+    """An upsert Qdrant refused for its size (413), or one that timed out or lost its connection
+    (a server closes the connection on a request over its limit while the client still sends:
+    the client sees a timeout, qdrant/qdrant-client#463). The request is sent in halves
+    (`stores.batching.write_split`); one point that still fails is a store error."""
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        return status == 413
+    import httpx
+    from qdrant_client.http.exceptions import ResponseHandlingException
+
+    return isinstance(exc, ResponseHandlingException | httpx.TransportError | TimeoutError | ConnectionError)

@@ -68,3 +68,24 @@ def finite(values: Sequence[Any]) -> bool:
     except TypeError:
         return False
     return all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in values)
+
+
+def set_bytes(item: tuple[str, str]) -> int:
+    """One key and value's bytes in a Redis request (RESP: `$<length>\\r\\n<bytes>\\r\\n` each),
+    at most: what `stores.batching` bounds a request by (REDIS_MAX_REQUEST_BYTES)."""
+    key, value = item
+    return len(key.encode()) + len(value.encode()) + 32
+
+
+def maybe_too_large(exc: BaseException) -> bool:
+    """A request Redis refused for its size or lost the connection on: over `proto-max-bulk-len`
+    Redis answers "Protocol error: invalid bulk length"; over `client-query-buffer-limit` (and a
+    managed service's request limit) it closes the connection; a timeout may be the size too.
+    The request is sent in halves (`stores.batching.write_split`); one key that still fails is a
+    store error."""
+    import redis
+
+    if isinstance(exc, redis.exceptions.ResponseError):
+        text = str(exc).lower()
+        return "protocol error" in text or "too large" in text or "too big" in text or ("max" in text and "buffer" in text)
+    return isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError)

@@ -203,8 +203,8 @@ def test_qdrant_dropped_in_the_middle_of_a_rebuild_from_vectors(s, mongo, r, mon
     real_upsert = vectors.upsert
     dropped = []
 
-    def upsert_then_drop(qc, collection, points, quarantined):
-        written = real_upsert(qc, collection, points, quarantined)
+    def upsert_then_drop(qc, collection, points, quarantined, *args):
+        written = real_upsert(qc, collection, points, quarantined, *args)
         if not dropped:
             dropped.append(True)
             qc.delete_collection(collection)

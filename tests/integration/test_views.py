@@ -27,7 +27,7 @@ def analytics(stack_settings):
     conn = psycopg2.connect(f"postgresql://sentencify@127.0.0.1:{stack_settings.postgres_port}/{name}")
     yield conn, f"postgresql://sentencify_reader@127.0.0.1:{stack_settings.postgres_port}/{name}"
     conn.close()
-    pg.psql(f"drop database {name}")
+    pg.psql(f"drop database {name} with (force)")
 
 
 def rows(conn, sql: str) -> list[tuple]:

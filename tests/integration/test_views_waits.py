@@ -100,7 +100,7 @@ def test_a_readers_open_transaction_fails_the_views_run_within_the_bound_and_the
     message = blocked.stderr.strip().splitlines()[-1]
     assert "VIEWS_LOCK_TIMEOUT_S" in message and "analyst-notebook" in message and "sentencify_reader" in message, message
     assert "pid " in message and "idle in transaction" in message, message
-    assert took < BOUND_S + 15  # the bound, plus a process's start and the runs' other work
+    assert took < BOUND_S + 30  # the bound, plus a process's start and the runs' other work on a busy machine
     # A reader that came while the step waited was held up at most as long as the bound.
     assert waited["s"] < BOUND_S + 2
 

@@ -177,9 +177,15 @@ def _joined(doc: dict[str, Any]) -> JoinedSession:
     )
 
 
+def aggregate(db: Database, match: dict[str, Any], batch_size: int = 5000) -> Iterator[JoinedSession]:
+    """The pipeline's joined sessions (in no particular order), streamed `batch_size` per reply."""
+    for doc in db[A].aggregate(pipeline(match), allowDiskUse=True, batchSize=batch_size):
+        yield _joined(doc)
+
+
 def run(db: Database, match: dict[str, Any]) -> list[JoinedSession]:
-    """The pipeline's joined sessions (in no particular order)."""
-    return [_joined(doc) for doc in db[A].aggregate(pipeline(match), allowDiskUse=True, batchSize=5000)]
+    """The pipeline's joined sessions (in no particular order), all of them read."""
+    return list(aggregate(db, match))
 
 
 Refused = list[tuple[str, BaseException]]  # sessions whose join MongoDB refused, with its error
@@ -237,8 +243,7 @@ def stream_all(db: Database, refused: Refused | None = None) -> Iterator[JoinedS
     (a joined session past 16 MB), the sessions are joined again page by page to find the ones at
     fault (a session already yielded may come again: consumers are idempotent)."""
     try:
-        for doc in db[A].aggregate(pipeline({}), allowDiskUse=True, batchSize=STREAM_BATCH):
-            yield _joined(doc)
+        yield from aggregate(db, {}, STREAM_BATCH)
         return
     except Exception as exc:
         if refused is None or not mongodb.is_too_large(exc):

@@ -225,18 +225,22 @@ def _views(db: Database, plan: progress.Plan, settings: Settings, full: bool, op
         safe_until=plan.safe_until,
         full=full,
         fence=open_.fence,
-        qdrant_marker=_qdrant_marker(open_, settings),
+        qdrant_marker=_qdrant_marker(open_.stores, settings),
     )
 
 
-def _qdrant_marker(open_: _Opened, settings: Settings) -> str | bool | None:
+def _qdrant_marker(stores: Stores, settings: Settings) -> str | bool | None:
     """The vectors step's marker, read from the collection itself (freshness judged from the store);
-    False when Qdrant cannot be read now (the views still run; the vectors progress stands in)."""
+    False when Qdrant cannot be read now (the views still run; the vectors progress stands in).
+    The client is closed at once: a local-mode path admits one process, the vectors step's."""
     try:
-        qc = open_("qdrant")
-        if not qc.collection_exists(settings.qdrant_collection):
-            return None
-        return (qc.get_collection(settings.qdrant_collection).config.metadata or {}).get(census.QDRANT_MARKER)
+        qc = stores.qdrant()
+        try:
+            if not qc.collection_exists(settings.qdrant_collection):
+                return None
+            return (qc.get_collection(settings.qdrant_collection).config.metadata or {}).get(census.QDRANT_MARKER)
+        finally:
+            qc.close()
     except Exception as exc:  # noqa: BLE001 (freshness is a report: a Qdrant away must not stop the views)
         log.warning("could not read the Qdrant marker for freshness", extra={"fields": {"error": str(exc)[:200]}})
         return False

@@ -43,8 +43,15 @@ def text(value: str) -> str:
     return value
 
 
+class JsonText(str):
+    """A jsonb value as `jsonb` made it: each string inside already storable, so never cut whole
+    (a cut would break the JSON)."""
+
+
 def value(v: Any) -> Any:
     """One column value made storable: text as `text`, lists element-wise, the rest unchanged."""
+    if isinstance(v, JsonText):
+        return v
     if isinstance(v, str):
         return text(v)
     if isinstance(v, list | tuple):
@@ -72,9 +79,9 @@ def _json_safe(v: Any) -> Any:
     return text(str(v))
 
 
-def jsonb(v: Any) -> str:
+def jsonb(v: Any) -> JsonText:
     """JSON text that a jsonb column accepts: NUL-free strings, finite numbers, ISO-8601 times."""
-    return json.dumps(_json_safe(v), allow_nan=False, separators=(",", ":"))
+    return JsonText(json.dumps(_json_safe(v), allow_nan=False, separators=(",", ":")))
 
 
 # Errors about the rows written (SQLSTATE class 22 data exception, class 23 integrity constraint

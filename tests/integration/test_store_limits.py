@@ -387,16 +387,16 @@ def test_a_session_whose_join_mongodb_refuses_is_quarantined_and_the_rest_publis
     logs = Logs(mongo)
     good_sessions(logs)
     logs.full_session(10, "huge")
-    real_run = join.run
+    real_run = join.aggregate
 
-    def refusing(db, match):
+    def refusing(db, match, *args):
         if match == {} or "huge" in match["recommend_session_id"]["$in"]:
             raise OperationFailure(
                 "BSONObj size: 17544285 (0x10BB45D) is invalid. Size must be between 0 and 16793600(16MB)", 10334
             )
-        return real_run(db, match)
+        return real_run(db, match, *args)
 
-    monkeypatch.setattr(join, "run", refusing)
+    monkeypatch.setattr(join, "aggregate", refusing)  # the window's batches and the rebuild's stream
     summaries = run_chain(chain)
     assert summaries["etl"]["quarantined"] == {"join_refused": 1}
     assert quarantined(mongo) == {"etl:huge": "join_refused"}
@@ -406,9 +406,9 @@ def test_a_session_whose_join_mongodb_refuses_is_quarantined_and_the_rest_publis
     assert summary["quarantined"] == {"join_refused": 1} and mongo.training_examples.count_documents({}) == 3
     read_every_store(chain, mongo, redis)
     # Not about the data (a lost connection): the run fails, as a store that is down must.
-    monkeypatch.setattr(join, "run", lambda db, match: (_ for _ in ()).throw(OperationFailure("not primary", 10107)))
+    monkeypatch.setattr(join, "aggregate", lambda db, match, *a: (_ for _ in ()).throw(OperationFailure("not primary", 10107)))
     with pytest.raises(OperationFailure):
         run_step("etl", hour(10), chain)
-    monkeypatch.setattr(join, "run", real_run)
+    monkeypatch.setattr(join, "aggregate", real_run)
     run_step("etl", hour(10), chain)
     assert quarantined(mongo) == {} and mongo.training_examples.count_documents({}) == 4

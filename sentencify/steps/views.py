@@ -9,8 +9,8 @@ Per run, in PostgreSQL transactions of bounded size (pipeline.md, opening):
 - entity facts (examples, sessions, users) are upserted for the sessions the window touched,
   `TRANSACTION_DOCS` sessions per transaction; a row PostgreSQL refuses is isolated by bisection
   and its session quarantined (sentencify.steps.quarantine), the rest published;
-- the pipeline-run log and the quarantine are copied whole (they are small), and each stage's
-  freshness is measured, in one last transaction.
+- the pipeline-run log, the quarantine and the ingestion gaps are copied whole (they are small),
+  and each stage's freshness is measured, in one last transaction.
 `full=True` re-exports every fact: every ingestion hour, every session, example and user, and
 deletes the rows of what MongoDB no longer holds. Every value goes through `stores.postgres`.
 The SQL in `sql_views/` (tables, views, grants) is applied first; it is idempotent.
@@ -202,6 +202,19 @@ def consumer_state(redis_client) -> list[tuple]:
             s = json.loads(raw)
             out.append((s["consumer"], s["group"], s["lag"], s.get("stored", 0), s.get("dead_letters", 0), s["updated_at"]))
     return out
+
+
+def ingestion_gaps(db: Database) -> list[tuple]:
+    """Every recorded ingestion gap (sentencify/gaps.py), as sentencify.ingestion_gaps rows."""
+    from sentencify import gaps
+
+    return [
+        (
+            *(g["_id"], g["topic"], g["partition"], g["first_offset"], g.get("last_offset"), g.get("count")),
+            *(g.get("at_least") or 0, g["reason"], g["found_at"], bool(g.get("acknowledged")), g.get("acknowledged_at")),
+        )
+        for g in gaps.listing(db)
+    ]
 
 
 LAG_REPORTS_KEPT = timedelta(days=7)  # a group silent for longer is gone, not stuck
@@ -423,6 +436,8 @@ def run_views(
         insert_rows(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
         cur.execute("delete from sentencify.freshness")
         insert_rows(cur, "insert into sentencify.freshness values %s", fresh)
+        cur.execute("delete from sentencify.ingestion_gaps")
+        insert_rows(cur, "insert into sentencify.ingestion_gaps values %s", ingestion_gaps(db))
     summary = {
         "window": str(window),
         "full": full,

@@ -16,16 +16,21 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from sentencify import gaps as gap_store
 from sentencify.settings import Settings
+from sentencify.steps.views import run_views
+from sentencify.window import Window
 from tests.factories import encoded
 from tests.helpers import ConsumerThread, consume_until_idle, run_cli, stored_ids, wait_for
+from tests.integration.test_views import analytics  # noqa: F401 (a fresh analytics database)
 
 TOPIC = "recommend_log"  # type I; its collection has the same name
 
@@ -224,3 +229,28 @@ def test_a_partition_added_while_the_consumer_runs_is_read_from_its_first_offset
     assert (topic, settings.topic_partitions) in service._assigned
     assert stored_ids(mongo, TOPIC) == set(added)
     assert mongo[gap_store.GAPS].count_documents({}) == 0
+
+
+def test_the_dashboards_table_shows_gaps_by_topic_and_day_red_while_unacknowledged(settings, mongo, redis, analytics):  # noqa: F811
+    """The views step copies ingestion_gaps; `v_ingestion_gaps` is what the dashboard's table reads (as its reader role)."""
+    conn, reader_uri = analytics
+    day1, day2 = datetime(2026, 11, 1, 10, tzinfo=UTC), datetime(2026, 11, 2, 3, tzinfo=UTC)
+    gap_store.record(mongo, gap_store.Gap("t.a", 0, 100, 129, gap_store.DELETED, 30), day1)
+    gap_store.record(mongo, gap_store.Gap("t.a", 2, 10, None, gap_store.RECREATED, 5), day1)
+    gap_store.record(mongo, gap_store.Gap("t.b", 1, 0, 9, gap_store.DELETED, 10), day2)
+    assert gap_store.acknowledge(mongo, day2, topic="t.b") == 1
+    run_views(mongo, conn, Window(day1, day2), redis_client=redis)
+
+    reader = psycopg2.connect(reader_uri)
+    try:
+        with reader, reader.cursor() as cur:
+            cur.execute(
+                "select day::text, topic, gaps, records_lost, count_unknown, ranges, unacknowledged, status "
+                "from sentencify.v_ingestion_gaps order by day, topic"
+            )
+            assert cur.fetchall() == [
+                ("2026-11-01", "t.a", 2, 35, True, "0:100..129, 2:10..?", 2, "unacknowledged"),
+                ("2026-11-02", "t.b", 1, 10, False, "1:0..9", 0, "acknowledged"),
+            ]
+    finally:
+        reader.close()

@@ -72,6 +72,12 @@ SPECS: dict[str, Spec] = {
     "sentencify_consumer_paused": Spec(Gauge, "1 while fetching is paused (MongoDB not taking writes, or the buffer full)."),
     "sentencify_consumer_assigned_partitions": Spec(Gauge, "Partitions assigned to this consumer."),
     "sentencify_consumer_last_poll_timestamp_seconds": Spec(Gauge, "Unix time of the last poll."),
+    "sentencify_ingestion_gap_records_total": Spec(
+        Counter,
+        "Records that left Kafka before the consumer read them (retention, DeleteRecords, a re-created topic), by "
+        "topic, counted when their gap is first recorded in ingestion_gaps (a re-created topic: the records known lost).",
+        ("topic",),
+    ),
 }
 
 
@@ -146,7 +152,8 @@ class Metrics:
         (60 s): a restart may help. Everything a restart would not fix is `degraded: ...` and alive
         (HTTP 200): waiting for MongoDB at start, MongoDB not taking writes (until a write succeeds
         again, retry probes included), the broker not answering or refusing our login or TLS, a
-        producer in alarm. Otherwise `ok`. Restarting for those would only rebalance the group."""
+        producer in alarm, an ingestion gap not yet acknowledged.
+        Otherwise `ok`. Restarting for those would only rebalance the group."""
         if self._beat is not None and time.monotonic() - self._beat > self.stall_after_s:
             return False, f"stalled: the consumer loop has not run for {time.monotonic() - self._beat:.0f}s"
         degraded = sorted(dict(self.degraded).values())

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -24,6 +24,8 @@ from pymongo.errors import PyMongoError
 from consumer.batch import Batcher
 from consumer.broker import BrokerHealth
 from consumer.dead_letter import DEAD_LETTERS, BadRatioAlarm, dead_letter_doc, note_dead_letter
+from consumer.gapbook import GapBook
+from consumer.gaps import PartitionProbe, decide
 from consumer.inflight import InFlightWrites
 from consumer.lag import LagMonitor
 from consumer.metrics import Metrics, MetricsServer
@@ -119,6 +121,10 @@ class IngestService:
         self._deadline: float | None = None  # monotonic; set when shutdown begins
         self._paused = False
         self._assigned: set[tuple[str, int]] = set()
+        self._unchecked: set[tuple[str, int]] = set()  # assigned, start offset not decided yet (paused meanwhile)
+        self._check_at = 0.0  # monotonic; no new check before (backoff after a failed one)
+        self._probe: PartitionProbe | None = None
+        self.gaps: GapBook | None = None
         self._last_activity: float | None = None  # monotonic; set on assignment, every record and every write
         self._last_lag = 0.0
         self._record_bytes = 1024.0  # running mean of value sizes: how many records a poll may take
@@ -169,6 +175,7 @@ class IngestService:
         batcher = Batcher(self.settings.batch_size, self.settings.flush_interval_ms / 1000)
         self.path = WritePath(batcher, writes, OffsetTracker(), self.metrics, self.settings.dead_letter_prefix_bytes)
         self._mongo_check.start(db)
+        self.gaps = GapBook(db, self.metrics).start()
         self.broker.install()
         self.lag_monitor.start()
         try:
@@ -179,6 +186,9 @@ class IngestService:
                 writes.close()
             if self._consumer is not None:
                 self._close_consumer()
+            if self._probe is not None:
+                self._probe.close()
+            self.gaps.stop()
             self.broker.uninstall()
             if own_mongo:
                 client.close()
@@ -209,7 +219,9 @@ class IngestService:
             group_id=self.group_id,
             client_id=f"sentencify-ingest-{self.group_id}",
             enable_auto_commit=False,
-            auto_offset_reset="earliest",  # a new group must not skip what is already there
+            # Never reset by itself (kafka-python's "earliest" moves past deleted records silently, at INFO):
+            # every start offset is decided by _check_positions, which records what was lost (consumer/gaps.py).
+            auto_offset_reset="none",
             # A transactional producer's aborted records are never ingested (the local broker has no
             # transactions; there this only changes the fetch request).
             isolation_level="read_committed",
@@ -251,6 +263,8 @@ class IngestService:
             if self._consumer is None and not self._connect():
                 self._report_health()
                 continue
+            if self._unchecked and time.monotonic() >= self._check_at:
+                self._check_positions()
             for batch in self._poll().values():
                 for msg in batch:
                     self._handle(msg)
@@ -283,6 +297,19 @@ class IngestService:
         max_records = int(min(MAX_POLL_RECORDS, max(1, room // (self._record_bytes * HELD_PER_BYTE))))
         try:
             records = self._kafka.poll(timeout_ms=int(self._poll_wait() * 1000), max_records=max_records)
+        except OffsetOutOfRangeError as exc:  # the broker deleted what comes next (or the topic was re-created)
+            out_of_range = {(tp.topic, tp.partition): offset for tp, offset in dict(exc.args[0]).items()}
+            log.warning("fetch offset out of range", extra=kv(partitions={f"{t}[{p}]": o for (t, p), o in out_of_range.items()}))
+            self._unchecked |= set(out_of_range) & self._assigned
+            self._check_positions(fetch_offsets=out_of_range)
+            return {}
+        except NoOffsetForPartitionError as exc:  # a partition whose start offset is not decided yet
+            self._unchecked |= {(tp.topic, tp.partition) for tp in exc.args[0]} & self._assigned
+            if time.monotonic() >= self._check_at:
+                self._check_positions()
+            else:  # the last check failed: its backoff, not a busy loop
+                self._stop.wait(min(MAX_POLL_WAIT_S, self._check_at - time.monotonic()))
+            return {}
         except KafkaError as exc:
             log.error("fetch failed, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
             self.broker.failed(f"fetch: {type(exc).__name__}: {exc}")
@@ -412,6 +439,9 @@ class IngestService:
             return
         self.broker.ok()
         self._w.tracker.mark_committed(offsets)
+        if self.gaps is not None:
+            ends = {tp: self._kafka.highwater(TopicPartition(*tp)) or 0 for tp in offsets}
+            self.gaps.remember(offsets, ends)
         self.metrics.inc("sentencify_consumer_commits_total")
 
     def _on_assigned(self, assigned) -> None:
@@ -420,8 +450,11 @@ class IngestService:
         self._last_activity = time.monotonic()
         self.metrics.set("sentencify_consumer_assigned_partitions", len(self._assigned))
         log.info("partitions assigned", extra=kv(partitions=sorted(f"{t}[{p}]" for t, p in self._assigned)))
-        if self._paused:
-            self._kafka.pause(*assigned)
+        # Every assigned partition's start is decided here (the group's offset checked against what
+        # the broker still has), before its first fetch; paused until then.
+        self._unchecked = set(self._assigned)
+        self._kafka.pause(*assigned)
+        self._check_positions()
 
     def _on_revoked(self, revoked) -> None:
         gone = {(tp.topic, tp.partition) for tp in revoked}
@@ -432,7 +465,50 @@ class IngestService:
             self.metrics.degraded.pop(f"producer:{tp[0]}[{tp[1]}]", None)
         self.alarm.forget(gone)
         self._assigned -= gone
+        self._unchecked -= gone
         log.info("partitions revoked", extra=kv(count=len(gone), dropped_unwritten=dropped))
+
+    # -- where each partition starts: nothing that left Kafka unread goes unnoticed ---------------
+
+    def _check_positions(self, fetch_offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """Decide where each unchecked partition starts (consumer/gaps.py `decide`), record the gaps
+        found, seek, and resume it. `fetch_offsets`: partitions whose fetch the broker answered out
+        of range, at these offsets. A broker or MongoDB failure leaves them paused and unchecked,
+        retried after a backoff."""
+        todo = sorted(self._unchecked & self._assigned)
+        if not todo or self.gaps is None:
+            return
+        try:
+            self._probe = self._probe or PartitionProbe(
+                self.settings, self.group_id, timeout_s=BROKER_TIMEOUT_S, frame_bytes=FETCH_MAX_BYTES * 2
+            )
+            states = self._probe.read(todo)
+            memory = self.gaps.remembered(todo)
+        except (KafkaError, PyMongoError) as exc:
+            log.warning("start offsets not checked yet, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
+            if isinstance(exc, KafkaError):
+                self.broker.failed(f"start offsets: {type(exc).__name__}: {exc}")
+                if self._probe is not None:
+                    self._probe.close()
+                    self._probe = None
+            self._check_at = time.monotonic() + BACKOFF_FIRST_S * 2
+            self._kafka.pause(*(TopicPartition(*tp) for tp in todo))
+            return
+        moved: dict[str, str] = {}  # partition -> "committed -> start", where they differ
+        for tp in todo:
+            state = states[tp]
+            position = (fetch_offsets or {}).get(tp, state.committed)
+            decision = decide(tp[0], tp[1], position=position, remembered=memory.get(tp), earliest=state.earliest, end=state.end)
+            for gap in decision.gaps:
+                self.gaps.found(gap, decision.start)
+            if position != decision.start:
+                moved[f"{tp[0]}[{tp[1]}]"] = f"{position if position is not None else 'none'} -> {decision.start}"
+            self._kafka.seek(TopicPartition(*tp), decision.start)
+            self._unchecked.discard(tp)
+            if not self._paused:
+                self._kafka.resume(TopicPartition(*tp))
+        if moved:
+            log.info("start offsets", extra=kv(checked=len(todo), moved=moved))
 
     # -- pause, lag, health, idleness ----------------------------------------------------------
 
@@ -444,7 +520,7 @@ class IngestService:
             log.warning("fetching paused", extra=kv(reason=why, buffered=self._w.records(), buffered_bytes=self._w.bytes()))
 
     def _resume(self) -> None:
-        self._kafka.resume(*self._kafka.paused())
+        self._kafka.resume(*(tp for tp in self._kafka.paused() if (tp.topic, tp.partition) not in self._unchecked))
         self._paused = False
         self._last_activity = time.monotonic()  # a paused stretch is not idleness: records may be waiting
         self.metrics.set("sentencify_consumer_paused", 0)

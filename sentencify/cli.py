@@ -405,6 +405,41 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
+    """List, or acknowledge, the ranges of records that left Kafka before the consumer read them (events.md)."""
+    from datetime import UTC, datetime
+
+    from sentencify import gaps, mongo
+
+    client = mongo.client(settings.mongo_uri)
+    try:
+        db = client[settings.mongo_db]
+        if args.action == "ack":
+            done = gaps.acknowledge(db, datetime.now(UTC), ids=args.id or (), topic=args.topic)
+            left = len(gaps.unacknowledged(db))
+            print(f"acknowledged {done} ingestion gap(s); {left} still unacknowledged")
+            return 0
+        rows = gaps.listing(db, include_acknowledged=not args.open)
+    finally:
+        client.close()
+    if args.json:
+        import json
+
+        print(json.dumps([{("id" if k == "_id" else k): v for k, v in r.items()} for r in rows], indent=2, default=str))
+        return 0
+    if not rows:
+        print("no ingestion gaps: every record the consumer should have read was still in Kafka when it read it")
+        return 0
+    print(gaps.render(rows))
+    open_gaps = [r for r in rows if not r["acknowledged"]]
+    if open_gaps:
+        print(
+            f"{len(open_gaps)} unacknowledged: those records are not in MongoDB and Kafka no longer has them; ask their "
+            "producer to send them again if it can, then `sentencify gaps ack` (replaying dead letters cannot help)"
+        )
+    return 0
+
+
 def cmd_schemas(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify.schemas.export import export_json_schemas
 
@@ -524,6 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="send only letters today's rules would store (skip those that would fail again)",
     )
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("gaps", help="list, or acknowledge (`gaps ack`), records that left Kafka before the consumer read them")
+    p.add_argument("action", nargs="?", choices=("list", "ack"), default="list")
+    p.add_argument("--json", action="store_true", help="list: machine-readable")
+    p.add_argument("--open", action="store_true", help="list: only the unacknowledged gaps")
+    p.add_argument("--id", action="append", metavar="ID", help="ack: only this gap (repeatable; default: all unacknowledged)")
+    p.add_argument("--topic", help="ack: only the gaps of this topic")
+    p.set_defaults(func=cmd_gaps)
 
     p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")
     p.add_argument("--out", default="docs/schemas")

@@ -48,8 +48,25 @@ def setup(level: str = "INFO", human: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # kafka-python logs every rebalance step at INFO; keep its warnings only.
+    # kafka-python logs every rebalance step at INFO; keep its warnings only - and the fetcher's INFO
+    # lines about offset resets and out-of-range answers (records skipped: never hidden).
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    fetcher = logging.getLogger(KAFKA_FETCHER)
+    fetcher.setLevel(logging.INFO)
+    if not any(isinstance(f, OffsetResets) for f in fetcher.filters):
+        fetcher.addFilter(OffsetResets())
+
+
+KAFKA_FETCHER = "kafka.consumer.fetcher"
+
+
+class OffsetResets(logging.Filter):
+    """kafka-python's fetcher: warnings and errors, and of its INFO lines only the offset resets."""
+
+    WORDS = ("Resetting offset", "out of range")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or any(w in str(record.msg) for w in self.WORDS)
 
 
 def kv(**fields) -> dict:

@@ -127,3 +127,19 @@ create table if not exists sentencify.store_agreement (
     checked_at       timestamptz not null,
     agreed_at        timestamptz
 );
+
+-- Records that left Kafka before the consumer read them (MongoDB `ingestion_gaps`, sentencify/gaps.py;
+-- replaced by every views run). last_offset and count are null when unknown (a re-created topic).
+create table if not exists sentencify.ingestion_gaps (
+    gap_id           text primary key,
+    topic            text not null,
+    kafka_partition  integer not null,
+    first_offset     bigint not null,
+    last_offset      bigint,
+    records          bigint,
+    at_least         bigint not null,
+    reason           text not null,
+    found_at         timestamptz not null,
+    acknowledged     boolean not null,
+    acknowledged_at  timestamptz
+);

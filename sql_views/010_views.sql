@@ -118,3 +118,17 @@ select store, step, missing, extra, different, examples,
             else 'agrees' end as status,
        checked_at, agreed_at
 from sentencify.store_agreement;
+
+-- Ingestion gaps by topic and day found (the dashboard's "ingestion gaps" table): records lost
+-- upstream of MongoDB (a count known only as "at least" for a re-created topic), red while any is
+-- unacknowledged (`sentencify gaps ack`).
+create or replace view sentencify.v_ingestion_gaps as
+select (found_at at time zone 'UTC')::date as day, topic,
+       count(*)::bigint as gaps,
+       sum(coalesce(records, at_least))::bigint as records_lost,
+       bool_or(records is null) as count_unknown,
+       string_agg(kafka_partition || ':' || first_offset || '..' || coalesce(last_offset::text, '?'), ', '
+                  order by kafka_partition, first_offset) as ranges,
+       (count(*) filter (where not acknowledged))::bigint as unacknowledged,
+       case when bool_or(not acknowledged) then 'unacknowledged' else 'acknowledged' end as status
+from sentencify.ingestion_gaps group by 1, 2;

@@ -6,10 +6,12 @@ S3 engine keeps every record batch, high watermark and committed offset as an ob
 broker that stops or crashes restarts with its topics, records and consumer groups.
 
 This module serves those objects from `STACK_DIR/kafka/` with `localbucket` (a small
-S3-compatible server, buckets as folders, objects as files), plus the one thing tansu needs
-that it lacks: `If-Match` on PutObject. tansu updates watermarks and group state with
+S3-compatible server, buckets as folders, objects as files), plus the two things tansu needs
+that it lacks: `If-Match` on PutObject - tansu updates watermarks and group state with
 conditional puts (object_store `PutMode::Update`, S3 `If-Match: <etag>`); without the check,
-two produce requests to one partition could both take the same offsets.
+two produce requests to one partition could both take the same offsets - and DeleteObjects
+(tansu deletes a topic's objects with one `POST ?delete`; without it DeleteTopics fails and
+drops the client's connection).
 
 Run: `python -m sentencify.stack.kafka_storage DATA_ROOT PORT` (127.0.0.1 only; no credentials:
 it is the broker's private disk, never a client-facing service).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -63,6 +66,35 @@ def handler_class():
                     if not target.is_file() or not localbucket.etag_matches(if_match, localbucket.object_etag(target)):
                         raise self._precondition_failed_error()
                 return super()._write_object(bucket, key, write)
+
+        def _post_request(self, bucket: str, key: str):
+            if bucket and not key and "delete" in self.query:
+                self._check_query("DeleteObjects", {"delete"})
+                return self._delete_objects(bucket, self._read_body())
+            return super()._post_request(bucket, key)
+
+        def _delete_objects(self, bucket: str, body: bytes) -> None:
+            """S3 DeleteObjects: every listed key removed (a missing one counts as deleted, as on S3)."""
+            try:
+                request = ET.fromstring(body)
+            except ET.ParseError:
+                raise self._malformed_xml_error() from None
+            keys = [el.text or "" for el in request.iter() if el.tag.rsplit("}", 1)[-1] == "Key"]
+            bucket_dir = self._bucket_dir(bucket).resolve()
+            result = ET.Element("DeleteResult", xmlns=localbucket.S3_NAMESPACE)
+            with _put_lock:
+                for key in keys:
+                    target = self._object_path(bucket, key)
+                    target.unlink(missing_ok=True)
+                    parent = target.parent
+                    while parent != bucket_dir:  # folders left empty go, as with DeleteObject
+                        try:
+                            parent.rmdir()
+                        except OSError:
+                            break
+                        parent = parent.parent
+                    localbucket.sub_element(ET.SubElement(result, "Deleted"), "Key", key)
+            self._send_xml(result)
 
     return Handler
 

@@ -9,8 +9,8 @@ Per run, in PostgreSQL transactions of bounded size (pipeline.md, opening):
 - entity facts (examples, sessions, users) are upserted for the sessions the window touched,
   `TRANSACTION_DOCS` sessions per transaction; a row PostgreSQL refuses is isolated by bisection
   and its session quarantined (sentencify.steps.quarantine), the rest published;
-- the pipeline-run log and the quarantine are copied whole (they are small), and each stage's
-  freshness is measured, in one last transaction.
+- the pipeline-run log, the quarantine and the ingestion gaps are copied whole (they are small),
+  and each stage's freshness is measured, in one last transaction.
 `full=True` re-exports every fact: every ingestion hour, every session, example and user, and
 deletes the rows of what MongoDB no longer holds. Every value goes through `stores.postgres`.
 The SQL in `sql_views/` (tables, views, grants) is applied first, only when it changed (`apply_sql`); it is idempotent.
@@ -263,6 +263,19 @@ def store_agreement(db: Database) -> list[tuple]:
         flags = [bool(c.get("repaired")), bool(c.get("agrees"))]
         rows.append((c["_id"], c.get("step") or "", *counts, "; ".join(ids), *flags, c["checked_at"], c.get("agreed_at")))
     return rows
+
+
+def ingestion_gaps(db: Database) -> list[tuple]:
+    """Every recorded ingestion gap (sentencify/gaps.py), as sentencify.ingestion_gaps rows."""
+    from sentencify import gaps
+
+    return [
+        (
+            *(g["_id"], g["topic"], g["partition"], g["first_offset"], g.get("last_offset"), g.get("count")),
+            *(g.get("at_least") or 0, g["reason"], g["found_at"], bool(g.get("acknowledged")), g.get("acknowledged_at")),
+        )
+        for g in gaps.listing(db)
+    ]
 
 
 LAG_REPORTS_KEPT = timedelta(days=7)  # a group silent for longer is gone, not stuck
@@ -639,6 +652,8 @@ def run_views(
             checked_at, agreed_at) values %s""",
             agreement,
         )
+        cur.execute("delete from sentencify.ingestion_gaps")
+        insert_rows(cur, "insert into sentencify.ingestion_gaps values %s", ingestion_gaps(db))
     summary = {
         "window": str(window),
         "full": full,

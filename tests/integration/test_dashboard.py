@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 import yaml
 
-from sentencify import stack
+from sentencify import gaps, stack
 from sentencify.dashboard import DASHBOARD_SLUG, dashboard_url
 from sentencify.dashboard.bundle import TOP_FOLDER, BundleError, build, mask_password
 from sentencify.simulate import generate
@@ -40,7 +40,7 @@ def test_the_bundle_is_consistent_and_templated_from_settings(stack_settings):
         airflow_url="https://airflow.example.org",
     )
     bundle = build(s)
-    assert len(bundle.charts) == 15 and len(bundle.datasets) == 14
+    assert len(bundle.charts) == 16 and len(bundle.datasets) == 15
     assert bundle.dashboard["slug"] == DASHBOARD_SLUG
     (db,) = bundle.databases.values()
     # the password travels apart, never inside the bundle
@@ -195,6 +195,7 @@ EXPECTED_SQL = {
     "consumer_lag": "select consumer_group, consumers, lag, reported_at from sentencify.v_consumer_lag",
     "freshness": "select stage_order, stage, status, newest, age_minutes, behind_raw_minutes from sentencify.v_freshness",
     "quarantine": "select step, reason, sessions, oldest, newest from sentencify.v_quarantine",
+    "ingestion_gaps": "select day, topic, status, records_lost, gaps, ranges from sentencify.v_ingestion_gaps",
 }
 
 
@@ -282,6 +283,8 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
                 "attempts": 1,
             }
         )
+    # A gap as the consumer records one (events.md: records that left Kafka before it read them).
+    gaps.record(mongo, gaps.Gap(s.topic_prefix + "recommend_log", 0, 100, 129, gaps.DELETED, 30), start)
     # from the hour ingestion began to the end of this one: an hour boundary may pass meanwhile
     window = Window(start, floor_hour(datetime.now(UTC)) + timedelta(hours=1))
     for step in ("etl", "profile", "vectors", "views"):
@@ -292,7 +295,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     api = client(s)
     before = _objects(api)
     deployed = deploy(s, echo=print)
-    assert _objects(api) == before == {"database": 1, "dataset": 14, "chart": 15, "dashboard": 1}
+    assert _objects(api) == before == {"database": 1, "dataset": 15, "chart": 16, "dashboard": 1}
     assert deployed.url == dashboard_url(s)
     databases = api.get(api.join_urls(api.base_url, "database", "/")).json()["result"]
     (database,) = databases
@@ -340,7 +343,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     from tests.conftest import ARTIFACTS_WRITTEN
 
     ARTIFACTS_WRITTEN.append(f"dashboard screenshot: {out}")
-    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (15, 15, [], [])
+    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (16, 16, [], [])
     image = Image.open(out).convert("RGB")
     assert image.width >= 1600 and image.height >= 1500, image.size
     small = image.resize((200, 200 * image.height // image.width))

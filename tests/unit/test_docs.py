@@ -90,10 +90,11 @@ def _served() -> set[str]:
 
 
 def _readme_metrics() -> dict[str, set[str] | None]:
-    """`sentencify_consumer_x{a,b}` or `..._x` (same prefix) in README -> its labels (None: not given)."""
+    """`sentencify_consumer_x{a,b}` or `..._x` (same prefix), or `sentencify_ingestion_x` (the
+    consumer's ingestion-gap metric), in README -> its labels (None: not given)."""
     named: dict[str, set[str] | None] = {}
-    for _prefix, name, labels in re.findall(r"`(sentencify_consumer_|\.\.\._)(\w+)(\{[^}`]*\})?`", README):
-        full = "sentencify_consumer_" + name
+    for prefix, name, labels in re.findall(r"`(sentencify_consumer_|sentencify_ingestion_|\.\.\._)(\w+)(\{[^}`]*\})?`", README):
+        full = (prefix if prefix == "sentencify_ingestion_" else "sentencify_consumer_") + name
         given = {label.strip() for label in labels.strip("{}").split(",")} if labels else None
         named[full] = given if given is not None else named.get(full)
     return named

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pymongo import ReplaceOne
 from pymongo.database import Database
 
+from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
@@ -182,6 +183,9 @@ def run_profile(
                 built.append((profile, redis_value(profile)))
             except (ValueError, TypeError, ArithmeticError, KeyError) as exc:  # pure: about this user's records
                 quarantined.add(quarantine_id(user_id), "profile_not_computable", exc)
+
+        erased = suppressed_users(db, (p["user_id"] for p, _ in built))  # erased while this run read them
+        built = [(p, v) for p, v in built if p["user_id"] not in erased]
 
         def write(items: list[tuple[dict, str]]) -> None:
             publish(db, {PROFILES: [ReplaceOne({"_id": p["_id"]}, p, upsert=True) for p, _ in items]}, fence)

@@ -20,6 +20,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from sentencify import mongo
+from sentencify.erasure import suppression
 from sentencify.settings import Settings
 from sentencify.steps import progress
 from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant
@@ -196,7 +197,8 @@ def run_step(
                 )
             opened = _Opened(stores or Stores.from_settings(settings), lease.fence)
             try:
-                summary = REGISTRY[step].run(db, plan, settings, full or reconcile, opened)
+                with suppression.for_steps(settings):  # erased users are never published again
+                    summary = REGISTRY[step].run(db, plan, settings, full or reconcile, opened)
             finally:
                 opened.close()
             summary.update(

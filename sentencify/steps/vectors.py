@@ -21,6 +21,7 @@ from pymongo.database import Database
 from qdrant_client import QdrantClient, models
 
 from sentencify import vectorstore
+from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES
 from sentencify.steps.etl import EXAMPLES
@@ -123,6 +124,8 @@ def sync_sessions(
     upserted = deleted = 0
     for part in chunks(session_ids, 2000):
         found = {e["_id"]: e for e in find_in(db[EXAMPLES], "_id", part, _FIELDS)}
+        erased = suppressed_users(db, (e.get("user_id") for e in found.values()))  # their points go
+        found = {s: e for s, e in found.items() if e.get("user_id") not in erased}
         keep = _points([found[s] for s in part if s in found and wanted(found[s], dim)], quarantined)
         upserted += upsert(qc, collection, keep, quarantined)
         drop = [vectorstore.point_id(s) for s in part if s in quarantined or not (s in found and wanted(found[s], dim))]

@@ -114,7 +114,7 @@ class MongoWriter:
         if logs:
             found = [suppression.identities(collection, d) for d in docs]
         else:
-            found = [suppression.raw_identities(_collection_of(d.get("topic")), d.get("raw")) for d in docs]
+            found = [suppression.raw_identities(_collection_of(d.get("topic")), d.get("raw"), d.get("key")) for d in docs]
         try:
             with pymongo.timeout(self.timeout_s):
                 return self.suppression.suppressed(found)

@@ -106,7 +106,9 @@ def replay_dead_letters(
         if target not in known_topics:
             out.unknown_topic += 1
             continue
-        if suppressed is not None and suppressed.is_suppressed(raw_identities(target.rsplit(".", 1)[-1], doc.get("raw"))):
+        if suppressed is not None and suppressed.is_suppressed(
+            raw_identities(target.rsplit(".", 1)[-1], doc.get("raw"), doc.get("key"))
+        ):
             out.suppressed += 1
             continue
         again = rules.check(db, target, doc) if rules is not None else None

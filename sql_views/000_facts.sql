@@ -112,3 +112,13 @@ create table if not exists sentencify.quarantine (
     last_seen        timestamptz not null,
     primary key (step, session_id)
 );
+
+-- Erasure requests (sentencify/erasure/forget.py; replaced by every views run): no personal data,
+-- the user's keyed hash cut to 16 hex digits; `removed` = documents removed per store.
+create table if not exists sentencify.erasures (
+    request          text primary key,
+    status           text not null,
+    requested_at     timestamptz not null,
+    finished_at      timestamptz,
+    removed          jsonb not null
+);

@@ -105,3 +105,12 @@ from sentencify.freshness f cross join raw;
 create or replace view sentencify.v_quarantine as
 select step, reason, count(*)::bigint as sessions, min(first_seen) as oldest, max(last_seen) as newest
 from sentencify.quarantine group by step, reason;
+
+-- Erasure requests by status, with the documents removed per store (the dashboard's erasures table).
+create or replace view sentencify.v_erasures as
+select e.status, coalesce(r.store, '(none yet)') as store, count(*)::bigint as requests,
+       coalesce(sum(r.removed::bigint), 0)::bigint as removed,
+       min(e.requested_at) as first_requested, max(e.finished_at) as last_finished
+from sentencify.erasures e
+left join lateral jsonb_each_text(e.removed) as r(store, removed) on true
+group by e.status, coalesce(r.store, '(none yet)');

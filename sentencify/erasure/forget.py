@@ -11,7 +11,7 @@ finds what is left from the records that are left):
    rejects, quarantine entries, the profile in MongoDB and Redis, Qdrant points (by payload user_id
    and by the sessions' point ids), PostgreSQL rows (examples, sessions, the user, quarantine);
 4. dead letters whose key or bytes name the user (by token, or by an erased user field or key);
-5. F of a doc_id that only the user's records name;
+5. F of a doc_id that only the user's records name (the doc_id suppressed too: F names no user);
 6. D (by `user`, or by a correction_history_id the user's C point at) and E (by `user_id`, or by a
    context_hash the user's A point at): their keys are suppressed too, for records that arrive
    later without a user field;
@@ -38,6 +38,7 @@ from pymongo.database import Database
 
 from sentencify.erasure import keys, suppression
 from sentencify.erasure.fencing import ForcedLease, take_all
+from sentencify.erasure.report import REQUESTS
 from sentencify.mongo import IN_BATCH
 from sentencify.schemas import BY_CODE
 from sentencify.settings import Settings
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentencify.forget")
 
-REQUESTS = "erasure_requests"
 F = BY_CODE["F"].name
 DEAD_LETTERS = "dead_letters"
 EXAMPLES, REJECTS, PROFILES, QUARANTINE = "training_examples", "etl_rejects", "user_profile", "pipeline_quarantine"
@@ -246,7 +246,8 @@ class Forget:
         self._count(h, "qdrant", self._qdrant(qdrant, u, sessions))
         self._postgres_rows(h, pg, u, sessions)
         # 5. F of documents only this user's records name
-        only_theirs = [d for d in sorted(fp.doc_ids) if not self._named_by_others(d, u)]
+        only_theirs = [d for d in sorted(fp.doc_ids) if not self._named_by_others(d, u, fp)]
+        suppression.add(self.db, [(keys.digest(self.key, d, keys.DOC), keys.DOC) for d in only_theirs], h)
         for i in range(0, len(only_theirs), IN_BATCH):
             self._delete(h, F, {"doc_id": {"$in": only_theirs[i : i + IN_BATCH]}}, hours=False)
         # 6. D and E, their keys suppressed first
@@ -270,10 +271,16 @@ class Forget:
         log.info("user erased", extra={"fields": {"user_hash": h[:12], "removed": done.get("removed") or {}}})
         return Erased(h, dict(done.get("removed") or {}), time.monotonic() - began, len(hours))
 
-    def _named_by_others(self, doc_id: str, u: str) -> bool:
-        """Another user's (or an anonymous) A or E names the document (the doc_id indexes). B, C and I
-        carry doc_id only optionally and belong to a session whose A names it."""
-        return any(self.db[c].find_one({"doc_id": doc_id, "user_id": {"$ne": u}}, {"_id": 1}) is not None for c in (A, E))
+    def _named_by_others(self, doc_id: str, u: str, fp: Footprint) -> bool:
+        """Another user's (or an anonymous) A or E names the document (the doc_id indexes); an E
+        without a user that the user's A points at is the user's. B, C and I carry doc_id only
+        optionally and belong to a session whose A names it."""
+        if self.db[A].find_one({"doc_id": doc_id, "user_id": {"$ne": u}}, {"_id": 1}) is not None:
+            return True
+        # Lazily: stops at the first E that is not the user's.
+        return any(
+            d["_id"] not in fp.context_hashes for d in self.db[E].find({"doc_id": doc_id, "user_id": {"$ne": u}}, {"_id": 1})
+        )
 
     def _qdrant(self, qc, u: str, sessions: list[str]) -> int:
         from qdrant_client import models

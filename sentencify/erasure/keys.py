@@ -21,7 +21,8 @@ KEY_FILE = "erasure_key"  # in STACK_DIR: the local stack's generated key (mode 
 USER = "user"
 CONTEXT_HASH = "context_hash"
 CORRECTION = "correction_history_id"
-KINDS = (USER, CONTEXT_HASH, CORRECTION)
+DOC = "doc_id"  # a document only the user's records named: its F records
+KINDS = (USER, CONTEXT_HASH, CORRECTION, DOC)
 
 
 class ErasureKeyMissing(SettingsError):
@@ -59,15 +60,6 @@ def erasure_key_or_none(settings: Settings) -> bytes | None:
         return erasure_key(settings)
     except ErasureKeyMissing:
         return None
-
-
-def ensure_stack_key(settings: Settings) -> None:
-    """The local stack's key, created once in STACK_DIR (mode 600), unless ERASURE_KEY is set."""
-    if settings.erasure_key:
-        return
-    from sentencify.stack.process import stored_secret
-
-    stored_secret(settings.stack_dir / KEY_FILE, generate)
 
 
 def digest(key: bytes, value: str, kind: str = USER) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextvars
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,8 @@ HASH_BATCH = 100  # hashes per `$in` query (the local server plans long lists ba
 
 # Which fields of a record name its person (events.md "Fields"). A, B, C, E, I: `user_id`; D: `user`.
 # D and E can also arrive without any user field: their keys (D's correction_history_id, which the
-# user's C pointed at; E's context_hash, which the user's A pointed at) are kept hashed too.
+# user's C pointed at; E's context_hash, which the user's A pointed at) are kept hashed too, and so
+# is the doc_id of a document only the user named (its F records, which name no user).
 USER_FIELDS: dict[str, tuple[str, ...]] = {
     "editor_recommend_options": ("user_id",),
     "editor_run_paraphrasing": ("user_id",),
@@ -45,6 +46,7 @@ USER_FIELDS: dict[str, tuple[str, ...]] = {
 KEY_FIELDS: dict[str, tuple[str, str]] = {
     "correction_history": ("correction_history_id", keys.CORRECTION),
     "context_block": ("context_hash", keys.CONTEXT_HASH),
+    "document_context_cache": ("doc_id", keys.DOC),
 }
 
 Identity = tuple[str, str]  # (kind, value)
@@ -65,16 +67,21 @@ def identities(collection: str | None, record: Mapping[str, Any]) -> list[Identi
     return out
 
 
-def raw_identities(topic_collection: str | None, raw: bytes | None) -> list[Identity]:
-    """Identities of a record given as its bytes (a dead letter, a replay): none when the bytes are
-    not a JSON object."""
+def raw_identities(topic_collection: str | None, raw: bytes | None, key: bytes | None = None) -> list[Identity]:
+    """Identities of a record given as its bytes (a dead letter, a replay): those of the JSON object
+    the bytes hold, if they do, and its Kafka key taken as a user id (a letter whose key is an
+    erased id is the user's: the erasure removes it)."""
+    out: list[Identity] = []
+    if key:
+        with suppress(UnicodeDecodeError):  # a key that is not text names no user
+            out.append((keys.USER, bytes(key).decode("utf-8")))
     if not raw:
-        return []
+        return out
     try:
         record = json.loads(bytes(raw))
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return []
-    return identities(topic_collection, record) if isinstance(record, dict) else []
+        return out
+    return out + identities(topic_collection, record) if isinstance(record, dict) else out
 
 
 class SuppressionList:

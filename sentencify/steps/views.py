@@ -29,6 +29,7 @@ from pathlib import Path
 
 from pymongo.database import Database
 
+from sentencify.erasure import report as erasures
 from sentencify.mongo import find_in
 from sentencify.schemas import EVENT_TYPES
 from sentencify.settings import PROJECT_ROOT
@@ -423,6 +424,8 @@ def run_views(
         insert_rows(cur, "insert into sentencify.consumer_partition_lag values %s", lags)
         cur.execute("delete from sentencify.freshness")
         insert_rows(cur, "insert into sentencify.freshness values %s", fresh)
+        cur.execute("delete from sentencify.erasures")  # erasure requests: hashes, times and counts only
+        insert_rows(cur, "insert into sentencify.erasures values %s", [(*r[:4], postgres.jsonb(r[4])) for r in erasures.rows(db)])
     summary = {
         "window": str(window),
         "full": full,

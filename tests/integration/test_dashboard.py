@@ -40,7 +40,7 @@ def test_the_bundle_is_consistent_and_templated_from_settings(stack_settings):
         airflow_url="https://airflow.example.org",
     )
     bundle = build(s)
-    assert len(bundle.charts) == 15 and len(bundle.datasets) == 14
+    assert len(bundle.charts) == 16 and len(bundle.datasets) == 15
     assert bundle.dashboard["slug"] == DASHBOARD_SLUG
     (db,) = bundle.databases.values()
     # the password travels apart, never inside the bundle
@@ -195,6 +195,7 @@ EXPECTED_SQL = {
     "consumer_lag": "select consumer_group, consumers, lag, reported_at from sentencify.v_consumer_lag",
     "freshness": "select stage_order, stage, status, newest, age_minutes, behind_raw_minutes from sentencify.v_freshness",
     "quarantine": "select step, reason, sessions, oldest, newest from sentencify.v_quarantine",
+    "erasures": "select status, store, requests, removed, first_requested, last_finished from sentencify.v_erasures",
 }
 
 

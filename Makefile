@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproje
 SUPERSET_VENV := .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.installed-$(shell cat requirements-superset.txt | sha1sum | cut -c1-12)
 
-.PHONY: install lint test test-unit test-fast demo screenshots bench-ingest bench-chain stack-up stack-down stack-status lock schemas clean
+.PHONY: install lint test test-unit test-fast demo screenshots bench-ingest bench-chain bench-forget stack-up stack-down stack-status lock schemas clean
 
 install: $(STAMP) $(SUPERSET_STAMP)
 
@@ -57,6 +57,9 @@ screenshots: install  ## refresh docs/img/ (dashboard, Airflow runs) from the ru
 
 bench-ingest: install  ## consumer vs raw and naive baselines (not part of `make test`)
 	$(PY) -m bench.ingest $(BENCH_ARGS)
+
+bench-forget: install  ## erase one user with 10,000 records among 100,000 sessions (not part of `make test`)
+	$(PY) -m bench.forget $(BENCH_ARGS)
 
 bench-chain: install  ## window cost vs history, rebuild and vector-migration speed (not part of `make test`)
 	$(PY) -m bench.chain $(BENCH_ARGS)

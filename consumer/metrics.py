@@ -35,7 +35,7 @@ _AGE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 
 SPECS: dict[str, Spec] = {
     "sentencify_consumer_records_total": Spec(
-        Counter, "Records handled, by topic and outcome (stored, duplicate).", ("topic", "outcome")
+        Counter, "Records handled, by topic and outcome (stored, duplicate, suppressed: an erased user's).", ("topic", "outcome")
     ),
     "sentencify_consumer_dead_letters_total": Spec(
         Counter, "Records sent to dead_letters, by topic and reason.", ("topic", "reason")

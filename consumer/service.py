@@ -37,6 +37,8 @@ from consumer.validate import Validator, to_document
 from consumer.write import MongoWriter
 from consumer.writepath import WritePath
 from sentencify import mongo
+from sentencify.erasure.keys import erasure_key_or_none
+from sentencify.erasure.suppression import SuppressionList
 from sentencify.kafka_config import kafka_security
 from sentencify.logs import kv
 from sentencify.settings import Settings
@@ -171,7 +173,12 @@ class IngestService:
             self.settings.mongo_uri, app_name="sentencify-consumer", socket_timeout_s=mongo.WRITE_TIMEOUT_S
         )
         db = client[self.settings.mongo_db]
-        writes = InFlightWrites(MongoWriter(db), self.settings.write_concurrency, BACKOFF_FIRST_S, BACKOFF_MAX_S)
+        writes = InFlightWrites(
+            MongoWriter(db, suppression=SuppressionList(db, erasure_key_or_none(self.settings))),
+            self.settings.write_concurrency,
+            BACKOFF_FIRST_S,
+            BACKOFF_MAX_S,
+        )
         batcher = Batcher(self.settings.batch_size, self.settings.flush_interval_ms / 1000)
         self.path = WritePath(batcher, writes, OffsetTracker(), self.metrics, self.settings.dead_letter_prefix_bytes)
         self._mongo_check.start(db)
@@ -588,6 +595,7 @@ class IngestService:
             "stored": int(self.metrics.sum_where("sentencify_consumer_records_total", outcome="stored")),
             "duplicates": int(self.metrics.sum_where("sentencify_consumer_records_total", outcome="duplicate")),
             "dead_letters": int(self.metrics.total("sentencify_consumer_dead_letters_total")),
+            "suppressed": int(self.metrics.sum_where("sentencify_consumer_records_total", outcome="suppressed")),
         }
 
 

@@ -13,6 +13,9 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from sentencify import mongo
+from sentencify.erasure import suppression
+from sentencify.erasure.keys import ErasureKeyMissing
+from sentencify.erasure.suppression import SuppressionList
 
 DUPLICATE_KEYS = frozenset({11000, 11001})
 # Per-document errors that are the document's own fault: retrying can never store it, so it is
@@ -55,6 +58,7 @@ class WriteOutcome:
     conflicts: dict[int, str] = field(default_factory=dict)  # batch index -> which stored record keeps the key
     restamped: int = 0  # duplicates whose stored `ingested_at` was older than the bound: stamped anew
     seconds: float = 0.0  # how long MongoDB took
+    suppressed: set[int] = field(default_factory=set)  # batch indexes of erased users' records: neither stored nor dead-lettered
 
 
 class MongoWriter:
@@ -76,9 +80,10 @@ class MongoWriter:
     before anything commits past it.
     """
 
-    def __init__(self, db: Database, timeout_s: float | None = None) -> None:
+    def __init__(self, db: Database, timeout_s: float | None = None, suppression: SuppressionList | None = None) -> None:
         self.db = db
         self.timeout_s = mongo.WRITE_TIMEOUT_S if timeout_s is None else timeout_s
+        self.suppression = suppression  # erased users (pipeline.md "Personal data"): checked before every write
 
     def write(
         self, collection: str, docs: list[dict[str, Any]], *, logs: bool = True, record_ms: list[int | None] | None = None
@@ -86,9 +91,35 @@ class MongoWriter:
         """`logs=False` (dead letters): a duplicate is always a no-op, never compared. `record_ms`: each
         document's Kafka record timestamp (epoch ms), when known."""
         began = time.perf_counter()
-        outcome = self._write(collection, docs, logs, record_ms or [None] * len(docs))
+        record_ms = record_ms or [None] * len(docs)
+        suppressed = self._suppressed(collection, docs, logs)
+        if suppressed:
+            keep = [i for i in range(len(docs)) if i not in suppressed]
+            outcome = (
+                self._write(collection, [docs[i] for i in keep], logs, [record_ms[i] for i in keep]) if keep else WriteOutcome()
+            )
+            outcome.rejected = {keep[i]: why for i, why in outcome.rejected.items()}
+            outcome.conflicts = {keep[i]: why for i, why in outcome.conflicts.items()}
+            outcome.suppressed = suppressed
+        else:
+            outcome = self._write(collection, docs, logs, record_ms)
         outcome.seconds = time.perf_counter() - began
         return outcome
+
+    def _suppressed(self, collection: str, docs: list[dict[str, Any]], logs: bool) -> set[int]:
+        """Batch indexes of records of erased users (one query for the batch); a dead letter is
+        judged by the record in its bytes. Raises TransientWriteError when the list cannot be read."""
+        if self.suppression is None:
+            return set()
+        if logs:
+            found = [suppression.identities(collection, d) for d in docs]
+        else:
+            found = [suppression.raw_identities(_collection_of(d.get("topic")), d.get("raw"), d.get("key")) for d in docs]
+        try:
+            with pymongo.timeout(self.timeout_s):
+                return self.suppression.suppressed(found)
+        except (PyMongoError, ErasureKeyMissing) as exc:
+            raise TransientWriteError(f"checking erased users: {type(exc).__name__}: {exc}") from exc
 
     def _write(self, collection: str, docs: list[dict[str, Any]], logs: bool, record_ms: list[int | None]) -> WriteOutcome:
         try:
@@ -184,6 +215,12 @@ class MongoWriter:
             else:
                 raise TransientWriteError(f"code {code}: {err.get('errmsg')}") from exc
         return outcome, duplicate
+
+
+def _collection_of(topic: Any) -> str | None:
+    """A log topic's collection (topic = prefix + name; names have no dot), or None."""
+    name = topic.rsplit(".", 1)[-1] if isinstance(topic, str) else None
+    return name if name in suppression.USER_FIELDS else None
 
 
 def _utc(value: datetime) -> datetime:

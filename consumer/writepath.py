@@ -109,6 +109,10 @@ class WritePath:
         self.last_progress = time.monotonic()
         logs = collection != DEAD_LETTERS
         for index, item in enumerate(items):
+            if index in outcome.suppressed:  # an erased user's record: neither stored nor dead-lettered
+                self.tracker.done((item.position.topic, item.position.partition), item.position.offset)
+                self.metrics.inc("sentencify_consumer_records_total", topic=item.position.topic, outcome="suppressed")
+                continue
             reason = outcome.rejected.get(index)
             if reason is not None:  # stays tracked until its dead letter is written
                 self._dead_letter_after_write(collection, item, BadRecord("rejected_by_mongodb", reason))

@@ -361,6 +361,8 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from sentencify import mongo
+    from sentencify.erasure.keys import erasure_key_or_none
+    from sentencify.erasure.suppression import SuppressionList
     from sentencify.produce import producer
     from sentencify.replay import Rules, replay_dead_letters
     from sentencify.schemas import topics
@@ -384,6 +386,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             dry_run=args.dry_run,
             rules=Rules(settings.topic_prefix, settings.embedding_dim, settings.max_record_bytes),
             skip_failing=args.only_storable,
+            suppressed=SuppressionList(client[settings.mongo_db], erasure_key_or_none(settings)),
         )
     finally:
         if kafka is not None:
@@ -393,6 +396,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"{verb} {done.sent} dead letters {done.by_topic or ''}; left alone: {done.truncated} oversized "
         f"(only a prefix kept), {done.unknown_topic} of topics that are not log topics"
+        + (f", {done.suppressed} of erased users (suppressed)" if done.suppressed else "")
     )
     if done.fail_again:
         what = "not sent (--only-storable)" if args.only_storable else "sent anyway (--only-storable skips them)"
@@ -437,6 +441,34 @@ def cmd_gaps(args: argparse.Namespace, settings: Settings) -> int:
             f"{len(open_gaps)} unacknowledged: those records are not in MongoDB and Kafka no longer has them; ask their "
             "producer to send them again if it can, then `sentencify gaps ack` (replaying dead letters cannot help)"
         )
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    """Erase users everywhere and suppress their later records (pipeline.md, "Personal data")."""
+    import time
+
+    from sentencify.erasure.forget import forget_users
+    from sentencify.erasure.keys import erasure_key
+
+    erasure_key(settings)  # a missing key is one line, before anything starts
+    began = time.monotonic()
+    users = list(dict.fromkeys(args.user))
+    print(f"erasing {len(users)} user(s); each is shown by the start of its hash, never by its id", flush=True)
+
+    def progress(who: str, store: str, n: int) -> None:
+        print(f"  {who}  {store:<34} {n:>9} removed", flush=True)
+
+    erased = forget_users(settings, users, progress=progress)
+    for e in erased:
+        total = sum(e.removed.values())
+        print(
+            f"done {e.user_hash[:12]}: {total} documents removed in {len(e.removed)} stores; {e.hours} ingestion hours recomputed"
+        )
+    print(
+        f"erased {len(erased)} user(s) in {time.monotonic() - began:.1f} s; their later records are suppressed. "
+        "Kafka keeps their records until the topics' retention removes them (README, 'Erasing a user')"
+    )
     return 0
 
 
@@ -567,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", action="append", metavar="ID", help="ack: only this gap (repeatable; default: all unacknowledged)")
     p.add_argument("--topic", help="ack: only the gaps of this topic")
     p.set_defaults(func=cmd_gaps)
+    p = sub.add_parser("forget", help="erase users from every store and suppress their later records")
+    p.add_argument("--user", action="append", required=True, metavar="USER_ID", help="a user id (repeat for several)")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("schemas", help="write the JSON Schema of every log type (for producers)")
     p.add_argument("--out", default="docs/schemas")

@@ -10,18 +10,20 @@ from pymongo.database import Database
 # Each index serves a named read of the later steps; every extra index costs every insert
 # (it halves the ingest rate on the local server), so a field is indexed only where it is read.
 INDEX_PLAN: dict[str, list[tuple[str, ...]]] = {
-    # A: touched-by-window, rebuild by session, touched-by-E (context_hash), profile by user
-    "editor_recommend_options": [("ingested_at",), ("recommend_session_id",), ("context_hash",), ("user_id",)],
+    # A: touched-by-window, rebuild by session, touched-by-E (context_hash), profile by user;
+    # erasure: the user's records (user_id), whether another user names a document (doc_id)
+    "editor_recommend_options": [("ingested_at",), ("recommend_session_id",), ("context_hash",), ("user_id",), ("doc_id",)],
     # B, C: touched-by-window, rebuild by session, profile by user; C: touched-by-D
     "editor_run_paraphrasing": [("ingested_at",), ("recommend_session_id",), ("user_id",)],
     "editor_selected_paraphrasing": [("ingested_at",), ("recommend_session_id",), ("user_id",), ("correction_history_id",)],
-    # D, E are read by `_id`; only their arrival window is scanned
-    "correction_history": [("ingested_at",)],
-    "context_block": [("ingested_at",)],
+    # D, E are read by `_id`; only their arrival window is scanned. Erasure: D by `user`, E by
+    # `user_id` and whether another user's E names a document (doc_id)
+    "correction_history": [("ingested_at",), ("user",)],
+    "context_block": [("ingested_at",), ("user_id",), ("doc_id",)],
     # F: point-in-time join on (doc_id, last_updated)
     "document_context_cache": [("ingested_at",), ("doc_id", "last_updated")],
-    # I: touched-by-window, latency per hour
-    "recommend_log": [("ingested_at",), ("recommend_session_id",), ("created_at",)],
+    # I: touched-by-window, latency per hour; erasure: the user's records
+    "recommend_log": [("ingested_at",), ("recommend_session_id",), ("created_at",), ("user_id",)],
     "dead_letters": [("failed_at",), ("topic",), ("reason",)],
 }
 

@@ -27,6 +27,7 @@ from consumer.records import BadRecord, Position
 from consumer.route import Router
 from consumer.validate import Validator, to_document
 from consumer.write import same_content
+from sentencify.erasure.suppression import SuppressionList, raw_identities
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Replayed:
     by_topic: dict[str, int] = field(default_factory=dict)
     fail_again: dict[str, int] = field(default_factory=dict)  # reason -> letters today's rules still refuse
     skipped: int = 0  # of those, not sent (`skip_failing`)
+    suppressed: int = 0  # records of erased users: never sent again (pipeline.md "Personal data")
 
 
 @dataclass
@@ -83,12 +85,14 @@ def replay_dead_letters(
     dry_run: bool = False,
     rules: Rules | None = None,
     skip_failing: bool = False,
+    suppressed: SuppressionList | None = None,
 ) -> Replayed:
     """Produce each selected dead letter's raw bytes (and key) to its topic, or `to_topic`; then mark it.
 
     Only to `known_topics` (the seven log topics of the prefix). With `rules`, each letter is
     re-checked first and `fail_again` counts, by reason, those today's rules would still refuse;
-    with `skip_failing` too, those are not sent (and stay unmarked). Raises ValueError for a
+    with `skip_failing` too, those are not sent (and stay unmarked). With `suppressed` (the erased
+    users), a letter whose record belongs to an erased user is never sent. Raises ValueError for a
     `to_topic` that is not a log topic."""
     if to_topic is not None and to_topic not in known_topics:
         raise ValueError(f"--to-topic {to_topic!r} is not one of the log topics: {', '.join(sorted(known_topics))}")
@@ -101,6 +105,11 @@ def replay_dead_letters(
         target = to_topic or doc["topic"]
         if target not in known_topics:
             out.unknown_topic += 1
+            continue
+        if suppressed is not None and suppressed.is_suppressed(
+            raw_identities(target.rsplit(".", 1)[-1], doc.get("raw"), doc.get("key"))
+        ):
+            out.suppressed += 1
             continue
         again = rules.check(db, target, doc) if rules is not None else None
         if again is not None:

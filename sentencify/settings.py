@@ -170,6 +170,8 @@ class Settings:
     clock_skew_s: int = _setting("CLOCK_SKEW_S", _int(0), 300)  # how far a consumer's clock may lag (pipeline.md)
     # how long a step's lease lives without renewal, judged by MongoDB's clock (sentencify.steps.lease)
     lease_ttl_s: float = _setting("LEASE_TTL_S", _float(1.0, 86400.0), 60.0)
+    # the HMAC key of erased users' hashes (sentencify.erasure.keys); None: the local stack's generated one
+    erasure_key: str | None = _setting("ERASURE_KEY", _text, None, secret=True)
 
     # chain (pipeline.md thresholds)
     etl_time_gap_s: float = _setting("ETL_TIME_GAP_S", _float(0.0, 86400.0), 5.0)

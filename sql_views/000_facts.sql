@@ -143,3 +143,13 @@ create table if not exists sentencify.ingestion_gaps (
     acknowledged     boolean not null,
     acknowledged_at  timestamptz
 );
+
+-- Erasure requests (sentencify/erasure/forget.py; replaced by every views run): no personal data,
+-- the user's keyed hash cut to 16 hex digits; `removed` = documents removed per store.
+create table if not exists sentencify.erasures (
+    request          text primary key,
+    status           text not null,
+    requested_at     timestamptz not null,
+    finished_at      timestamptz,
+    removed          jsonb not null
+);

@@ -132,3 +132,12 @@ select (found_at at time zone 'UTC')::date as day, topic,
        (count(*) filter (where not acknowledged))::bigint as unacknowledged,
        case when bool_or(not acknowledged) then 'unacknowledged' else 'acknowledged' end as status
 from sentencify.ingestion_gaps group by 1, 2;
+
+-- Erasure requests by status, with the documents removed per store (the dashboard's erasures table).
+create or replace view sentencify.v_erasures as
+select e.status, coalesce(r.store, '(none yet)') as store, count(*)::bigint as requests,
+       coalesce(sum(r.removed::bigint), 0)::bigint as removed,
+       min(e.requested_at) as first_requested, max(e.finished_at) as last_finished
+from sentencify.erasures e
+left join lateral jsonb_each_text(e.removed) as r(store, removed) on true
+group by e.status, coalesce(r.store, '(none yet)');

@@ -6,9 +6,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sentencify.erasure.keys import KEY_FILE as ERASURE_KEY_FILE
+from sentencify.erasure.keys import generate as generate_erasure_key
 from sentencify.settings import Settings
 from sentencify.stack import secure
-from sentencify.stack.process import StackError, free_port, is_running, port_open, read_pid, spawn, stop_pid, wait_until
+from sentencify.stack.process import (
+    StackError,
+    free_port,
+    is_running,
+    port_open,
+    read_pid,
+    spawn,
+    stop_pid,
+    stored_secret,
+    wait_until,
+)
 from sentencify.stack.services import PostgresService, Service, services
 from sentencify.stack.topics import create_topics
 
@@ -94,6 +106,8 @@ def up(settings: Settings, only: list[str] | None = None, echo=print) -> None:
     chosen = _select(settings, _with_needs(settings, only))
     settings.stack_dir.mkdir(parents=True, exist_ok=True)
     settings.stack_dir.chmod(0o755)  # services running as their own users (postgres) must enter it
+    if not settings.erasure_key:  # the local stack's ERASURE_KEY, created once (mode 600): sentencify.erasure.keys
+        stored_secret(settings.stack_dir / ERASURE_KEY_FILE, generate_erasure_key)
     for service in chosen:
         _start(service, echo)
         if isinstance(service, PostgresService):

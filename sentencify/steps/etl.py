@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import DeleteMany, InsertOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
+from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.steps import examples, join
 from sentencify.steps.drift import Drift, pages
@@ -242,7 +243,8 @@ def _publish(
 ) -> None:
     """Publish in transactions of at most TRANSACTION_DOCS sessions; a session MongoDB refuses (an
     example over 16 MB) is found by bisection and quarantined, the others are published."""
-    examples_by = {ex.doc["_id"]: ex for ex in built}
+    erased = suppressed_users(db, (ex.doc.get("user_id") for ex in built))  # erased while this run read them
+    examples_by = {ex.doc["_id"]: ex for ex in built if ex.doc.get("user_id") not in erased}
     rejects_by = {rej.doc["_id"]: rej for rej in rejected}
 
     def write(sessions: list[str]) -> None:

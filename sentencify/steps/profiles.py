@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.database import Database
 
+from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
 from sentencify.schemas.derived import SCHEMA_VERSION
@@ -232,7 +233,8 @@ def _build(db: Database, users: list[str], now: datetime, quarantined: Quarantin
             built.append((profile, redis_value(profile)))
         except (ValueError, TypeError, ArithmeticError, KeyError) as exc:  # pure: about this user's records
             quarantined.add(quarantine_id(user_id), "profile_not_computable", exc)
-    return built
+    erased = suppressed_users(db, (p["user_id"] for p, _ in built))  # erased while this run read them
+    return [(p, v) for p, v in built if p["user_id"] not in erased]
 
 
 def _store_mongo(db: Database, built: list[tuple[dict, str]], run: ProfileRun, fence: Fence) -> list[tuple[dict, str]]:

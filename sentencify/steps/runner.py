@@ -20,6 +20,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from sentencify import mongo
+from sentencify.erasure import suppression
 from sentencify.settings import Settings
 from sentencify.steps import census, progress
 from sentencify.steps.fence import Fence, FencedPostgres, FencedQdrant, RedisFull
@@ -349,7 +350,8 @@ def run_step(
                 if due is not None and not full:
                     log.info("a full rebuild was asked of this step: running in full", extra={"fields": {"step": step}})
                 run_full = full or reconcile or bool(lost) or due is not None
-                summary = REGISTRY[step].run(db, plan, settings, run_full, opened)
+                with suppression.for_steps(settings):  # erased users are never published again
+                    summary = REGISTRY[step].run(db, plan, settings, run_full, opened)
                 # Raw records are counted up to where this run read: fewer of them later means removed.
                 left_now = REGISTRY[step].census(db, opened, settings, plan.scan.end)
                 if summary.get("redis_refused"):  # Redis is behind: the next run must not take it for ours

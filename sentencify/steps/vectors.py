@@ -17,6 +17,7 @@ from pymongo.database import Database
 from qdrant_client import QdrantClient, models
 
 from sentencify import vectorstore
+from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES
 from sentencify.steps.drift import Drift, pages
@@ -142,6 +143,8 @@ def sync_sessions(
     upserted = deleted = 0
     for part in chunks(session_ids, 2000):
         found = {e["_id"]: e for e in find_in(db[EXAMPLES], "_id", part, _FIELDS)}
+        erased = suppressed_users(db, (e.get("user_id") for e in found.values()))  # their points go
+        found = {s: e for s, e in found.items() if e.get("user_id") not in erased}
         keep = _points([found[s] for s in part if s in found and wanted(found[s], dim)], quarantined)
         upserted += upsert(qc, collection, keep, quarantined, max_bytes)
         drop = [vectorstore.point_id(s) for s in part if s in quarantined or not (s in found and wanted(found[s], dim))]
@@ -228,7 +231,8 @@ def reconcile(
     drift = Drift(REAL_STORE)
     kept = upserted = deleted = 0
     for page in pages(db[EXAMPLES].find({}, _FIELDS, batch_size=PAGE), PAGE):
-        made = _points([e for e in page if wanted(e, dim)], quarantined)
+        erased = suppressed_users(db, (e.get("user_id") for e in page))  # an erased user's points go
+        made = _points([e for e in page if wanted(e, dim) and e.get("user_id") not in erased], quarantined)
         ids = [vectorstore.point_id(e["_id"]) for e in page]
         stored = {str(p.id): p for p in qc.retrieve(collection, ids, with_payload=True, with_vectors=True)}
         stale = [(s, pt) for s, pt in made if not _same_point(stored.get(str(pt.id)), pt)]

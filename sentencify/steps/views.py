@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pymongo.database import Database
 
+from sentencify.erasure import report as erasures
 from sentencify.mongo import find_in
 from sentencify.schemas import EVENT_TYPES
 from sentencify.settings import PROJECT_ROOT
@@ -654,6 +655,8 @@ def run_views(
         )
         cur.execute("delete from sentencify.ingestion_gaps")
         insert_rows(cur, "insert into sentencify.ingestion_gaps values %s", ingestion_gaps(db))
+        cur.execute("delete from sentencify.erasures")  # erasure requests: hashes, times and counts only
+        insert_rows(cur, "insert into sentencify.erasures values %s", [(*r[:4], postgres.jsonb(r[4])) for r in erasures.rows(db)])
     summary = {
         "window": str(window),
         "full": full,

@@ -51,7 +51,9 @@ def test_the_dags_parse_and_chain_by_assets(airflow_settings, monkeypatch):
 
     bag = DagBag(dag_folder=str(airflow_env(airflow_settings)["AIRFLOW__CORE__DAGS_FOLDER"]))
     assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == sorted([*DAG_IDS, "sentencify_verify"])  # the chain, and the daily check
+    assert sorted(bag.dag_ids) == sorted(
+        [*DAG_IDS, "sentencify_verify", "sentencify_forget"]
+    )  # the chain, the daily check, erasure
     verify_dag = bag.get_dag("sentencify_verify")
     assert verify_dag.doc_md and verify_dag.tasks[0].repair is True
     etl, profile, vectors, views = (bag.get_dag(d) for d in DAG_IDS)

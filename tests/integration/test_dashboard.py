@@ -196,6 +196,7 @@ EXPECTED_SQL = {
     "freshness": "select stage_order, stage, status, newest, age_minutes, behind_raw_minutes from sentencify.v_freshness",
     "quarantine": "select step, reason, sessions, oldest, newest from sentencify.v_quarantine",
     "ingestion_gaps": "select day, topic, status, records_lost, gaps, ranges from sentencify.v_ingestion_gaps",
+    "erasures": "select status, store, requests, removed, first_requested, last_finished from sentencify.v_erasures",
 }
 
 

@@ -33,7 +33,8 @@ OPTIONAL = {f.metadata["var"] for f in fields(Settings) if f.metadata["default"]
 # the modules that fall back to it do so only for a setting compose always sets.
 LOCAL_STACK = "sentencify.stack"
 # pipeline/interfaces contract: "QDRANT_URL or QDRANT_PATH" - a server URL makes the path unused.
-ALTERNATIVE = {"QDRANT_PATH": "QDRANT_URL"}
+# ERASURE_KEY set: the local stack's generated key in STACK_DIR is never looked for (sentencify.erasure.keys).
+ALTERNATIVE = {"QDRANT_PATH": "QDRANT_URL", "STACK_DIR": "ERASURE_KEY"}
 
 AIRFLOW_CODE = tuple(f"dags.{p.stem}" for p in sorted((ROOT / "dags").glob("*.py"))) + tuple(
     f"sentencify_airflow.{p.stem}" for p in sorted((ROOT / "plugins" / "sentencify_airflow").glob("*.py"))

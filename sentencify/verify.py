@@ -148,7 +148,7 @@ def record(db: Database, checked: StepCheck, now: datetime | None = None) -> Non
         left = after.get(found.store, found)
         doc = {
             "step": checked.step,
-            "found": found.as_dict(),
+            "found": found.as_dict(samples=False),  # counts only: ids can name a person
             "repaired": checked.after is not None,
             "agrees": left.agrees,
             "checked_at": now,

@@ -121,7 +121,6 @@ create table if not exists sentencify.store_agreement (
     missing          bigint not null,
     extra            bigint not null,
     different        bigint not null,
-    examples         text not null,
     repaired         boolean not null,
     agrees           boolean not null,
     checked_at       timestamptz not null,

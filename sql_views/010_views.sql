@@ -106,12 +106,13 @@ create or replace view sentencify.v_quarantine as
 select step, reason, count(*)::bigint as sessions, min(first_seen) as oldest, max(last_seen) as newest
 from sentencify.quarantine group by step, reason;
 
--- Per derived store: what the last check found (missing, extra, different documents, a few ids),
+-- Per derived store: what the last check found (missing, extra, different documents; their ids
+-- are printed by `sentencify verify`, never stored: they can name a person),
 -- whether it agrees now (after a repair, if one ran) and when it last agreed. `status` is
 -- 'differs' while a store disagrees, 'repaired' when the check found drift that it repaired,
 -- 'not checked lately' when the last check is over two days old.
 create or replace view sentencify.v_store_agreement as
-select store, step, missing, extra, different, examples,
+select store, step, missing, extra, different,
        case when not agrees then 'differs'
             when now() - checked_at > interval '2 days' then 'not checked lately'
             when missing + extra + different > 0 then 'repaired'

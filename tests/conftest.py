@@ -15,12 +15,18 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from hypothesis import settings as hypothesis_settings
 from pymongo import MongoClient
 
 from sentencify import stack
 from sentencify.settings import Settings
 from sentencify.stack.topics import create_topics
 from tests.helpers import ConsumerThread  # noqa: F401  (re-exported for tests)
+
+# No per-example deadline: on a busy machine (CI shares its cores) a slow example is not a failure;
+# properties are about results, and performance is measured in bench/.
+hypothesis_settings.register_profile("sentencify", deadline=None)
+hypothesis_settings.load_profile("sentencify")
 
 
 @pytest.fixture(scope="session")

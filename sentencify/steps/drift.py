@@ -45,15 +45,14 @@ class Drift:
     def total(self) -> int:
         return self.missing + self.extra + self.different
 
-    def as_dict(self) -> dict[str, Any]:
-        """`{"store", "missing", "extra", "different", "samples"}`: what `verify --json` prints per store."""
-        return {
-            "store": self.store,
-            "missing": self.missing,
-            "extra": self.extra,
-            "different": self.different,
-            "samples": {k: v for k, v in self.samples.items() if v},
-        }
+    def as_dict(self, samples: bool = True) -> dict[str, Any]:
+        """`{"store", "missing", "extra", "different", "samples"}`: what `verify --json` prints per
+        store. `samples=False`: the counts only, for what is stored (an id can name a person, and an
+        erasure must find nothing of it: pipeline.md, "Personal data")."""
+        out: dict[str, Any] = {"store": self.store, "missing": self.missing, "extra": self.extra, "different": self.different}
+        if samples:
+            out["samples"] = {k: v for k, v in self.samples.items() if v}
+        return out
 
     def line(self) -> str:
         """One line for people: `store: agrees`, or the counts with a few ids each."""

@@ -262,6 +262,15 @@ def _views_census(db: Database, open_: _Opened, settings: Settings, before: date
     return out
 
 
+def _recorded(summary: dict) -> dict:
+    """The summary as `pipeline_runs` keeps it: drift as counts, without the ids the run printed
+    (an id can name a person, and an erasure must find nothing of it: pipeline.md, "Personal data")."""
+    drift = summary.get("drift")
+    if not drift:
+        return summary
+    return {**summary, "drift": {k: {n: v for n, v in d.items() if n != "samples"} for k, d in drift.items()}}
+
+
 def _changed(summary: dict) -> bool:
     """A full run changed what the steps after it read (its MongoDB collections)."""
     from sentencify.steps.etl import EXAMPLES, REJECTS
@@ -367,7 +376,7 @@ def run_step(
                 unwindowed=plan.unwindowed,
             )
             # Success and progress together, fenced: a run that lost its lease records neither.
-            finished = run_op(step, plan.window, summary, started_at, unwindowed=plan.unwindowed)
+            finished = run_op(step, plan.window, _recorded(summary), started_at, unwindowed=plan.unwindowed)
             ops: dict[str, list] = {
                 RUNS: [finished],
                 progress.PROGRESS: [progress.advance_op(step, plan, full_done=due if run_full else None)],

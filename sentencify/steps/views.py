@@ -255,14 +255,13 @@ def consumer_state(redis_client) -> list[tuple]:
 
 def store_agreement(db: Database) -> list[tuple]:
     """The last check of each derived store (`sentencify verify`'s `store_checks`), as rows of
-    `sentencify.store_agreement`: the counts it found, a few ids, whether the store agrees now."""
+    `sentencify.store_agreement`: the counts it found, whether the store agrees now."""
     rows = []
     for c in db[census.CHECKS].find({}, sort=[("_id", 1)]):
         found = c.get("found") or {}
-        ids = [f"{kind}: {', '.join(v)}" for kind, v in sorted((found.get("samples") or {}).items())]
         counts = [int(found.get(k) or 0) for k in ("missing", "extra", "different")]
         flags = [bool(c.get("repaired")), bool(c.get("agrees"))]
-        rows.append((c["_id"], c.get("step") or "", *counts, "; ".join(ids), *flags, c["checked_at"], c.get("agreed_at")))
+        rows.append((c["_id"], c.get("step") or "", *counts, *flags, c["checked_at"], c.get("agreed_at")))
     return rows
 
 
@@ -649,7 +648,7 @@ def run_views(
         cur.execute("delete from sentencify.store_agreement")
         insert_rows(
             cur,
-            """insert into sentencify.store_agreement (store, step, missing, extra, different, examples, repaired, agrees,
+            """insert into sentencify.store_agreement (store, step, missing, extra, different, repaired, agrees,
             checked_at, agreed_at) values %s""",
             agreement,
         )

@@ -44,14 +44,15 @@ def text(value: str) -> str:
 
 
 class JsonText(str):
-    """A jsonb value as `jsonb` made it: each string inside already storable, so never cut whole
-    (a cut would break the JSON)."""
+    """JSON text from `jsonb`: already storable, and never cut as text (a cut document is not JSON).
+    A str subclass: `json.loads` reads it, orjson wants `str(text)`."""
 
 
 def value(v: Any) -> Any:
-    """One column value made storable: text as `text`, lists element-wise, the rest unchanged."""
+    """One column value made storable: text as `text` (JSON text from `jsonb` as it is), lists
+    element-wise, the rest unchanged."""
     if isinstance(v, JsonText):
-        return v
+        return str(v)  # a plain str for the drivers
     if isinstance(v, str):
         return text(v)
     if isinstance(v, list | tuple):
@@ -80,7 +81,8 @@ def _json_safe(v: Any) -> Any:
 
 
 def jsonb(v: Any) -> JsonText:
-    """JSON text that a jsonb column accepts: NUL-free strings, finite numbers, ISO-8601 times."""
+    """JSON text that a jsonb column accepts: NUL-free strings (each cut as `text` says), finite
+    numbers, ISO-8601 times. The document as a whole is not cut: `row` passes it through."""
     return JsonText(json.dumps(_json_safe(v), allow_nan=False, separators=(",", ":")))
 
 

@@ -40,7 +40,7 @@ def test_the_bundle_is_consistent_and_templated_from_settings(stack_settings):
         airflow_url="https://airflow.example.org",
     )
     bundle = build(s)
-    assert len(bundle.charts) == 16 and len(bundle.datasets) == 15
+    assert len(bundle.charts) == 18 and len(bundle.datasets) == 17
     assert bundle.dashboard["slug"] == DASHBOARD_SLUG
     (db,) = bundle.databases.values()
     # the password travels apart, never inside the bundle

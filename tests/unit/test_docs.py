@@ -1,6 +1,7 @@
-"""The docs keep their promises: every setting is documented (README's table, `.env.example`),
-every metric README names is served by `/metrics`, every command-line flag is in `--help` and in
-README's command list, and README quotes measured figures only from the generated files."""
+"""The docs keep their promises: every setting is documented (docs/settings.md's table,
+`.env.example`), every metric docs/consumer.md names is served by `/metrics`, every command-line
+flag is in `--help` and in docs/operations.md's command list, and README and the docs it sends
+people to quote measured figures only from the generated files."""
 
 from __future__ import annotations
 
@@ -20,20 +21,25 @@ from sentencify.settings import Settings
 from tests.helpers import ROOT
 
 README = (ROOT / "README.md").read_text()
+SETTINGS = (ROOT / "docs" / "settings.md").read_text()  # the settings table
+CONSUMER = (ROOT / "docs" / "consumer.md").read_text()  # the consumer's metrics
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text()  # the command list, the benchmarks
+# README and the pages that took over its sections; docs/benchmarks.md reads the figures, so is not here.
+GUIDES = {name: (ROOT / name).read_text() for name in ("README.md", *(f"docs/{d}.md" for d in ("operations", "deploy", "consumer", "settings")))}
 SENTENCIFY = ROOT / ".venv" / "bin" / "sentencify"
 
 
-def section(title: str) -> str:
-    """README's `## title` section, up to the next `## ` heading."""
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", README, re.M | re.S)
-    assert match, f"README has no '## {title}' section"
+def section(text: str, title: str) -> str:
+    """A page's `# title` or `## title` section, up to the next `# ` or `## ` heading."""
+    match = re.search(rf"^##? {re.escape(title)}\n(.*?)(?=^##? |\Z)", text, re.M | re.S)
+    assert match, f"no '## {title}' section"
     return match.group(1)
 
 
 def settings_table() -> dict[str, str]:
-    """README's settings table: variable -> its row (a row may name several variables)."""
+    """docs/settings.md's table: variable -> its row (a row may name several variables)."""
     rows = {}
-    for line in section("Settings").splitlines():
+    for line in section(SETTINGS, "Settings").splitlines():
         cells = line.split("|")
         if len(cells) > 3 and "`" in cells[1]:
             for var in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[1]):
@@ -41,18 +47,18 @@ def settings_table() -> dict[str, str]:
     return rows
 
 
-def test_every_setting_is_in_readmes_table_and_env_example():
+def test_every_setting_is_in_the_settings_table_and_env_example():
     table = settings_table()
     missing = [v for v in Settings.variables() if v not in table]
-    assert not missing, f"add these to README's settings table: {missing}"
+    assert not missing, f"add these to docs/settings.md's table: {missing}"
     stale = sorted(set(table) - set(Settings.variables()))
-    assert not stale, f"README's settings table names variables the code does not read: {stale}"
+    assert not stale, f"docs/settings.md's table names variables the code does not read: {stale}"
     example = set(re.findall(r"\b([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text()))
     missing = [v for v in Settings.variables() if v not in example]
     assert not missing, f"add these to .env.example (commented out when the default is right): {missing}"
 
 
-def test_readmes_defaults_are_the_codes():
+def test_the_tables_defaults_are_the_codes():
     """Where a row names one variable and one plain default, it is the default the code uses."""
     defaults, table = Settings.from_env({}), settings_table()
     for f in fields(Settings):
@@ -68,9 +74,9 @@ def test_readmes_defaults_are_the_codes():
         if isinstance(value, Path):  # shown relative to the checkout
             value = f"./{value.relative_to(ROOT)}"
         if isinstance(value, float):
-            assert float(shown.group(1)) == value, f"README's default of {var}"
+            assert float(shown.group(1)) == value, f"docs/settings.md's default of {var}"
             continue
-        assert shown.group(1) == str(value), f"README's default of {var}"
+        assert shown.group(1) == str(value), f"docs/settings.md's default of {var}"
 
 
 def _served() -> set[str]:
@@ -89,30 +95,30 @@ def _served() -> set[str]:
     return names
 
 
-def _readme_metrics() -> dict[str, set[str] | None]:
+def _documented_metrics() -> dict[str, set[str] | None]:
     """`sentencify_consumer_x{a,b}` or `..._x` (same prefix), or `sentencify_ingestion_x` (the
-    consumer's ingestion-gap metric), in README -> its labels (None: not given)."""
+    consumer's ingestion-gap metric), in docs/consumer.md -> its labels (None: not given)."""
     named: dict[str, set[str] | None] = {}
-    for prefix, name, labels in re.findall(r"`(sentencify_consumer_|sentencify_ingestion_|\.\.\._)(\w+)(\{[^}`]*\})?`", README):
+    for prefix, name, labels in re.findall(r"`(sentencify_consumer_|sentencify_ingestion_|\.\.\._)(\w+)(\{[^}`]*\})?`", CONSUMER):
         full = (prefix if prefix == "sentencify_ingestion_" else "sentencify_consumer_") + name
         given = {label.strip() for label in labels.strip("{}").split(",")} if labels else None
         named[full] = given if given is not None else named.get(full)
     return named
 
 
-def test_every_metric_readme_names_is_served_with_its_labels():
+def test_every_metric_the_consumer_page_names_is_served_with_its_labels():
     served = _served()
-    named = _readme_metrics()
-    assert len(named) >= 15, "README lists the consumer's metrics"
+    named = _documented_metrics()
+    assert len(named) >= 15, "docs/consumer.md lists the consumer's metrics"
     missing = sorted(set(named) - served)
-    assert not missing, f"README names metrics /metrics does not serve: {missing}"
+    assert not missing, f"docs/consumer.md names metrics /metrics does not serve: {missing}"
     for name, labels in named.items():
         if labels is not None:
-            assert labels == set(SPECS[name].labels), f"README's labels of {name}: {labels} vs {SPECS[name].labels}"
+            assert labels == set(SPECS[name].labels), f"docs/consumer.md's labels of {name}: {labels} vs {SPECS[name].labels}"
     unnamed = sorted(set(SPECS) - set(named))
-    assert not unnamed, f"metrics the consumer serves that README does not name: {unnamed}"
+    assert not unnamed, f"metrics the consumer serves that docs/consumer.md does not name: {unnamed}"
     for family in ("process_", "python_"):
-        assert f"`{family}*`" in README and any(n.startswith(family) for n in served), family
+        assert f"`{family}*`" in CONSUMER and any(n.startswith(family) for n in served), family
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -135,9 +141,9 @@ def _documented(parser: argparse.ArgumentParser) -> tuple[list[str], list[str]]:
 
 
 def _command_list() -> dict[str, str]:
-    """README's command list (the code block of `## Command line`): subcommand -> its lines."""
-    block = re.search(r"```bash\n(.*?)```", section("Command line"), re.S)
-    assert block, "README's '## Command line' has no command list"
+    """docs/operations.md's command list (the code block of `## Command line`): subcommand -> its lines."""
+    block = re.search(r"```bash\n(.*?)```", section(OPERATIONS, "Command line"), re.S)
+    assert block, "docs/operations.md's '## Command line' has no command list"
     lines: dict[str, str] = {}
     for line in block.group(1).splitlines():
         match = re.match(r"\s*\S*sentencify (\S+)(.*)", line)
@@ -147,29 +153,29 @@ def _command_list() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("command", sorted(_subcommands()))
-def test_every_flag_is_in_help_and_in_readmes_command_list(command):
+def test_every_flag_is_in_help_and_in_the_command_list(command):
     flags, choices = _documented(_subcommands()[command])
     out = subprocess.run([str(SENTENCIFY), command, "--help"], capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     listed = _command_list()
-    assert command in listed, f"README's command list lacks `sentencify {command}`"
+    assert command in listed, f"docs/operations.md's command list lacks `sentencify {command}`"
     for flag in flags:
         assert flag in out.stdout, f"`sentencify {command} --help` does not show {flag}"
-        assert re.search(rf"{re.escape(flag)}\b", listed[command]), f"README's command list lacks `sentencify {command} {flag}`"
+        assert re.search(rf"{re.escape(flag)}\b", listed[command]), f"docs/operations.md's command list lacks `sentencify {command} {flag}`"
     for choice in choices:
         assert re.search(rf"(?<![\w-]){re.escape(choice)}(?![\w-])", listed[command]), (
-            f"README's command list lacks `sentencify {command} {choice}`"
+            f"docs/operations.md's command list lacks `sentencify {command} {choice}`"
         )
 
 
-def test_top_level_flags_and_every_command_are_in_help_and_readme():
+def test_top_level_flags_and_every_command_are_in_help_and_the_command_list():
     out = subprocess.run([str(SENTENCIFY), "--help"], capture_output=True, text=True, timeout=60, check=False)
     flags, _ = _documented(build_parser())
     for flag in flags:
-        assert flag in out.stdout and flag in section("Command line"), flag
+        assert flag in out.stdout and flag in section(OPERATIONS, "Command line"), flag
     for command in _subcommands():
         assert command in out.stdout, command
-    assert set(_command_list()) <= set(_subcommands()), "README lists a command the CLI does not have"
+    assert set(_command_list()) <= set(_subcommands()), "docs/operations.md lists a command the CLI does not have"
 
 
 # A measured figure typed into prose: a rate, a duration in minutes and seconds, a peak RSS, a ratio.
@@ -177,16 +183,19 @@ TYPED_FIGURE = re.compile(r"\d[\d,.]* events/s|\d+ min \d+ s|peak[ _]rss[ _a-z]*
 WRITES = re.compile(r"""write_figures\(["']([a-z0-9_-]+)["']|-m bench\.report ([a-z0-9_-]+)""")
 
 
-def test_readme_quotes_measured_figures_only_from_the_generated_files():
-    """Measured figures live in docs/benchmarks/<name>.md (bench/report.py); README links each
-    file a benchmark or the demo writes, and retypes none of their figures."""
+def test_the_docs_quote_measured_figures_only_from_the_generated_files():
+    """Measured figures live in docs/benchmarks/<name>.md (bench/report.py); docs/operations.md
+    links each file a benchmark or the demo writes (README the demo's), and neither README nor
+    the pages it sends people to retype their figures."""
     sources = [*(ROOT / "bench").glob("*.py"), ROOT / "scripts" / "demo.sh"]
     written = {a or b for path in sources for a, b in WRITES.findall(path.read_text())}
     assert {"ingest", "chain", "demo"} <= written, written
     for name in written:
-        assert f"](docs/benchmarks/{name}.md)" in README, f"README does not link docs/benchmarks/{name}.md"
-    typed = TYPED_FIGURE.findall(README)
-    assert not typed, f"README retypes measured figures: {typed} (link docs/benchmarks/ instead)"
+        assert f"](benchmarks/{name}.md)" in OPERATIONS, f"docs/operations.md does not link benchmarks/{name}.md"
+    assert "](docs/benchmarks/demo.md)" in README, "README does not link docs/benchmarks/demo.md"
+    for page, text in GUIDES.items():
+        typed = TYPED_FIGURE.findall(text)
+        assert not typed, f"{page} retypes measured figures: {typed} (link docs/benchmarks/ instead)"
 
 
 def test_every_test_the_docs_name_exists():

@@ -1,4 +1,4 @@
-# The two commands: `make demo` and `make test` (see README.md). Everything else is a helper.
+# The two commands: `make demo` and `make test` (see README.md; the rest of the docs are in docs/). Everything else is a helper.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv

@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         f"agg/finds(rebuild)={rebuild_agg_finds:.2f} chain/ingest={ingest['chain_rate'] / ingest['ingest_rate']:.2f}",
     ]
     print("\n".join(lines))
-    print(f"figures written to {write_figures('chain', lines)}")  # docs/benchmarks/chain.md, the one source README links
+    print(f"figures written to {write_figures('chain', lines)}")  # docs/benchmarks/chain.md, the one source the docs link
     return 0
 
 

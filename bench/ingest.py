@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.extend(memory)
     lines.append(f"ratios a/b={a / b:.2f} a/c={a / c:.1f}")
     print("\n".join(lines))
-    print(f"figures written to {write_figures('ingest', lines)}")  # docs/benchmarks/ingest.md, the one source README links
+    print(f"figures written to {write_figures('ingest', lines)}")  # docs/benchmarks/ingest.md, the one source the docs link
     return 0
 
 

@@ -1,7 +1,7 @@
 """The one place measured figures go: `docs/benchmarks/<name>.md`, generated, never typed.
 
 Each benchmark (and `make demo`, for its own timing) ends with `write_figures(name, lines)`; the
-file says when, on what machine and at which commit the figures were measured, and README links
+file says when, on what machine and at which commit the figures were measured, and the docs link
 these files instead of retyping their numbers. A new run replaces the file (git keeps the old).
 
 From a shell: `python -m bench.report NAME [--command CMD] LINE [LINE ...]` (what `scripts/demo.sh` does).

@@ -9,7 +9,7 @@ users' keyed hashes join the suppression list, so their later records are never 
 Same code as `sentencify forget --user ID`. A retry completes a half-done erasure.
 
 The run's conf holds the ids: delete the run afterwards (Browse > DAG Runs) so Airflow's own
-database keeps none of them (README, "Erasing a user").
+database keeps none of them (docs/operations.md, "Erasing a user").
 """
 
 from airflow.sdk import DAG, Param

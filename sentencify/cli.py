@@ -467,7 +467,7 @@ def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(
         f"erased {len(erased)} user(s) in {time.monotonic() - began:.1f} s; their later records are suppressed. "
-        "Kafka keeps their records until the topics' retention removes them (README, 'Erasing a user')"
+        "Kafka keeps their records until the topics' retention removes them (docs/operations.md, 'Erasing a user')"
     )
     return 0
 

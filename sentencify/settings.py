@@ -1,6 +1,6 @@
 """Settings from environment variables; the defaults point at the local stack (`sentencify stack up`).
 
-Every variable is documented in README.md. A bad value fails fast with the variable's name.
+Every variable is documented in docs/settings.md. A bad value fails fast with the variable's name.
 Each setting is declared once, below: its field, variable, parser and default together.
 """
 

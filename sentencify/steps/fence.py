@@ -91,7 +91,7 @@ def _redis_refusal(exc: Exception) -> Exception:
     return RedisFull(
         "Redis refused the profiles: out of memory (its maxmemory is reached and its maxmemory-policy evicts nothing "
         "it may); give the profiles' Redis (REDIS_URL) more maxmemory, or an instance of its own with "
-        "maxmemory-policy noeviction (docs: README, Redis for the profiles)"
+        "maxmemory-policy noeviction (docs/operations.md, 'Redis for the profiles')"
     )
 
 

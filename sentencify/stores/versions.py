@@ -1,6 +1,6 @@
 """The server versions the chain needs, checked once per process when a step opens each store.
 
-Why each minimum (README "Server versions"):
+Why each minimum (docs/operations.md, "Server versions"):
 - MongoDB 5.2: the ETL's join uses the `$top` accumulator (added in 5.2); an older server answers
   every ETL run with "Unrecognized accumulator operator: $top". Read from `buildInfo` (the local
   MongoDB-protocol server answers it too).

@@ -1,4 +1,4 @@
-"""README's runbooks (Operations), run as written: the real `sentencify` commands against the real
+"""docs/operations.md's runbooks, run as written: the real `sentencify` commands against the real
 broker and MongoDB. What replay can recover (a platform rule or setting fixed since) and what it
 cannot (bytes a producer sent wrong: not sent with --only-storable, else dead-lettered again), and the way
 back for the latter (the producer re-sends)."""
@@ -53,7 +53,7 @@ def test_replay_recovers_records_a_platform_setting_refused_once_it_is_fixed(set
 
 
 def test_replay_cannot_repair_bytes_a_producer_sent_wrong_and_the_producers_resend_recovers_them(settings, mongo):
-    """README: replay re-checks each letter and says what would fail again; `--only-storable`
+    """docs/operations.md: replay re-checks each letter and says what would fail again; `--only-storable`
     does not send it, a plain replay sends it (events.md) and it only becomes one more dead
     letter. The fixed producer re-sending the event stores it once, however often it is sent."""
     bad = record("A")

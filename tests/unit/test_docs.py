@@ -25,7 +25,8 @@ SETTINGS = (ROOT / "docs" / "settings.md").read_text()  # the settings table
 CONSUMER = (ROOT / "docs" / "consumer.md").read_text()  # the consumer's metrics
 OPERATIONS = (ROOT / "docs" / "operations.md").read_text()  # the command list, the benchmarks
 # README and the pages that took over its sections; docs/benchmarks.md reads the figures, so is not here.
-GUIDES = {name: (ROOT / name).read_text() for name in ("README.md", *(f"docs/{d}.md" for d in ("operations", "deploy", "consumer", "settings")))}
+GUIDE_PAGES = ("README.md", "docs/operations.md", "docs/deploy.md", "docs/consumer.md", "docs/settings.md")
+GUIDES = {name: (ROOT / name).read_text() for name in GUIDE_PAGES}
 SENTENCIFY = ROOT / ".venv" / "bin" / "sentencify"
 
 
@@ -161,7 +162,9 @@ def test_every_flag_is_in_help_and_in_the_command_list(command):
     assert command in listed, f"docs/operations.md's command list lacks `sentencify {command}`"
     for flag in flags:
         assert flag in out.stdout, f"`sentencify {command} --help` does not show {flag}"
-        assert re.search(rf"{re.escape(flag)}\b", listed[command]), f"docs/operations.md's command list lacks `sentencify {command} {flag}`"
+        assert re.search(rf"{re.escape(flag)}\b", listed[command]), (
+            f"docs/operations.md's command list lacks `sentencify {command} {flag}`"
+        )
     for choice in choices:
         assert re.search(rf"(?<![\w-]){re.escape(choice)}(?![\w-])", listed[command]), (
             f"docs/operations.md's command list lacks `sentencify {command} {choice}`"
@@ -207,3 +210,14 @@ def test_every_test_the_docs_name_exists():
             assert (ROOT / path).is_file(), f"{doc.name} names {path}, which does not exist"
         for file, name in set(re.findall(r"\b(test_\w+\.py)::(test_\w+)", text)):
             assert file in files and re.search(rf"def {name}\b", files[file].read_text()), f"{doc.name}: {file}::{name}"
+
+
+def test_readme_is_a_newcomers_page_that_links_the_rest():
+    """README stays short, shows the test command `.ci/run` runs on its first screen, and links
+    each page its sections moved to."""
+    lines = README.splitlines()
+    assert len(lines) <= 150, f"README has {len(lines)} lines: move the detail to docs/"
+    assert "make test" in "\n".join(lines[:40]), "README's first screen lacks `make test`"
+    for page in ("operations", "deploy", "consumer", "settings", "design"):
+        assert f"](docs/{page}.md)" in README, f"README does not link docs/{page}.md"
+        assert (ROOT / "docs" / f"{page}.md").is_file(), page

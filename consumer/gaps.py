@@ -11,11 +11,12 @@ one that still exists, never the end - and the gaps to record.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaTimeoutError
 
-from consumer.lag import EndOffsets
 from consumer.offsets import TP
 from sentencify.gaps import DELETED, RECREATED, Gap, Remembered
 from sentencify.kafka_config import kafka_security
@@ -74,11 +75,12 @@ class PartitionState:
 
 class PartitionProbe:
     """The group's committed offsets (read without joining the group), the partitions' first
-    offsets (ListOffsets earliest) and their ends (lag.EndOffsets: the fetch's high watermark, as
-    the local broker answers ListOffsets latest wrong). Raises KafkaError when the broker does
-    not answer within `timeout_s`."""
+    offsets (ListOffsets earliest) and their ends: the high watermark a fetch answers with (the
+    local broker answers ListOffsets latest wrong; consumer/lag.py). Raises KafkaError when the
+    broker does not answer within `timeout_s`."""
 
     def __init__(self, settings: Settings, group_id: str, timeout_s: float, frame_bytes: int) -> None:
+        self.settings, self.timeout_s, self.frame_bytes = settings, timeout_s, frame_bytes
         self._group = KafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
             group_id=group_id,  # OffsetFetch only: it never subscribes, so it never joins the group
@@ -91,24 +93,57 @@ class PartitionProbe:
             heartbeat_interval_ms=min(3000, int(timeout_s * 1000) // 3),
             **kafka_security(settings),
         )
-        self._ends = EndOffsets(settings, timeout_s, frame_bytes)
-        self._timeout_ms = int(timeout_s * 1000)
 
     def read(self, partitions: list[TP]) -> dict[TP, PartitionState]:
         parts = [TopicPartition(t, p) for t, p in partitions]
-        committed = {tp: self._group.committed(tp, timeout_ms=self._timeout_ms) for tp in parts}
-        earliest = self._group.beginning_offsets(parts)
-        ends = self._ends.read(partitions)
+        # One OffsetFetch for all (what `committed()` sends for one partition at a time).
+        committed = self._group._coordinator.fetch_committed_offsets(parts, timeout_ms=int(self.timeout_s * 1000))
+        if committed is None:
+            raise KafkaTimeoutError(f"committed offsets not answered within {self.timeout_s}s")
+        earliest = {tp: int(o or 0) for tp, o in self._group.beginning_offsets(parts).items()}
+        ends = self._ends(parts, earliest)
         out = {}
         for tp in parts:
-            key = (tp.topic, tp.partition)
-            first = int(earliest.get(tp) or 0)
-            out[key] = PartitionState(committed[tp], first, max(first, ends.get(key, 0)))
+            known = committed.get(tp)
+            first = earliest.get(tp, 0)
+            out[(tp.topic, tp.partition)] = PartitionState(
+                known.offset if known is not None and known.offset >= 0 else None, first, max(first, ends.get(tp, first))
+            )
         return out
 
+    def _ends(self, parts: list[TopicPartition], earliest: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """One fetch from each partition's first offset (at most one record batch each): its answer
+        carries the high watermark. A fresh client, so no high watermark is an old one."""
+        probe = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
+            group_id=None,
+            client_id="sentencify-gap-probe-ends",
+            enable_auto_commit=False,
+            request_timeout_ms=int(self.timeout_s * 1000),
+            api_version_auto_timeout_ms=int(self.timeout_s * 1000),
+            max_partition_fetch_bytes=1,
+            fetch_max_bytes=1,
+            max_poll_records=1_000_000,
+            fetch_max_wait_ms=50,
+            receive_message_max_bytes=self.frame_bytes,
+            **kafka_security(self.settings),
+        )
+        try:
+            probe.assign(parts)
+            for tp in parts:
+                probe.seek(tp, earliest.get(tp, 0))
+            deadline = time.monotonic() + self.timeout_s
+            while time.monotonic() < deadline:
+                probe.poll(timeout_ms=50)
+                ends = {tp: probe.highwater(tp) for tp in parts}
+                if all(hw is not None for hw in ends.values()):
+                    return {tp: int(hw) for tp, hw in ends.items() if hw is not None}
+            raise KafkaTimeoutError(f"partition ends not answered within {self.timeout_s}s")
+        finally:
+            probe.close(autocommit=False, timeout_ms=1000)
+
     def close(self) -> None:
-        for close in (lambda: self._group.close(autocommit=False, timeout_ms=1000), self._ends.close):
-            try:
-                close()
-            except Exception as exc:  # noqa: BLE001 (closing a probe of an unreachable broker)
-                log.debug("gap probe not closed cleanly", extra={"fields": {"error": str(exc)[:200]}})
+        try:
+            self._group.close(autocommit=False, timeout_ms=1000)
+        except Exception as exc:  # noqa: BLE001 (closing a probe of an unreachable broker)
+            log.debug("gap probe not closed cleanly", extra={"fields": {"error": str(exc)[:200]}})

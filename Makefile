@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt pyproje
 SUPERSET_VENV := .venv-superset
 SUPERSET_STAMP := $(SUPERSET_VENV)/.installed-$(shell cat requirements-superset.txt | sha1sum | cut -c1-12)
 
-.PHONY: install lint test test-unit test-fast demo screenshots bench-ingest bench-chain bench-forget stack-up stack-down stack-status lock schemas clean
+.PHONY: install lint test test-unit test-fast demo screenshots bench-ingest bench-chain bench-forget bench-kafka-storage stack-up stack-down stack-status lock schemas clean
 
 install: $(STAMP) $(SUPERSET_STAMP)
 
@@ -63,6 +63,9 @@ bench-forget: install  ## erase one user with 10,000 records among 100,000 sessi
 
 bench-chain: install  ## window cost vs history, rebuild and vector-migration speed (not part of `make test`)
 	$(PY) -m bench.chain $(BENCH_ARGS)
+
+bench-kafka-storage: install  ## the durable local Kafka's CPU (drain, idle consumer) vs tansu in memory (not part of `make test`)
+	$(PY) -m bench.kafka_storage $(BENCH_ARGS)
 
 stack-up: install
 	$(VENV)/bin/sentencify stack up

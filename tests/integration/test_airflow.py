@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from sentencify import vectorstore
+from sentencify.settings import PROJECT_ROOT
 from sentencify.stack.airflow import airflow_bin, airflow_env, migrate
 from sentencify.window import Triggered, Window, as_extra, step_runs, triggered_by, windows_for_run
 from tests.chain_data import Logs, hour
@@ -25,8 +26,10 @@ def airflow_settings(stack_settings, tmp_path_factory):
     return settings
 
 
-def dags_test(settings, dag_id: str, logical_date: str, *conf: str, lineage_file=None) -> subprocess.CompletedProcess:
-    env = airflow_env(settings)
+def dags_test(
+    settings, dag_id: str, logical_date: str, *conf: str, lineage_file=None, **extra_env
+) -> subprocess.CompletedProcess:
+    env = {**airflow_env(settings), **extra_env}
     if lineage_file is not None:  # apache-airflow-providers-openlineage's file transport
         env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({"type": "file", "log_file_path": str(lineage_file), "append": True})
         env["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "sentencify-test"
@@ -148,6 +151,25 @@ def test_each_dag_runs_alone_with_airflow_dags_test(airflow_settings, settings, 
         cur.execute("select count(*) from sentencify.fact_examples where example_id = any(%s)", (["s0", "s1", "s2"],))
         assert cur.fetchone() == (3,)
     assert_lineage(events, s)
+
+
+def test_the_forget_dag_erases_the_users_of_its_conf(airflow_settings, settings, mongo, tmp_path):
+    """`sentencify_forget` with conf {"user_ids": [...]} (pipeline.md "Personal data"): as `sentencify forget`."""
+    s = dataclasses.replace(
+        airflow_settings, mongo_db=settings.mongo_db, qdrant_path=str(tmp_path / "qdrant"), erasure_key="test-erasure-key"
+    )
+    logs = Logs(mongo)
+    for i in range(2):
+        logs.full_session(10, f"g{i}", a={"user_id": "gone"}, b={"user_id": "gone"}, c={"user_id": "gone"}, d={"user": "gone"})
+    logs.full_session(10, "kept")
+    dags_test(s, "sentencify_etl", "2026-11-01T10:00:00+00:00")
+    assert mongo.training_examples.count_documents({}) == 3
+    here = {"PYTHONPATH": str(PROJECT_ROOT)}  # this checkout's core package, also where another is installed
+    dags_test(s, "sentencify_forget", "2026-11-01T10:00:00+00:00", "--conf", json.dumps({"user_ids": ["gone"]}), **here)
+    (request,) = mongo.erasure_requests.find()
+    assert request["status"] == "done" and request["removed"]["editor_recommend_options"] == 2
+    assert mongo.editor_recommend_options.count_documents({"user_id": "gone"}) == 0
+    assert [d["_id"] for d in mongo.training_examples.find()] == ["kept"]
 
 
 def assert_lineage(events_file, s) -> None:

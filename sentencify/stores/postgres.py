@@ -43,8 +43,16 @@ def text(value: str) -> str:
     return value
 
 
+class JsonText(str):
+    """JSON text from `jsonb`: already storable, and never cut as text (a cut document is not JSON).
+    A str subclass: `json.loads` reads it, orjson wants `str(text)`."""
+
+
 def value(v: Any) -> Any:
-    """One column value made storable: text as `text`, lists element-wise, the rest unchanged."""
+    """One column value made storable: text as `text` (JSON text from `jsonb` as it is), lists
+    element-wise, the rest unchanged."""
+    if isinstance(v, JsonText):
+        return str(v)  # a plain str for the drivers
     if isinstance(v, str):
         return text(v)
     if isinstance(v, list | tuple):
@@ -72,9 +80,10 @@ def _json_safe(v: Any) -> Any:
     return text(str(v))
 
 
-def jsonb(v: Any) -> str:
-    """JSON text that a jsonb column accepts: NUL-free strings, finite numbers, ISO-8601 times."""
-    return json.dumps(_json_safe(v), allow_nan=False, separators=(",", ":"))
+def jsonb(v: Any) -> JsonText:
+    """JSON text that a jsonb column accepts: NUL-free strings (each cut as `text` says), finite
+    numbers, ISO-8601 times. The document as a whole is not cut: `row` passes it through."""
+    return JsonText(json.dumps(_json_safe(v), allow_nan=False, separators=(",", ":")))
 
 
 # Errors about the rows written (SQLSTATE class 22 data exception, class 23 integrity constraint

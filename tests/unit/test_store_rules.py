@@ -63,7 +63,17 @@ def test_long_distinct_texts_stay_distinct():
 
 def test_postgres_jsonb_is_strict_json_without_nul():
     text = postgres.jsonb({"a\x00": [float("nan"), "x\x00", 2**70]})
-    assert "\\u0000" not in text and orjson.loads(text) == {"a\ufffd": [None, "x\ufffd", 2**70]}
+    assert "\\u0000" not in text and orjson.loads(str(text)) == {"a\ufffd": [None, "x\ufffd", 2**70]}
+
+
+def test_a_long_jsonb_document_stays_json_in_a_row():
+    # A full run's summary with drift samples is longer than TEXT_BYTES: cutting its text as a
+    # text column's made PostgreSQL refuse the views step's pipeline_runs insert.
+    summary = {"drift": {f"store{i}": {"samples": {"missing": [f"session-{i}-{j}" * 3 for j in range(5)]}} for i in range(20)}}
+    doc = postgres.jsonb(summary)
+    assert len(doc.encode()) > postgres.TEXT_BYTES
+    (stored,) = postgres.row((doc,))
+    assert orjson.loads(stored) == summary
 
 
 @given(vector=st.lists(finite, max_size=400))

@@ -396,7 +396,7 @@ def _child(kind: str) -> int:
 
     cost.install()
     settings = Settings.from_env()
-    trace = cost.PeakTrace() if os.environ.get("BENCH_TRACEMALLOC") else None
+    trace = cost.PeakTrace() if os.environ.get("BENCH_TRACEMALLOC") and kind != "idle" else None
     meter = cost.Meter()
     start = meter.read()
     out: dict

@@ -218,7 +218,7 @@ class PeakTrace:
     traced total passes its highest so far (checked every `every_s`), and the top lines of the
     highest snapshot by size. Slows the run several times: for finding a growth, not for timing."""
 
-    def __init__(self, every_s: float = 0.5, frames: int = 8) -> None:
+    def __init__(self, every_s: float = 1.0, frames: int = 25) -> None:
         import threading
         import tracemalloc
 
@@ -233,7 +233,7 @@ class PeakTrace:
     def _watch(self) -> None:
         while not self._stop.wait(self._every):
             current, _ = self._tm.get_traced_memory()
-            if current > self._best * 1.05:
+            if current > self._best * 1.1:
                 self._best, self._snapshot = current, self._tm.take_snapshot()
 
     def top(self, limit: int = 12) -> list[str]:
@@ -245,6 +245,9 @@ class PeakTrace:
         snapshot = self._snapshot.filter_traces([self._tm.Filter(False, self._tm.__file__)])
         out = [f"traced {self._best / 1e6:.1f} MB at the highest snapshot"]
         for stat in snapshot.statistics("traceback")[:limit]:
-            frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in stat.traceback[:6])
+            # Innermost first: where the memory was allocated, then the project's frames that led there.
+            inner, *outer = reversed(stat.traceback)
+            ours = [f for f in outer if "/sentencify/" in f.filename or "/consumer/" in f.filename][:5]
+            frames = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in [inner, *ours])
             out.append(f"{stat.size / 1e6:7.2f} MB {stat.count:7d} blocks  {frames}")
         return out

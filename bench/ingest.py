@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import orjson
 
+from bench import cost
 from bench.report import write_figures
 from sentencify import stack
 from sentencify.settings import Settings
@@ -55,10 +55,14 @@ def _kafka_consumer(settings: Settings, group: str):
     return consumer
 
 
-def run_consumer(settings: Settings, total: int, group: str, limit: int) -> dict:
-    """(a): the real IngestService, watched from outside for its first record and its last commit."""
+def run_consumer(settings: Settings, total: int, group: str, limit: int, meter: cost.Meter | None = None) -> dict:
+    """(a): the real IngestService, watched from outside for its first record and its last commit.
+
+    Also `cost`: what it used between the two (bench.cost: this process's CPU, its MongoDB round
+    trips when bench.cost.install() ran before, the servers' CPU when `meter` knows their PIDs)."""
     from consumer.service import IngestService
 
+    meter = meter or cost.Meter()
     service = IngestService(settings, group_id=group, install_signal_handlers=False, metrics_port=-1)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
@@ -68,15 +72,15 @@ def run_consumer(settings: Settings, total: int, group: str, limit: int) -> dict
             "sentencify_consumer_dead_letters_total"
         )
         if first is None and ((service.path and service.path.batcher.total) or handled):
-            first = time.perf_counter()
+            first, start = time.perf_counter(), meter.read()
         committed_all = handled >= total and not service.path.tracker.committable(service._assigned)
         if committed_all:
-            last = time.perf_counter()
+            last, end = time.perf_counter(), meter.read()
             break
         time.sleep(0.005)
     service.stop()
     thread.join(60)
-    return {"records": int(handled), "seconds": last - first}
+    return {"records": int(handled), "seconds": last - first, "cost": dataclasses.asdict(cost.spent(start, end))}
 
 
 def run_raw(settings: Settings, total: int, group: str, limit: int) -> dict:
@@ -215,18 +219,10 @@ def memory_runs(settings: Settings, large: Settings | None, total: int, large_co
 VARIANTS = {"consumer": run_consumer, "raw": run_raw, "naive": run_naive, "reference": run_reference}
 
 
-def _peak_rss_mb() -> float:
-    # VmHWM belongs to this address space; ru_maxrss would carry the parent's peak across fork+exec.
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _child(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     result = VARIANTS[args.variant](settings, args.total, args.group, args.naive_limit)
-    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_rss_mb"] = cost.peak_rss_mb()
     print(json.dumps(result))
     return 0
 

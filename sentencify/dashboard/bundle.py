@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from sentencify.errors import DataError
 from sentencify.settings import PROJECT_ROOT, Settings
 
 TEMPLATE_DIR = PROJECT_ROOT / "superset" / "dashboard"
@@ -33,7 +34,7 @@ PASSWORD_MASK = "XXXXXXXXXX"  # what Superset expects in place of a password it 
 KINDS = {"database": "Database", "dataset": "SqlaTable", "dashboard": "Dashboard"}
 
 
-class BundleError(ValueError):
+class BundleError(DataError, ValueError):
     """A template is inconsistent (unknown view, chart or variable); the message names the file."""
 
 

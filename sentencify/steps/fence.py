@@ -30,6 +30,7 @@ import logging
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 
+from sentencify.errors import RunConflict, ServiceError
 from sentencify.stores import batching, redis_json
 
 log = logging.getLogger("sentencify.fence")
@@ -79,7 +80,7 @@ REDIS_BATCH_KEYS = 1000  # keys per Redis request, within its byte bound
 REDIS_COMMAND_BYTES = 256  # the request's own arguments: EVALSHA, the script's digest, the fence key and token
 
 
-class RedisFull(RuntimeError):
+class RedisFull(ServiceError, RuntimeError):
     """Redis refused a write for want of memory (`maxmemory`): the profiles need an instance with room."""
 
 
@@ -95,7 +96,7 @@ def _redis_refusal(exc: Exception) -> Exception:
     )
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(RunConflict, RuntimeError):
     """This run no longer holds its step's lease (it stalled past it, or a newer run took over):
     nothing more may be published; the retry (or the next run) redoes the work."""
 

@@ -31,6 +31,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
+from sentencify.errors import RunConflict
 from sentencify.steps.fence import DB_NOW_MS, LEASES, Fence, LeaseLost
 from sentencify.steps.publish import supports_transactions
 
@@ -42,7 +43,7 @@ WRITE_CONFLICT = 112
 _EXPIRED = {"$expr": {"$lte": [{"$ifNull": [{"$toLong": "$expires_at"}, 0]}, DB_NOW_MS]}}
 
 
-class LeaseTimeout(RuntimeError):
+class LeaseTimeout(RunConflict, RuntimeError):
     """Another run held the step's lease for longer than this run would wait."""
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sentencify.errors import ServiceError
+
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 DEFAULT_STATEMENT_TIMEOUT_S = 900.0
 
@@ -31,11 +33,11 @@ class Waits:
         return cls(settings.views_lock_timeout_s, settings.views_statement_timeout_s)
 
 
-class LockWaitTimeout(RuntimeError):
+class LockWaitTimeout(ServiceError, RuntimeError):
     """A views transaction waited past VIEWS_LOCK_TIMEOUT_S for a lock; nothing of it was written."""
 
 
-class StatementTimeout(RuntimeError):
+class StatementTimeout(ServiceError, RuntimeError):
     """A views statement ran past VIEWS_STATEMENT_TIMEOUT_S; nothing of its transaction was written."""
 
 

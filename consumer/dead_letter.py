@@ -11,11 +11,12 @@ from typing import Any
 from bson import Binary
 
 from consumer.records import BadRecord, Position
+from sentencify import contract
 from sentencify.logs import kv
 
 log = logging.getLogger("sentencify.consumer")
 
-DEAD_LETTERS = "dead_letters"
+DEAD_LETTERS = contract.DEAD_LETTERS
 # A dead letter is a MongoDB document too: bytes beyond this are cut (and the letter marked truncated).
 MAX_KEPT_BYTES = 15 * 1024 * 1024
 

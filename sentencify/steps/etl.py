@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import DeleteMany, InsertOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
+from sentencify import contract
 from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.steps import examples, join
@@ -34,10 +35,9 @@ from sentencify.window import Window
 
 log = logging.getLogger("sentencify.etl")
 
-EXAMPLES = "training_examples"
-REJECTS = "etl_rejects"
-
-Orphans = dict[str, tuple[list[dict], list[dict]]]  # session without an A -> (its B, its C)
+EXAMPLES = contract.TRAINING_EXAMPLES
+REJECTS = contract.ETL_REJECTS
+Orphans = join.Orphans
 
 
 @dataclass

@@ -35,10 +35,9 @@ from sentencify.mongo import find_in
 from sentencify.steps.drift import pages
 from sentencify.steps.examples import JoinedSession
 from sentencify.steps.quarantine import bisect
-from sentencify.steps.touched import A, B, C, D, E, group_by
+from sentencify.steps.touched import A, B, C, D, E, F, group_by
 from sentencify.stores import mongodb
 
-F = "document_context_cache"
 SESSION = "recommend_session_id"
 Orphans = dict[str, tuple[list[dict], list[dict]]]  # session without an A -> (its B, its C)
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.database import Database
 
+from sentencify import contract
 from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
@@ -34,8 +35,8 @@ from sentencify.window import Window
 
 log = logging.getLogger("sentencify.profile")
 
-PROFILES = "user_profile"
-REDIS_KEY = "user_profile:{user_id}"
+PROFILES = contract.USER_PROFILE
+REDIS_KEY = contract.REDIS_PROFILE_KEY
 
 
 @dataclass

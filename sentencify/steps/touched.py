@@ -6,11 +6,16 @@ from collections.abc import Iterable, Iterator
 
 from pymongo.database import Database
 
+from sentencify.contract import A as A
+from sentencify.contract import B as B
+from sentencify.contract import C as C
+from sentencify.contract import D as D
+from sentencify.contract import E as E
+from sentencify.contract import F as F
+from sentencify.contract import I as I
 from sentencify.mongo import find_in
-from sentencify.schemas import BY_CODE
 from sentencify.window import Window
 
-A, B, C, D, E, I = (BY_CODE[c].name for c in "ABCDEI")
 _CHUNK = 5000
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pymongo.database import Database
 
+from sentencify import contract
 from sentencify.erasure import report as erasures
 from sentencify.mongo import find_in
 from sentencify.schemas import EVENT_TYPES
@@ -50,7 +51,7 @@ from sentencify.window import Window, floor_hour
 log = logging.getLogger("sentencify.views")
 
 SQL_DIR = PROJECT_ROOT / "sql_views"
-DEAD_LETTERS = "dead_letters"
+DEAD_LETTERS = contract.DEAD_LETTERS
 
 
 def insert_rows(cur, statement: str, rows: list[tuple]) -> None:
@@ -240,12 +241,10 @@ def user_facts(db: Database, user_ids: list[str]) -> list[tuple]:
 
 def consumer_state(redis_client) -> list[tuple]:
     """The consumers' status snapshots (consumer/status.py); expired ones are gone already."""
-    from consumer.status import KEY_PREFIX
-
     out: list[tuple] = []
     if redis_client is None:
         return out
-    for key in redis_client.scan_iter(match=KEY_PREFIX + "*", count=100):
+    for key in redis_client.scan_iter(match=contract.CONSUMER_STATUS_KEY_PREFIX + "*", count=100):
         raw = redis_client.get(key)
         if raw:
             s = json.loads(raw)
@@ -284,14 +283,12 @@ LAG_REPORTS_KEPT = timedelta(days=7)  # a group silent for longer is gone, not s
 
 def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
     """The last lag reported for every partition of every group (kept after the consumers stop)."""
-    from consumer.status import LAG_KEY_PREFIX
-
     out: list[tuple] = []
     if redis_client is None:
         return out
     oldest = (now or datetime.now(UTC)) - LAG_REPORTS_KEPT
-    for key in redis_client.scan_iter(match=LAG_KEY_PREFIX + "*", count=100):
-        group = key.decode()[len(LAG_KEY_PREFIX) :]
+    for key in redis_client.scan_iter(match=contract.CONSUMER_LAG_KEY_PREFIX + "*", count=100):
+        group = key.decode()[len(contract.CONSUMER_LAG_KEY_PREFIX) :]
         for partition, raw in redis_client.hgetall(key).items():
             s = json.loads(raw)
             if datetime.fromisoformat(s["reported_at"]) >= oldest:

@@ -88,7 +88,16 @@ def _keep(fields: tuple[str, ...]) -> dict[str, int]:
     return dict.fromkeys(fields, 1)
 
 
-def _lookup(collection: str, local: str, foreign: str, as_: str, *, fields=(), pipeline: list | None = None, **extra) -> dict:
+def _lookup(
+    collection: str,
+    local: str,
+    foreign: str,
+    as_: str,
+    *,
+    fields: tuple[str, ...] = (),
+    pipeline: list | None = None,
+    **extra: Any,
+) -> dict:
     """A concise `$lookup` (an index seek on `foreign`), then `pipeline` and a projection on `fields`."""
     sub = [*(pipeline or []), *([{"$project": _keep(fields)}] if fields else [])]
     spec = {"from": collection, "localField": local, "foreignField": foreign, **extra, "as": as_}

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.client_session import ClientSession
@@ -82,7 +83,7 @@ class StepLease:
         self._renewer.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._done.set()
         if self._renewer is not None:
             self._renewer.join(5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from pymongo.database import Database
 
@@ -33,7 +34,7 @@ def group_by(docs: Iterable[dict], key: str = "recommend_session_id") -> dict[st
     return out
 
 
-def chunks(values, size: int = _CHUNK) -> Iterator[list]:
+def chunks(values: Any, size: int = _CHUNK) -> Iterator[list]:
     values = list(values)
     for i in range(0, len(values), size):
         yield values[i : i + size]

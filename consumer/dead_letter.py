@@ -11,11 +11,12 @@ from typing import Any
 from bson import Binary
 
 from consumer.records import BadRecord, Position
+from sentencify import contract
 from sentencify.logs import kv
 
 log = logging.getLogger("sentencify.consumer")
 
-DEAD_LETTERS = "dead_letters"
+DEAD_LETTERS = contract.DEAD_LETTERS
 # A dead letter is a MongoDB document too: bytes beyond this are cut (and the letter marked truncated).
 MAX_KEPT_BYTES = 15 * 1024 * 1024
 
@@ -61,7 +62,7 @@ def letter_id(position: Position, key: bytes | None, value: bytes | None) -> str
     return f"{position.topic}:{position.partition}:{position.offset}:{stamp}:{digest.hexdigest()[:16]}"
 
 
-def note_dead_letter(metrics, position: Position, error: BadRecord) -> None:
+def note_dead_letter(metrics: Any, position: Position, error: BadRecord) -> None:
     """Count and log one dead letter (the consumer's loop and its write path both make them)."""
     metrics.inc("sentencify_consumer_dead_letters_total", topic=position.topic, reason=error.reason)
     log.warning(
@@ -117,7 +118,7 @@ class BadRatioAlarm:
             f"(limit {self.max_ratio:.0%}, DLQ_MAX_BAD_RATIO/DLQ_WINDOW)"
         )
 
-    def forget(self, tps) -> None:
+    def forget(self, tps: Any) -> None:
         for tp in tps:
             self._recent.pop(tp, None)
             self._bad.pop(tp, None)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -102,7 +104,7 @@ class Metrics:
         """The loop went round once (called at the top of every iteration, whatever it then waits for)."""
         self._beat = time.monotonic()
 
-    def _child(self, name: str, labels: dict):
+    def _child(self, name: str, labels: dict) -> Any:
         metric = self._metrics[name]
         return metric.labels(**{k: str(v) for k, v in labels.items()}) if labels else metric
 
@@ -124,7 +126,7 @@ class Metrics:
         with contextlib.suppress(KeyError):
             self._metrics[name].remove(*(str(labels[k]) for k in SPECS[name].labels))
 
-    def _samples(self, name: str):
+    def _samples(self, name: str) -> Iterator[Any]:
         for family in self._metrics[name].collect():
             for sample in family.samples:
                 if sample.name == name:
@@ -186,7 +188,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, *args) -> None:  # scrapes are not news
+            def log_message(self, *args: Any) -> None:  # scrapes are not news
                 pass
 
         self._server = ThreadingHTTPServer((host, port), Handler)

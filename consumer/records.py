@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from sentencify.errors import DataError
+
 
 class Position(NamedTuple):
     topic: str
@@ -13,8 +15,10 @@ class Position(NamedTuple):
     timestamp: int | None = None  # the Kafka record's timestamp, epoch ms (part of a dead letter's identity)
 
 
-class BadRecord(Exception):
+class BadRecord(DataError):
     """A record that can never be stored as a log; it goes to `dead_letters` with `reason` and `detail`."""
+
+    named = True
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

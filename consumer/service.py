@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -78,10 +79,10 @@ class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, service: IngestService) -> None:
         self.service = service
 
-    def on_partitions_revoked(self, revoked):
+    def on_partitions_revoked(self, revoked: Any) -> None:
         self.service._on_revoked(revoked)
 
-    def on_partitions_assigned(self, assigned):
+    def on_partitions_assigned(self, assigned: Any) -> None:
         self.service._on_assigned(assigned)
 
 
@@ -344,7 +345,7 @@ class IngestService:
             wait = min(wait, BUSY_POLL_WAIT_S)  # come back soon to account for finished writes
         return max(wait, MIN_POLL_WAIT_S)
 
-    def _handle(self, msg) -> None:
+    def _handle(self, msg: Any) -> None:
         """One record -> a document of its collection, or a dead letter; never raises because of the record."""
         position = Position(msg.topic, msg.partition, msg.offset, msg.timestamp)
         tp = (msg.topic, msg.partition)
@@ -359,7 +360,7 @@ class IngestService:
         self._w.add(collection, Item(doc, position, msg.key, msg.value))
         self._backpressure()
 
-    def _dead_letter(self, msg, position: Position, err: BadRecord) -> dict:
+    def _dead_letter(self, msg: Any, position: Position, err: BadRecord) -> dict:
         note_dead_letter(self.metrics, position, err)
         return dead_letter_doc(position, msg.key, msg.value, err, self.settings.dead_letter_prefix_bytes, _utcnow())
 
@@ -428,7 +429,7 @@ class IngestService:
 
     # -- offsets -------------------------------------------------------------------------------
 
-    def _commit(self, only=None, timeout_s: float = BROKER_TIMEOUT_S, force: bool = False) -> None:
+    def _commit(self, only: Any = None, timeout_s: float = BROKER_TIMEOUT_S, force: bool = False) -> None:
         """Commit what is stored, waiting at most `timeout_s`; a failure is retried later (the records
         stay uncommitted and are read again after a restart, as no-ops)."""
         offsets = self._w.tracker.committable(self._assigned if only is None else only)
@@ -451,7 +452,7 @@ class IngestService:
             self.gaps.remember(offsets, ends)
         self.metrics.inc("sentencify_consumer_commits_total")
 
-    def _on_assigned(self, assigned) -> None:
+    def _on_assigned(self, assigned: Any) -> None:
         self.broker.ok()  # a group join is a broker answering
         self._assigned = {(tp.topic, tp.partition) for tp in assigned}
         self._last_activity = time.monotonic()
@@ -463,7 +464,7 @@ class IngestService:
         self._kafka.pause(*assigned)
         self._check_positions()
 
-    def _on_revoked(self, revoked) -> None:
+    def _on_revoked(self, revoked: Any) -> None:
         gone = {(tp.topic, tp.partition) for tp in revoked}
         self._w.drain(time.monotonic() + self.settings.shutdown_timeout_s)
         self._commit(only=gone, force=True)
@@ -608,13 +609,13 @@ class _MongoCheck:
         self._done = threading.Event()
         self._error = "not checked yet"
 
-    def start(self, db) -> None:
+    def start(self, db: Any) -> None:
         threading.Thread(target=self._run, args=(db,), name="mongo-start", daemon=True).start()
 
     def waiting(self) -> str | None:
         return None if self._done.is_set() else self._error
 
-    def _run(self, db) -> None:
+    def _run(self, db: Any) -> None:
         delay = BACKOFF_FIRST_S
         while True:
             try:

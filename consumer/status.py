@@ -15,10 +15,12 @@ import socket
 import time
 from datetime import UTC, datetime
 
+from sentencify import contract
+
 log = logging.getLogger("sentencify.consumer")
 
-KEY_PREFIX = "sentencify:consumer:"
-LAG_KEY_PREFIX = "sentencify:consumer_lag:"
+KEY_PREFIX = contract.CONSUMER_STATUS_KEY_PREFIX
+LAG_KEY_PREFIX = contract.CONSUMER_LAG_KEY_PREFIX
 TTL_S = 120  # a consumer that stopped publishing disappears from the dashboard
 EVERY_S = 5.0
 

@@ -16,6 +16,7 @@ from sentencify import mongo
 from sentencify.erasure import suppression
 from sentencify.erasure.keys import ErasureKeyMissing
 from sentencify.erasure.suppression import SuppressionList
+from sentencify.errors import ServiceError
 
 DUPLICATE_KEYS = frozenset({11000, 11001})
 # Per-document errors that are the document's own fault: retrying can never store it, so it is
@@ -42,8 +43,10 @@ PERMANENT_CODES = frozenset(
 _ENCODING_ERRORS = (bson.errors.InvalidDocument, OverflowError, ValueError)  # DocumentTooLarge is an InvalidDocument
 
 
-class TransientWriteError(Exception):
+class TransientWriteError(ServiceError):
     """MongoDB could not take the batch now (down, slow, failing over); the same batch is retried."""
+
+    named = True
 
 
 # What the consumer adds to a log document: not part of its content when two records are compared.

@@ -13,9 +13,11 @@ import urllib.parse
 import urllib.request
 from datetime import datetime
 
+from sentencify.errors import ServiceError
 
-class AirflowApiError(RuntimeError):
-    pass
+
+class AirflowApiError(ServiceError, RuntimeError):
+    """Airflow's REST API refused a call or answered with an error."""
 
 
 class AirflowApi:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from kafka.errors import NoBrokersAvailable
 
+from sentencify.errors import SentencifyError, store_errors
 from sentencify.settings import Settings, SettingsError
-from sentencify.stack.process import StackError
 
 
 def _iso(text: str) -> datetime:
@@ -610,12 +610,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def explain(exc: BaseException, settings: Settings | None) -> str:
-    """One line in words for an error: what failed, and what to do."""
+    """One line in words for an error: what failed, and what to do.
+
+    Recognised by class: the project's own (`sentencify.errors.SentencifyError`, which say it
+    themselves), then the base exception of each store's client library."""
     from sentencify.redact import redact_text
 
     name = type(exc).__name__
     first = (str(exc).strip().splitlines() or [""])[0][:300]
-    module = type(exc).__module__.split(".")[0]
     if isinstance(exc, SettingsError):
         return str(exc)
     from sentencify.kafka_config import explain_connection_error
@@ -625,17 +627,20 @@ def explain(exc: BaseException, settings: Settings | None) -> str:
     if isinstance(exc, NoBrokersAvailable):
         where = settings.kafka_bootstrap_servers if settings else "KAFKA_BOOTSTRAP_SERVERS"
         return f"no Kafka broker at {where}: start it with `sentencify stack up` or fix KAFKA_BOOTSTRAP_SERVERS"
-    if module == "pymongo":
+    drivers = store_errors()
+    if isinstance(exc, drivers.get("mongo", ())):
         first = first.split(" (configured timeouts")[0].split(", Timeout:")[0]
         where = settings.shown("mongo_uri") if settings else "MONGO_URI"
         return f"MongoDB ({where}): {name}: {first}; is it up (`sentencify stack status`)?"
-    if module == "redis":
+    if isinstance(exc, drivers.get("redis", ())):
         return (
             f"Redis ({settings.shown('redis_url') if settings else 'REDIS_URL'}): {first}; is it up (`sentencify stack status`)?"
         )
-    if module == "psycopg2":
+    if isinstance(exc, drivers.get("postgres", ())):
         return f"PostgreSQL ({settings.shown('analytics_db_uri') if settings else 'ANALYTICS_DB_URI'}): {first}"
-    if isinstance(exc, (StackError, ValueError, OSError)) or module in ("sentencify", "qdrant_client"):
+    if isinstance(exc, SentencifyError):
+        return redact_text(exc.line())
+    if isinstance(exc, (ValueError, OSError, *drivers.get("qdrant", ()))):
         return redact_text(first or name)
     return redact_text(f"{name}: {first}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sentencify.errors import store_errors
 from sentencify.settings import Settings
 
 
@@ -86,13 +87,14 @@ def explain_connection_error(exc: BaseException, settings: Settings | None) -> s
     if module == "kafka" and settings.kafka_security_protocol != "PLAINTEXT":
         where = f"Kafka ({settings.kafka_bootstrap_servers}, {settings.kafka_security_protocol})"
         return f"{where}: {_kafka_cause(settings)}"
-    if module == "pymongo":
+    drivers = store_errors()
+    if isinstance(exc, drivers.get("mongo", ())):
         where = f"MongoDB ({settings.shown('mongo_uri')})"
         if untrusted:
             return f"{where}: the server's certificate is not trusted: check tlsCAFile in MONGO_URI"
         if "Authentication failed" in text or getattr(exc, "code", None) == 18:
             return f"{where}: login refused: check the user and password in MONGO_URI"
-    if module == "redis":
+    if isinstance(exc, drivers.get("redis", ())):
         where = f"Redis ({settings.shown('redis_url')})"
         if untrusted:
             return f"{where}: the server's certificate is not trusted: check ssl_ca_certs in REDIS_URL"

@@ -22,11 +22,11 @@ from datetime import UTC, datetime
 
 from pymongo.database import Database
 
-from consumer.dead_letter import DEAD_LETTERS
 from consumer.records import BadRecord, Position
 from consumer.route import Router
 from consumer.validate import Validator, to_document
 from consumer.write import same_content
+from sentencify.contract import DEAD_LETTERS
 from sentencify.erasure.suppression import SuppressionList, raw_identities
 
 

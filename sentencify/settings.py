@@ -12,10 +12,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from sentencify import contract
+from sentencify.errors import ConfigurationError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """A setting has a value the code cannot use."""
 
 
@@ -142,7 +145,7 @@ class Settings:
     kafka_ssl_cafile: str | None = _setting("KAFKA_SSL_CAFILE", _file, None)
     kafka_ssl_certfile: str | None = _setting("KAFKA_SSL_CERTFILE", _file, None)
     kafka_ssl_keyfile: str | None = _setting("KAFKA_SSL_KEYFILE", _file, None)
-    topic_prefix: str = _setting("TOPIC_PREFIX", _text, "sentencify.")
+    topic_prefix: str = _setting("TOPIC_PREFIX", _text, contract.DEFAULT_TOPIC_PREFIX)
     consumer_group: str = _setting("CONSUMER_GROUP", _text, "sentencify-ingest")
     batch_size: int = _setting("BATCH_SIZE", _int(1), 100)
     flush_interval_ms: int = _setting("FLUSH_INTERVAL_MS", _int(1), 1000)

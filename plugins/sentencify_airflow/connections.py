@@ -16,6 +16,7 @@ from typing import Any
 from airflow.exceptions import AirflowNotFoundException
 from airflow.sdk import BaseHook
 
+from sentencify.errors import ConfigurationError
 from sentencify.settings import Settings
 
 
@@ -32,8 +33,10 @@ class ConnIds:
 DEFAULT_IDS = ConnIds()
 
 
-class MissingConnection(AirflowNotFoundException):
+class MissingConnection(ConfigurationError, AirflowNotFoundException):
     """A connection the chain needs is not defined (or is misnamed)."""
+
+    named = True
 
 
 def get(conn_id: str, store: str):

@@ -23,17 +23,19 @@ from pathlib import Path
 
 import yaml
 
+from sentencify import contract
+from sentencify.errors import DataError
 from sentencify.settings import PROJECT_ROOT, Settings
 
 TEMPLATE_DIR = PROJECT_ROOT / "superset" / "dashboard"
 TOP_FOLDER = "sentencify_dashboard"
-SCHEMA = "sentencify"
+SCHEMA = contract.PG_SCHEMA
 PASSWORD_MASK = "XXXXXXXXXX"  # what Superset expects in place of a password it is sent apart
 # Superset's metadata.yaml type per kind of bundle (each import endpoint checks it).
 KINDS = {"database": "Database", "dataset": "SqlaTable", "dashboard": "Dashboard"}
 
 
-class BundleError(ValueError):
+class BundleError(DataError, ValueError):
     """A template is inconsistent (unknown view, chart or variable); the message names the file."""
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import requests
 
 from sentencify.dashboard.bundle import Bundle, build
+from sentencify.errors import ServiceError
 from sentencify.settings import Settings
 
 
-class DeployError(RuntimeError):
+class DeployError(ServiceError, RuntimeError):
     """The bundle could not be deployed; the message says what to check."""
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sentencify.dashboard import DASHBOARD_PATH
+from sentencify.errors import ServiceError
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,8 +32,8 @@ BUSY = ".loading, [data-test='loading-indicator']"
 EMPTY_TEXT = "No results were returned"
 
 
-class ScreenshotError(RuntimeError):
-    pass
+class ScreenshotError(ServiceError, RuntimeError):
+    """The dashboard could not be drawn or shot (Superset or the browser failed)."""
 
 
 @dataclass

@@ -36,14 +36,15 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.database import Database
 
+from sentencify import contract
 from sentencify.erasure import keys, suppression
 from sentencify.erasure.fencing import ForcedLease, take_all
 from sentencify.erasure.report import REQUESTS
 from sentencify.mongo import IN_BATCH
-from sentencify.schemas import BY_CODE
 from sentencify.settings import Settings
 from sentencify.steps.fence import FencedPostgres, FencedQdrant
-from sentencify.steps.touched import A, B, C, D, E, I
+from sentencify.steps.quarantine import QUARANTINE
+from sentencify.steps.touched import A, B, C, D, E, F, I
 from sentencify.window import Window, floor_hour
 
 if TYPE_CHECKING:
@@ -51,10 +52,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sentencify.forget")
 
-F = BY_CODE["F"].name
-DEAD_LETTERS = "dead_letters"
-EXAMPLES, REJECTS, PROFILES, QUARANTINE = "training_examples", "etl_rejects", "user_profile", "pipeline_quarantine"
-REDIS_PROFILE = "user_profile:{user_id}"
+DEAD_LETTERS, EXAMPLES, REJECTS, PROFILES = (
+    contract.DEAD_LETTERS,
+    contract.TRAINING_EXAMPLES,
+    contract.ETL_REJECTS,
+    contract.USER_PROFILE,
+)
+REDIS_PROFILE = contract.REDIS_PROFILE_KEY
 STEPS = ("etl", "profile", "vectors", "views")
 PG_SESSION_TABLES = (("fact_examples", "example_id"), ("fact_sessions", "session_id"), ("quarantine", "session_id"))
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from sentencify import contract
 from sentencify.schemas.common import EventModel, Float32Vector, ScoreMap, Timestamp, UnitInterval
 
 DEFAULT_EMBEDDING_DIM = 384
@@ -166,17 +167,17 @@ class EventType:
     model: type[EventModel]
 
     def topic(self, prefix: str) -> str:
-        return prefix + self.name
+        return contract.topic(prefix, self.name)
 
 
 EVENT_TYPES: tuple[EventType, ...] = (
-    EventType("A", "editor_recommend_options", "insert_id", LogA),
-    EventType("B", "editor_run_paraphrasing", "insert_id", LogB),
-    EventType("C", "editor_selected_paraphrasing", "insert_id", LogC),
-    EventType("D", "correction_history", "correction_history_id", LogD),
-    EventType("E", "context_block", "context_hash", LogE),
-    EventType("F", "document_context_cache", "insert_id", LogF),
-    EventType("I", "recommend_log", "insert_id", LogI),
+    EventType("A", contract.RAW_COLLECTIONS["A"], "insert_id", LogA),
+    EventType("B", contract.RAW_COLLECTIONS["B"], "insert_id", LogB),
+    EventType("C", contract.RAW_COLLECTIONS["C"], "insert_id", LogC),
+    EventType("D", contract.RAW_COLLECTIONS["D"], "correction_history_id", LogD),
+    EventType("E", contract.RAW_COLLECTIONS["E"], "context_hash", LogE),
+    EventType("F", contract.RAW_COLLECTIONS["F"], "insert_id", LogF),
+    EventType("I", contract.RAW_COLLECTIONS["I"], "insert_id", LogI),
 )
 BY_CODE: dict[str, EventType] = {t.code: t for t in EVENT_TYPES}
 BY_NAME: dict[str, EventType] = {t.name: t for t in EVENT_TYPES}

@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sentencify.errors import ServiceError
 
-class StackError(RuntimeError):
+
+class StackError(ServiceError, RuntimeError):
     """A local service could not be started or stopped; the message says what to look at."""
 
 

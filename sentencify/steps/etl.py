@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pymongo import DeleteMany, InsertOne, ReplaceOne, UpdateOne
 from pymongo.database import Database
 
+from sentencify import contract
 from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.steps import examples, join
@@ -34,10 +35,9 @@ from sentencify.window import Window
 
 log = logging.getLogger("sentencify.etl")
 
-EXAMPLES = "training_examples"
-REJECTS = "etl_rejects"
-
-Orphans = dict[str, tuple[list[dict], list[dict]]]  # session without an A -> (its B, its C)
+EXAMPLES = contract.TRAINING_EXAMPLES
+REJECTS = contract.ETL_REJECTS
+Orphans = join.Orphans
 
 
 @dataclass
@@ -78,7 +78,7 @@ def _quarantine_refused(refused: join.Refused, quarantined: Quarantined | None) 
 
 def decide(
     joined: list[JoinedSession], orphans: Orphans, rules: examples.Rules, now: datetime, quarantined: Quarantined | None = None
-):
+) -> tuple[list[examples.Example], list[examples.Reject]]:
     """Examples and rejects (pure). A session whose records the rules cannot be applied to (a value
     of a type no rule expects, left by an older consumer) is added to `quarantined` (re-raised
     without one)."""
@@ -103,7 +103,7 @@ def decide(
 
 def build_window(
     db: Database, session_ids: set[str], rules: examples.Rules, now: datetime, quarantined: Quarantined | None = None
-):
+) -> tuple[list[examples.Example], list[examples.Reject]]:
     """Examples and rejects for these sessions, computed from all their records (nothing written).
     A session whose join MongoDB refuses is quarantined (propagated without `quarantined`)."""
     refused: join.Refused | None = [] if quarantined is not None else None

@@ -217,5 +217,5 @@ def orphan(session_id: str, b: list[dict], c: list[dict], now: datetime) -> Reje
     )
 
 
-def _first(*values):
+def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)

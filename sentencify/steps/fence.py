@@ -26,10 +26,13 @@ Delivery: a write goes through only if no newer holder has written, or claimed, 
 from __future__ import annotations
 
 import logging
+from types import TracebackType
+from typing import Any
 
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 
+from sentencify.errors import RunConflict, ServiceError
 from sentencify.stores import batching, redis_json
 
 log = logging.getLogger("sentencify.fence")
@@ -79,7 +82,7 @@ REDIS_BATCH_KEYS = 1000  # keys per Redis request, within its byte bound
 REDIS_COMMAND_BYTES = 256  # the request's own arguments: EVALSHA, the script's digest, the fence key and token
 
 
-class RedisFull(RuntimeError):
+class RedisFull(ServiceError, RuntimeError):
     """Redis refused a write for want of memory (`maxmemory`): the profiles need an instance with room."""
 
 
@@ -95,7 +98,7 @@ def _redis_refusal(exc: Exception) -> Exception:
     )
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(RunConflict, RuntimeError):
     """This run no longer holds its step's lease (it stalled past it, or a newer run took over):
     nothing more may be published; the retry (or the next run) redoes the work."""
 
@@ -159,12 +162,12 @@ class Fence:
     def redis_key(self) -> str:
         return f"sentencify:fence:{self.scope}:{self.step}"
 
-    def claim_redis(self, client) -> None:
+    def claim_redis(self, client: Any) -> None:
         """Raise the step's Redis token to ours before reading (LeaseLost when a newer one is there)."""
         self.redis_set(client, {}, check=False)
 
     def redis_set(
-        self, client, values: dict[str, str], *, check: bool = True, max_bytes: int = batching.REDIS_REQUEST_BYTES
+        self, client: Any, values: dict[str, str], *, check: bool = True, max_bytes: int = batching.REDIS_REQUEST_BYTES
     ) -> None:
         """SET every key of `values`, only if no newer token wrote this step's keys: one script per
         request of at most `max_bytes` bytes (REDIS_MAX_REQUEST_BYTES; stores.batching), each
@@ -176,7 +179,7 @@ class Fence:
         for batch in batching.batches(values.items(), REDIS_BATCH_KEYS, max_bytes - REDIS_COMMAND_BYTES, redis_json.set_bytes):
             batching.write_split(batch, lambda part: self._redis_write(client, part, check), redis_json.maybe_too_large)
 
-    def _redis_write(self, client, items: list[tuple[str, str]], check: bool) -> None:
+    def _redis_write(self, client: Any, items: list[tuple[str, str]], check: bool) -> None:
         import redis
 
         if check:
@@ -192,7 +195,7 @@ class Fence:
                 raise
             raise refusal from None
 
-    def redis_delete(self, client, keys: list) -> None:
+    def redis_delete(self, client: Any, keys: list) -> None:
         """DEL these keys in one script, only if no newer token wrote this step's keys."""
         import redis
 
@@ -207,7 +210,7 @@ class Fence:
             raise
 
     # -- PostgreSQL
-    def claim_postgres(self, conn) -> None:
+    def claim_postgres(self, conn: Any) -> None:
         """Raise the step's PostgreSQL token to ours, in a transaction of its own (the fence table
         is created if missing)."""
         try:
@@ -219,13 +222,13 @@ class Fence:
             conn.rollback()
             raise
 
-    def guard_postgres(self, cur) -> None:
+    def guard_postgres(self, cur: Any) -> None:
         """Last statement of a transaction: raise the token (the row stays locked to the commit:
         a newer holder's transaction waits, an older one is refused), then check the lease."""
         self._raise_pg(cur)
         self.check()
 
-    def _raise_pg(self, cur) -> None:
+    def _raise_pg(self, cur: Any) -> None:
         cur.execute(_PG_RAISE, (self.scope, self.step, self.token))
         if cur.fetchone() is None:
             raise self.lost("a newer run of the step wrote PostgreSQL")
@@ -251,15 +254,15 @@ class FencedQdrant:
         }
     )
 
-    def __init__(self, client, fence: Fence) -> None:
+    def __init__(self, client: Any, fence: Fence) -> None:
         self._client, self._fence = client, fence
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
         if name not in self.WRITES:
             return attr
 
-        def fenced(*args, **kwargs):
+        def fenced(*args: Any, **kwargs: Any) -> Any:
             self._fence.check()
             try:
                 return attr(*args, **kwargs)
@@ -284,10 +287,10 @@ class FencedPostgres:
     (psycopg 3) and `conn.commit()`. Everything else is the connection's own. The runner hands it
     to the views step, so each of its transactions is fenced whatever its shape."""
 
-    def __init__(self, conn, fence: Fence) -> None:
+    def __init__(self, conn: Any, fence: Fence) -> None:
         self._conn, self._fence = conn, fence
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         attr = getattr(self._conn, name)  # AttributeError as the connection's: `transaction` on psycopg2
         if name == "transaction":
             return lambda *args, **kwargs: _FencedTransaction(self, attr(*args, **kwargs))
@@ -301,11 +304,11 @@ class FencedPostgres:
         self._guard()
         self._conn.commit()
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         self._conn.__enter__()
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Any:
         if exc_type is None:
             try:
                 self._guard()
@@ -318,13 +321,13 @@ class FencedPostgres:
 class _FencedTransaction:
     """psycopg 3's `conn.transaction()` block, with the guard before its commit."""
 
-    def __init__(self, owner: FencedPostgres, inner) -> None:
+    def __init__(self, owner: FencedPostgres, inner: Any) -> None:
         self._owner, self._inner = owner, inner
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         return self._inner.__enter__()
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Any:
         if exc_type is None:
             try:
                 self._owner._guard()
@@ -349,10 +352,10 @@ class _NoFence(Fence):
     def guard_mongo(self, session: ClientSession | None) -> None:
         return None
 
-    def claim_redis(self, client) -> None:
+    def claim_redis(self, client: Any) -> None:
         return None
 
-    def _redis_write(self, client, items: list[tuple[str, str]], check: bool) -> None:
+    def _redis_write(self, client: Any, items: list[tuple[str, str]], check: bool) -> None:
         import redis
 
         if items:
@@ -364,14 +367,14 @@ class _NoFence(Fence):
                     raise
                 raise refusal from None
 
-    def redis_delete(self, client, keys: list) -> None:
+    def redis_delete(self, client: Any, keys: list) -> None:
         if keys:
             client.delete(*keys)
 
-    def claim_postgres(self, conn) -> None:
+    def claim_postgres(self, conn: Any) -> None:
         return None
 
-    def guard_postgres(self, cur) -> None:
+    def guard_postgres(self, cur: Any) -> None:
         return None
 
 

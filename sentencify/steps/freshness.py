@@ -15,6 +15,7 @@ hour does not.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.database import Database
@@ -47,7 +48,7 @@ def newest_ingested(db: Database, since: datetime | None = None) -> datetime | N
 
 def measure(
     db: Database,
-    redis_client,
+    redis_client: Any,
     views_safe_until: datetime | None,
     now: datetime,
     since: datetime | None = None,

@@ -35,10 +35,9 @@ from sentencify.mongo import find_in
 from sentencify.steps.drift import pages
 from sentencify.steps.examples import JoinedSession
 from sentencify.steps.quarantine import bisect
-from sentencify.steps.touched import A, B, C, D, E, group_by
+from sentencify.steps.touched import A, B, C, D, E, F, group_by
 from sentencify.stores import mongodb
 
-F = "document_context_cache"
 SESSION = "recommend_session_id"
 Orphans = dict[str, tuple[list[dict], list[dict]]]  # session without an A -> (its B, its C)
 
@@ -89,7 +88,16 @@ def _keep(fields: tuple[str, ...]) -> dict[str, int]:
     return dict.fromkeys(fields, 1)
 
 
-def _lookup(collection: str, local: str, foreign: str, as_: str, *, fields=(), pipeline: list | None = None, **extra) -> dict:
+def _lookup(
+    collection: str,
+    local: str,
+    foreign: str,
+    as_: str,
+    *,
+    fields: tuple[str, ...] = (),
+    pipeline: list | None = None,
+    **extra: Any,
+) -> dict:
     """A concise `$lookup` (an index seek on `foreign`), then `pipeline` and a projection on `fields`."""
     sub = [*(pipeline or []), *([{"$project": _keep(fields)}] if fields else [])]
     spec = {"from": collection, "localField": local, "foreignField": foreign, **extra, "as": as_}

@@ -25,12 +25,14 @@ import threading
 import time
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
+from sentencify.errors import RunConflict
 from sentencify.steps.fence import DB_NOW_MS, LEASES, Fence, LeaseLost
 from sentencify.steps.publish import supports_transactions
 
@@ -42,7 +44,7 @@ WRITE_CONFLICT = 112
 _EXPIRED = {"$expr": {"$lte": [{"$ifNull": [{"$toLong": "$expires_at"}, 0]}, DB_NOW_MS]}}
 
 
-class LeaseTimeout(RuntimeError):
+class LeaseTimeout(RunConflict, RuntimeError):
     """Another run held the step's lease for longer than this run would wait."""
 
 
@@ -81,7 +83,7 @@ class StepLease:
         self._renewer.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._done.set()
         if self._renewer is not None:
             self._renewer.join(5)

@@ -14,6 +14,10 @@ PostgresHook); everything else is the connection's own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from sentencify.errors import ServiceError
 
 DEFAULT_LOCK_TIMEOUT_S = 60.0
 DEFAULT_STATEMENT_TIMEOUT_S = 900.0
@@ -27,15 +31,15 @@ class Waits:
     statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S
 
     @classmethod
-    def from_settings(cls, settings) -> Waits:
+    def from_settings(cls, settings: Any) -> Waits:
         return cls(settings.views_lock_timeout_s, settings.views_statement_timeout_s)
 
 
-class LockWaitTimeout(RuntimeError):
+class LockWaitTimeout(ServiceError, RuntimeError):
     """A views transaction waited past VIEWS_LOCK_TIMEOUT_S for a lock; nothing of it was written."""
 
 
-class StatementTimeout(RuntimeError):
+class StatementTimeout(ServiceError, RuntimeError):
     """A views statement ran past VIEWS_STATEMENT_TIMEOUT_S; nothing of its transaction was written."""
 
 
@@ -57,7 +61,7 @@ def _sqlstate_class(exc: BaseException | None) -> str | None:
     return None
 
 
-def holder(conn) -> str:
+def holder(conn: Any) -> str:
     """The session that holds a lock on the schema's relations the longest, in words (a new
     transaction on `conn`, rolled back); "no session holds one now" when none does."""
     try:
@@ -74,7 +78,7 @@ def holder(conn) -> str:
     return f"{mode} on {relation} held by pid {pid} (user {user}, application {app or '-'}, {how})"
 
 
-def _translate(conn, exc: BaseException | None, waits: Waits) -> BaseException | None:
+def _translate(conn: Any, exc: BaseException | None, waits: Waits) -> BaseException | None:
     kind = _sqlstate_class(exc)
     if kind == "LockNotAvailable":
         return LockWaitTimeout(
@@ -89,7 +93,7 @@ def _translate(conn, exc: BaseException | None, waits: Waits) -> BaseException |
     return None
 
 
-def _set_local(cur, waits: Waits) -> None:
+def _set_local(cur: Any, waits: Waits) -> None:
     cur.execute(
         "select set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
         (f"{max(1, round(waits.lock_timeout_s * 1000))}ms", f"{max(1, round(waits.statement_timeout_s * 1000))}ms"),
@@ -101,22 +105,22 @@ class BoundedPostgres:
     `with conn.transaction():`) begins with the lock and statement timeouts of `waits`, and whose
     lock timeout is raised as LockWaitTimeout naming the holder."""
 
-    def __init__(self, conn, waits: Waits) -> None:
+    def __init__(self, conn: Any, waits: Waits) -> None:
         self._conn, self._waits = conn, waits
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         attr = getattr(self._conn, name)
         if name == "transaction":
             return lambda *args, **kwargs: _BoundedTransaction(self, attr(*args, **kwargs))
         return attr
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         self._conn.__enter__()
         with self._conn.cursor() as cur:  # psycopg2 begins the transaction with this statement
             _set_local(cur, self._waits)
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Any:
         result = self._conn.__exit__(exc_type, exc, tb)  # rolls back on an error
         translated = _translate(self._conn, exc, self._waits)
         if translated is not None:
@@ -127,16 +131,16 @@ class BoundedPostgres:
 class _BoundedTransaction:
     """psycopg 3's `conn.transaction()` block, with the timeouts set first."""
 
-    def __init__(self, owner: BoundedPostgres, inner) -> None:
+    def __init__(self, owner: BoundedPostgres, inner: Any) -> None:
         self._owner, self._inner = owner, inner
 
-    def __enter__(self):
+    def __enter__(self) -> Any:
         entered = self._inner.__enter__()
         with self._owner._conn.cursor() as cur:
             _set_local(cur, self._owner._waits)
         return entered
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> Any:
         result = self._inner.__exit__(exc_type, exc, tb)
         translated = _translate(self._owner._conn, exc, self._owner._waits)
         if translated is not None:

@@ -14,10 +14,12 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pymongo import DeleteMany, ReplaceOne
 from pymongo.database import Database
 
+from sentencify import contract
 from sentencify.erasure.suppression import suppressed_users
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES, INTENSITIES, LANGUAGES
@@ -34,8 +36,8 @@ from sentencify.window import Window
 
 log = logging.getLogger("sentencify.profile")
 
-PROFILES = "user_profile"
-REDIS_KEY = "user_profile:{user_id}"
+PROFILES = contract.USER_PROFILE
+REDIS_KEY = contract.REDIS_PROFILE_KEY
 
 
 @dataclass
@@ -198,7 +200,7 @@ PAGE = mongodb.TRANSACTION_DOCS  # users per page of a full run: one transaction
 
 def run_profile(
     db: Database,
-    redis_client,
+    redis_client: Any,
     window: Window,
     now: datetime | None = None,
     fence: Fence = NO_FENCE,
@@ -255,7 +257,7 @@ def _store_mongo(db: Database, built: list[tuple[dict, str]], run: ProfileRun, f
 
 def reconcile(
     db: Database,
-    redis_client,
+    redis_client: Any,
     now: datetime | None = None,
     *,
     repair: bool,
@@ -299,7 +301,7 @@ def reconcile(
     return run
 
 
-def _to_redis(redis_client, values: dict[str, str], run: ProfileRun, fence: Fence) -> None:
+def _to_redis(redis_client: Any, values: dict[str, str], run: ProfileRun, fence: Fence) -> None:
     """Write these profiles to Redis; a Redis out of memory (`RedisFull`) is kept in `run` and the
     rest of the run publishes MongoDB only: the run then fails with that error once recorded, and
     the next run finds Redis not as the step left it (its marker) and rewrites it whole."""
@@ -312,7 +314,7 @@ def _to_redis(redis_client, values: dict[str, str], run: ProfileRun, fence: Fenc
         log.error("Redis refused the profiles", extra={"fields": {"error": str(exc)}})
 
 
-def _sync_redis(redis_client, held: dict[str, str], drift: Drift, repair: bool, fence: Fence, run: ProfileRun) -> None:
+def _sync_redis(redis_client: Any, held: dict[str, str], drift: Drift, repair: bool, fence: Fence, run: ProfileRun) -> None:
     """Redis's copy of these users' profiles compared with MongoDB's (`held`: user -> value); the
     differing ones rewritten with `repair`."""
     users = sorted(held)
@@ -331,7 +333,7 @@ def _sync_redis(redis_client, held: dict[str, str], drift: Drift, repair: bool, 
         _to_redis(redis_client, stale, run, fence)
 
 
-def _remove_absent(db: Database, redis_client, run: ProfileRun, repair: bool, fence: Fence) -> None:
+def _remove_absent(db: Database, redis_client: Any, run: ProfileRun, repair: bool, fence: Fence) -> None:
     """Profiles of users with no A, B or C left, and Redis profile keys with no profile in MongoDB."""
     mongo_drift, redis_drift = run.drift[PROFILES], run.drift[REDIS_STORE]
     for page in pages(db[PROFILES].find({}, {"_id": 1}, batch_size=PAGE), PAGE):

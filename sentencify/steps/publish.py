@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from pymongo import ReplaceOne
 from pymongo.database import Database
@@ -66,7 +67,7 @@ def publish(db: Database, ops_by_collection: dict[str, list], fence: Fence = NO_
             db[collection].bulk_write(batch, ordered=True)
         return
 
-    def write(session) -> None:
+    def write(session: Any) -> None:
         fence.guard_mongo(session)
         for collection, batch in ops.items():
             db[collection].bulk_write(batch, ordered=True, session=session)

@@ -48,7 +48,7 @@ class Stores:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Stores:
-        def redis_client():
+        def redis_client() -> Any:
             import redis
 
             # A bounded wait on every call (STORE_TIMEOUT_S): a Redis that stops answering fails the run.
@@ -56,12 +56,12 @@ class Stores:
                 settings.redis_url, socket_timeout=settings.store_timeout_s, socket_connect_timeout=CONNECT_TIMEOUT_S
             )
 
-        def qdrant_client():
+        def qdrant_client() -> Any:
             from sentencify import vectorstore
 
             return vectorstore.client(settings)
 
-        def analytics_conn():
+        def analytics_conn() -> Any:
             import psycopg2
 
             return psycopg2.connect(settings.analytics_db_uri, connect_timeout=CONNECT_TIMEOUT_S)
@@ -88,13 +88,13 @@ class _Opened:
         self.opened: list[Any] = []
         self._by_kind: dict[str, Any] = {}
 
-    def __call__(self, kind: str):
+    def __call__(self, kind: str) -> Any:
         """The run's client of `kind`, opened once (a local-mode Qdrant path admits one client)."""
         if kind not in self._by_kind:
             self._by_kind[kind] = self._open(kind)
         return self._by_kind[kind]
 
-    def _open(self, kind: str):
+    def _open(self, kind: str) -> Any:
         client = getattr(self.stores, kind)()
         self.opened.append(client)
         _CHECK_VERSION[kind](client)  # once per process (sentencify.stores.versions)
@@ -191,7 +191,7 @@ def _vectors(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
         return summary
 
 
-def _seeding(db: Database):
+def _seeding(db: Database) -> Any:
     """MongoDB's copy of how the collection was seeded (`sentencify seed-synthetic`), for a
     collection that lost its own (dropped and re-created)."""
     from sentencify import vectorstore
@@ -308,7 +308,7 @@ STEPS = tuple(REGISTRY)
 
 
 def run_step(
-    step: str, window: Window | None, settings: Settings, *, full: bool = False, db=None, stores: Stores | None = None
+    step: str, window: Window | None, settings: Settings, *, full: bool = False, db: Any = None, stores: Stores | None = None
 ) -> dict:
     """Run `step` (one of STEPS) for `window`, or with no window (`None`: everything not yet processed
     up to the run's start, pipeline.md); returns the step's summary plus what was read.

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from pymongo.database import Database
 
+from sentencify.contract import A as A
+from sentencify.contract import B as B
+from sentencify.contract import C as C
+from sentencify.contract import D as D
+from sentencify.contract import E as E
+from sentencify.contract import F as F
+from sentencify.contract import I as I
 from sentencify.mongo import find_in
-from sentencify.schemas import BY_CODE
 from sentencify.window import Window
 
-A, B, C, D, E, I = (BY_CODE[c].name for c in "ABCDEI")
 _CHUNK = 5000
 
 
@@ -28,7 +34,7 @@ def group_by(docs: Iterable[dict], key: str = "recommend_session_id") -> dict[st
     return out
 
 
-def chunks(values, size: int = _CHUNK) -> Iterator[list]:
+def chunks(values: Any, size: int = _CHUNK) -> Iterator[list]:
     values = list(values)
     for i in range(0, len(values), size):
         yield values[i : i + size]

@@ -18,6 +18,7 @@ from qdrant_client import QdrantClient, models
 
 from sentencify import vectorstore
 from sentencify.erasure.suppression import suppressed_users
+from sentencify.errors import DataError
 from sentencify.mongo import find_in
 from sentencify.schemas import CATEGORIES
 from sentencify.steps.drift import Drift, pages
@@ -54,7 +55,7 @@ def wanted(example: dict, dim: int) -> bool:
     )
 
 
-class NotStorable(ValueError):
+class NotStorable(DataError, ValueError):
     """The example's embedding has no float32 form (stores.qdrant.unit_vector)."""
 
 

@@ -28,9 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pymongo.database import Database
 
+from sentencify import contract
 from sentencify.erasure import report as erasures
 from sentencify.mongo import find_in
 from sentencify.schemas import EVENT_TYPES
@@ -50,10 +52,10 @@ from sentencify.window import Window, floor_hour
 log = logging.getLogger("sentencify.views")
 
 SQL_DIR = PROJECT_ROOT / "sql_views"
-DEAD_LETTERS = "dead_letters"
+DEAD_LETTERS = contract.DEAD_LETTERS
 
 
-def insert_rows(cur, statement: str, rows: list[tuple]) -> None:
+def insert_rows(cur: Any, statement: str, rows: list[tuple]) -> None:
     """`statement` holds one `%s` for its VALUES list. psycopg2 (the CLI) gets `execute_values`;
     psycopg 3 (Airflow's PostgresHook with SQLAlchemy 2) gets `executemany`, which it pipelines."""
     if not rows:
@@ -68,7 +70,7 @@ def insert_rows(cur, statement: str, rows: list[tuple]) -> None:
 
 
 @contextmanager
-def transaction(conn) -> Iterator[None]:
+def transaction(conn: Any) -> Iterator[None]:
     """One transaction: committed when the block ends, rolled back on an error. psycopg2's `with
     conn` does that (and leaves the connection open); psycopg 3's does not (it closes it)."""
     if hasattr(conn, "transaction"):  # psycopg 3
@@ -100,7 +102,7 @@ def sql_checksum(paths: list[Path]) -> str:
 _RELATION = re.compile(r"create (?:table if not exists|or replace view) sentencify\.(\w+)", re.IGNORECASE)
 
 
-def apply_sql(conn, sql_dir: Path = SQL_DIR) -> list[str]:
+def apply_sql(conn: Any, sql_dir: Path = SQL_DIR) -> list[str]:
     """Every `sql_views/*.sql`, in name order, in the caller's transaction, when they differ from
     the files applied last (their checksum in `sentencify.sql_views_applied`); else nothing, and
     no lock is taken. Returns the names applied."""
@@ -165,13 +167,13 @@ def hour_facts(db: Database, hours: Window) -> dict[str, list[tuple]]:
     }
 
 
-def _text(v) -> str | None:
+def _text(v: Any) -> str | None:
     """A text column's value: PostgreSQL's form of a string, None for a missing value, and the
     string form of anything else a record carries (an unknown field type)."""
     return None if v is None else postgres.text(v if isinstance(v, str) else str(v))
 
 
-def _finite(v) -> float | None:
+def _finite(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, int | float):
         return None
     f = float(v)
@@ -238,14 +240,12 @@ def user_facts(db: Database, user_ids: list[str]) -> list[tuple]:
     return out
 
 
-def consumer_state(redis_client) -> list[tuple]:
+def consumer_state(redis_client: Any) -> list[tuple]:
     """The consumers' status snapshots (consumer/status.py); expired ones are gone already."""
-    from consumer.status import KEY_PREFIX
-
     out: list[tuple] = []
     if redis_client is None:
         return out
-    for key in redis_client.scan_iter(match=KEY_PREFIX + "*", count=100):
+    for key in redis_client.scan_iter(match=contract.CONSUMER_STATUS_KEY_PREFIX + "*", count=100):
         raw = redis_client.get(key)
         if raw:
             s = json.loads(raw)
@@ -281,16 +281,14 @@ def ingestion_gaps(db: Database) -> list[tuple]:
 LAG_REPORTS_KEPT = timedelta(days=7)  # a group silent for longer is gone, not stuck
 
 
-def consumer_lag(redis_client, now: datetime | None = None) -> list[tuple]:
+def consumer_lag(redis_client: Any, now: datetime | None = None) -> list[tuple]:
     """The last lag reported for every partition of every group (kept after the consumers stop)."""
-    from consumer.status import LAG_KEY_PREFIX
-
     out: list[tuple] = []
     if redis_client is None:
         return out
     oldest = (now or datetime.now(UTC)) - LAG_REPORTS_KEPT
-    for key in redis_client.scan_iter(match=LAG_KEY_PREFIX + "*", count=100):
-        group = key.decode()[len(LAG_KEY_PREFIX) :]
+    for key in redis_client.scan_iter(match=contract.CONSUMER_LAG_KEY_PREFIX + "*", count=100):
+        group = key.decode()[len(contract.CONSUMER_LAG_KEY_PREFIX) :]
         for partition, raw in redis_client.hgetall(key).items():
             s = json.loads(raw)
             if datetime.fromisoformat(s["reported_at"]) >= oldest:
@@ -303,7 +301,7 @@ _FACT_TABLES = ("fact_traffic", "fact_categories", "fact_latency", "fact_dead_le
 FACT_TABLES_ALL = (*_FACT_TABLES, "fact_examples", "fact_sessions", "fact_users")  # what the step's census counts
 
 
-def _replace_hours(cur, hours: Window, facts: dict[str, list[tuple]]) -> None:
+def _replace_hours(cur: Any, hours: Window, facts: dict[str, list[tuple]]) -> None:
     for table in _FACT_TABLES:
         cur.execute(f"delete from sentencify.{table} where window_start >= %s and window_start < %s", (hours.start, hours.end))
     insert_rows(cur, "insert into sentencify.fact_traffic values %s", facts["traffic"])
@@ -321,7 +319,7 @@ def _unique(rows: list[tuple]) -> list[tuple]:
 _ENTITY_KINDS = ("examples", "gone", "sessions", "users")
 
 
-def _write_entities(conn, entities: dict[str, list]) -> None:
+def _write_entities(conn: Any, entities: dict[str, list]) -> None:
     """One transaction: these examples, sessions and users as computed, gone examples deleted."""
     with transaction(conn), conn.cursor() as cur:
         insert_rows(
@@ -348,7 +346,7 @@ def _write_entities(conn, entities: dict[str, list]) -> None:
         )
 
 
-def _export_entities(db: Database, conn, sessions: list[str], quarantined: Quarantined) -> tuple[int, int, set[str]]:
+def _export_entities(db: Database, conn: Any, sessions: list[str], quarantined: Quarantined) -> tuple[int, int, set[str]]:
     """Entity facts of `sessions`, `TRANSACTION_DOCS` sessions per transaction; a session whose rows
     PostgreSQL refuses is found by bisection and quarantined. Returns (examples, users, user ids)."""
     seen_users: set[str] = set()
@@ -394,7 +392,7 @@ def ingested_hours(db: Database) -> Window | None:
     return whole_hours(Window(min(ends), max(ends) + timedelta(microseconds=1)))
 
 
-def _export_hours(db: Database, conn, hours: Window | None) -> tuple[int, int]:
+def _export_hours(db: Database, conn: Any, hours: Window | None) -> tuple[int, int]:
     """The hour-keyed facts of these whole hours replaced, HOURS_PER_TRANSACTION hours per
     transaction. Returns (traffic rows, latencies) written."""
     traffic_hours = latencies = 0
@@ -440,7 +438,7 @@ def _canonical(row: tuple) -> tuple:
     )
 
 
-def reconcile(db: Database, conn, *, repair: bool, quarantined: Quarantined | None = None) -> dict[str, Drift]:
+def reconcile(db: Database, conn: Any, *, repair: bool, quarantined: Quarantined | None = None) -> dict[str, Drift]:
     """Every fact compared with what MongoDB implies, a page at a time (pipeline.md, "Derived
     stores agree with MongoDB"); with `repair` the differences are written, else only counted.
     Returns the drift of `fact_hours` (the hour-keyed tables, counted by ingestion hour),
@@ -470,7 +468,7 @@ def reconcile(db: Database, conn, *, repair: bool, quarantined: Quarantined | No
     return drift
 
 
-def _stale(conn, table: str, expected: dict[str, tuple], drift: Drift) -> list[tuple]:
+def _stale(conn: Any, table: str, expected: dict[str, tuple], drift: Drift) -> list[tuple]:
     """The rows of `expected` (key -> row) that `table` lacks or holds otherwise, counted in `drift`."""
     if not expected:
         return []
@@ -492,7 +490,7 @@ def _stale(conn, table: str, expected: dict[str, tuple], drift: Drift) -> list[t
     return stale
 
 
-def _write_bisected(conn, entities: dict[str, list], quarantined: Quarantined) -> None:
+def _write_bisected(conn: Any, entities: dict[str, list], quarantined: Quarantined) -> None:
     """These rows written (one transaction, bisected on a refusal: the row at fault is quarantined)."""
     items = [(kind, row) for kind in _ENTITY_KINDS for row in entities[kind]]
 
@@ -503,13 +501,13 @@ def _write_bisected(conn, entities: dict[str, list], quarantined: Quarantined) -
         quarantined.add(f"user:{row[0]}" if kind == "users" else row[0], "row_refused", exc)
 
 
-def _count_rows(conn, table: str) -> int:
+def _count_rows(conn: Any, table: str) -> int:
     with transaction(conn), conn.cursor() as cur:
         cur.execute(f"select count(*) from sentencify.{table}")
         return int(cur.fetchone()[0])
 
 
-def _remove_absent(db: Database, conn, drift: dict[str, Drift], repair: bool) -> None:
+def _remove_absent(db: Database, conn: Any, drift: dict[str, Drift], repair: bool) -> None:
     """Rows whose example, session or user MongoDB no longer holds (keyset pages of PAGE keys)."""
     from sentencify.steps import join
 
@@ -539,7 +537,7 @@ def _remove_absent(db: Database, conn, drift: dict[str, Drift], repair: bool) ->
                     cur.execute(f"delete from sentencify.{table} where {key} = any(%s)", (gone,))
 
 
-def _reconcile_hours(db: Database, conn, drift: Drift, repair: bool) -> None:
+def _reconcile_hours(db: Database, conn: Any, drift: Drift, repair: bool) -> None:
     """The hour-keyed facts compared a day of ingestion hours at a time; a differing day is
     replaced whole (with `repair`); rows of hours that hold no record any more are extra."""
     hours = ingested_hours(db)
@@ -577,9 +575,9 @@ def _reconcile_hours(db: Database, conn, drift: Drift, repair: bool) -> None:
 
 def run_views(
     db: Database,
-    conn,
+    conn: Any,
     window: Window,
-    redis_client=None,
+    redis_client: Any = None,
     label: Window | None = None,
     safe_until: datetime | None = None,
     full: bool = False,

@@ -20,6 +20,8 @@ import re
 import threading
 from collections.abc import Callable
 
+from sentencify.errors import ServiceError
+
 MINIMUM: dict[str, tuple[tuple[int, ...], str]] = {
     "MongoDB": ((5, 2), "the ETL's join uses $top"),
     "PostgreSQL": ((10,), "the views' SQL and psycopg 3"),
@@ -31,7 +33,7 @@ _checked: dict[str, tuple[int, ...]] = {}  # store -> the version found, once pe
 _lock = threading.Lock()
 
 
-class UnsupportedServer(RuntimeError):
+class UnsupportedServer(ServiceError, RuntimeError):
     """A store's server is older than the chain needs (MINIMUM)."""
 
 

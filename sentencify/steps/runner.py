@@ -123,11 +123,16 @@ def _etl(db: Database, plan: progress.Plan, settings: Settings, full: bool, open
     return run_etl(db, plan.scan, rules, full=full, fence=open_.fence).summary()
 
 
-def _etl_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+def _etl_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None, start: dict | None = None) -> dict:
     from sentencify.steps.etl import EXAMPLES, REJECTS
 
     counts: dict[str, Any] = census.mongo_counts(db, (EXAMPLES, REJECTS))
-    return {**counts, "settled": census.settled_counts(db, before) if before else None, "settled_before": before}
+    if start is not None and start.get("settled") is not None and start.get("settled_before") and before:
+        # The end of a run: the start's raw counts carried forward by index ranges, no total again.
+        settled = census.settled_moved(db, start["settled"], start["settled_before"], before)
+    else:
+        settled = census.settled_counts(db, before) if before else None
+    return {**counts, "settled": settled, "settled_before": before}
 
 
 def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, open_: _Opened) -> dict:
@@ -142,7 +147,7 @@ def _profile(db: Database, plan: progress.Plan, settings: Settings, full: bool, 
     return summary
 
 
-def _profile_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+def _profile_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None, start: dict | None = None) -> dict:
     from sentencify.steps.profiles import PROFILES
 
     r = open_("redis")
@@ -200,7 +205,7 @@ def _seeding(db: Database) -> Any:
     return vectorstore.Seeding.from_metadata(doc) if doc else None
 
 
-def _vectors_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+def _vectors_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None, start: dict | None = None) -> dict:
     from sentencify import vectorstore
 
     qc = open_("qdrant")
@@ -247,7 +252,7 @@ def _qdrant_marker(stores: Stores, settings: Settings) -> str | bool | None:
         return False
 
 
-def _views_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None) -> dict:
+def _views_census(db: Database, open_: _Opened, settings: Settings, before: datetime | None, start: dict | None = None) -> dict:
     from sentencify.steps.views import FACT_TABLES_ALL, transaction
 
     conn = open_("analytics")
@@ -285,9 +290,9 @@ class Step:
     name: str
     run: Callable[[Database, progress.Plan, Settings, bool, _Opened], dict]
     help: str
-    # The census of the stores the step writes (sentencify.steps.census); `before`: the progress
-    # the raw-record counts are taken at.
-    census: Callable[[Database, _Opened, Settings, datetime | None], dict]
+    # The census of the stores the step writes (sentencify.steps.census); `before`: where the raw
+    # records are counted up to; `start`: this run's census at its start (given at its end).
+    census: Callable[[Database, _Opened, Settings, datetime | None, dict | None], dict]
 
     @property
     def dag_id(self) -> str:
@@ -348,9 +353,8 @@ def run_step(
             opened = _Opened(stores or Stores.from_settings(settings), lease.fence, Waits.from_settings(settings))
             try:
                 was = census.left(db, step)
-                lost = census.differences(
-                    step, was, REGISTRY[step].census(db, opened, settings, (was or {}).get("settled_before"))
-                )
+                found = REGISTRY[step].census(db, opened, settings, (was or {}).get("settled_before"), None)
+                lost = census.differences(step, was, found)
                 if lost:
                     log.warning(
                         "a store is not as this step left it: re-materialising it from MongoDB",
@@ -362,7 +366,7 @@ def run_step(
                 with suppression.for_steps(settings):  # erased users are never published again
                     summary = REGISTRY[step].run(db, plan, settings, run_full, opened)
                 # Raw records are counted up to where this run read: fewer of them later means removed.
-                left_now = REGISTRY[step].census(db, opened, settings, plan.scan.end)
+                left_now = REGISTRY[step].census(db, opened, settings, plan.scan.end, found)
                 if summary.get("redis_refused"):  # Redis is behind: the next run must not take it for ours
                     left_now["redis_marker"] = "refused: rewrite"
             finally:

@@ -425,6 +425,9 @@ class IngestService:
         """Commit what is stored, waiting at most `timeout_s`; a failure is retried later (the records
         stay uncommitted and are read again after a restart, as no-ops)."""
         offsets = self._w.tracker.committable(self._assigned if only is None else only)
+        if self.gaps is not None and offsets:  # not past a gap MongoDB has not recorded yet (found again after a restart)
+            held = self.gaps.pending_partitions()
+            offsets = {tp: o for tp, o in offsets.items() if tp not in held}
         if not offsets or self._consumer is None or (time.monotonic() < self._commit_at and not force):
             return
         try:
@@ -473,8 +476,10 @@ class IngestService:
     def _check_positions(self, fetch_offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Decide where each unchecked partition starts (consumer/gaps.py `decide`), record the gaps
         found, seek, and resume it. `fetch_offsets`: partitions whose fetch the broker answered out
-        of range, at these offsets. A broker or MongoDB failure leaves them paused and unchecked,
-        retried after a backoff."""
+        of range, at these offsets. A broker failure leaves them paused and unchecked, retried after
+        a backoff. A partition with no committed offset starts at its first offset whatever MongoDB
+        says, but what was lost before it needs the consumer's memory there (a re-created topic):
+        while MongoDB cannot answer it is positioned there (so its lag counts) and stays paused."""
         todo = sorted(self._unchecked & self._assigned)
         if not todo or self.gaps is None:
             return
@@ -483,22 +488,34 @@ class IngestService:
                 self.settings, self.group_id, timeout_s=BROKER_TIMEOUT_S, frame_bytes=FETCH_MAX_BYTES * 2
             )
             states = self._probe.read(todo)
-            memory = self.gaps.remembered(todo)
-        except (KafkaError, PyMongoError) as exc:
+        except KafkaError as exc:
             log.warning("start offsets not checked yet, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
-            if isinstance(exc, KafkaError):
-                self.broker.failed(f"start offsets: {type(exc).__name__}: {exc}")
-                if self._probe is not None:
-                    self._probe.close()
-                    self._probe = None
+            self.broker.failed(f"start offsets: {type(exc).__name__}: {exc}")
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
             self._check_at = time.monotonic() + BACKOFF_FIRST_S * 2
             self._kafka.pause(*(TopicPartition(*tp) for tp in todo))
             return
+        positions = {tp: (fetch_offsets or {}).get(tp, states[tp].committed) for tp in todo}
+        unknown = [tp for tp in todo if positions[tp] is None]
+        memory: dict | None = {}
+        if unknown:
+            try:  # not while MongoDB is still awaited at start: that would hold the loop for its timeout
+                memory = None if self._mongo_check.waiting() else self.gaps.remembered(unknown)
+            except PyMongoError as exc:
+                log.warning("start offsets: MongoDB not answering, retrying", extra=kv(error=str(exc)[:200]))
+                memory = None
         moved: dict[str, str] = {}  # partition -> "committed -> start", where they differ
         for tp in todo:
-            state = states[tp]
-            position = (fetch_offsets or {}).get(tp, state.committed)
-            decision = decide(tp[0], tp[1], position=position, remembered=memory.get(tp), earliest=state.earliest, end=state.end)
+            state, position = states[tp], positions[tp]
+            if position is None and memory is None:
+                self._kafka.seek(TopicPartition(*tp), state.earliest)
+                self._kafka.pause(TopicPartition(*tp))
+                continue
+            decision = decide(
+                tp[0], tp[1], position=position, remembered=(memory or {}).get(tp), earliest=state.earliest, end=state.end
+            )
             for gap in decision.gaps:
                 self.gaps.found(gap, decision.start)
             if position != decision.start:
@@ -507,6 +524,8 @@ class IngestService:
             self._unchecked.discard(tp)
             if not self._paused:
                 self._kafka.resume(TopicPartition(*tp))
+        if memory is None:  # MongoDB away: ask again in a while (the Kafka part is asked again too)
+            self._check_at = time.monotonic() + BACKOFF_FIRST_S * 10
         if moved:
             log.info("start offsets", extra=kv(checked=len(todo), moved=moved))
 

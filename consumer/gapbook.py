@@ -93,7 +93,8 @@ class GapBook:
         """Offsets just committed, and each partition's end as last seen (written within `every_s`)."""
         with self._lock:
             for tp, offset in committed.items():
-                self._positions[tp] = (offset, max(offset, ends.get(tp, 0)))
+                if offset > 0:  # "nothing read yet" tells nothing a later check could use
+                    self._positions[tp] = (offset, max(offset, ends.get(tp, 0)))
 
     def remembered(self, partitions: list[TP]) -> dict[TP, Remembered]:
         """What was recorded before (in MongoDB), overlaid with what is not written yet. Raises PyMongoError."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
+from kafka.errors import KafkaError, KafkaTimeoutError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -484,14 +484,16 @@ class IngestService:
         if not todo or self.gaps is None:
             return
         try:
+            # A slow broker (the local one under load) can take seconds per request: as long as the
+            # lag probe allows. The probe and its connections are kept across attempts.
             self._probe = self._probe or PartitionProbe(
-                self.settings, self.group_id, timeout_s=BROKER_TIMEOUT_S, frame_bytes=FETCH_MAX_BYTES * 2
+                self.settings, self.group_id, timeout_s=2 * BROKER_TIMEOUT_S, frame_bytes=FETCH_MAX_BYTES * 2
             )
             states = self._probe.read(todo)
         except KafkaError as exc:
             log.warning("start offsets not checked yet, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
             self.broker.failed(f"start offsets: {type(exc).__name__}: {exc}")
-            if self._probe is not None:
+            if self._probe is not None and not isinstance(exc, KafkaTimeoutError):
                 self._probe.close()
                 self._probe = None
             self._check_at = time.monotonic() + BACKOFF_FIRST_S * 2

@@ -65,6 +65,7 @@ NO_ASSIGNMENT_LIMIT_S = 120.0
 # REQUEST_TIMEOUT_MS (Kafka's own default; kafka-python's 305 s would hold a dead connection).
 BROKER_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_MS = 30_000
+CHECK_ATTEMPTS = 3  # start-offset checks the broker does not answer before starting without one
 MONGO_SILENT_S = 10.0  # writes in flight and none finished for this long: /healthz says MongoDB is not answering
 
 
@@ -123,6 +124,7 @@ class IngestService:
         self._assigned: set[tuple[str, int]] = set()
         self._unchecked: set[tuple[str, int]] = set()  # assigned, start offset not decided yet (paused meanwhile)
         self._check_at = 0.0  # monotonic; no new check before (backoff after a failed one)
+        self._check_failures = 0  # checks in a row the broker did not answer
         self._probe: PartitionProbe | None = None
         self.gaps: GapBook | None = None
         self._last_activity: float | None = None  # monotonic; set on assignment, every record and every write
@@ -496,9 +498,13 @@ class IngestService:
             if self._probe is not None and not isinstance(exc, KafkaTimeoutError):
                 self._probe.close()
                 self._probe = None
+            self._check_failures += 1
+            if self._check_failures >= CHECK_ATTEMPTS and self._unchecked_fallback(todo):
+                return
             self._check_at = time.monotonic() + BACKOFF_FIRST_S * 2
             self._kafka.pause(*(TopicPartition(*tp) for tp in todo))
             return
+        self._check_failures = 0
         positions = {tp: (fetch_offsets or {}).get(tp, states[tp].committed) for tp in todo}
         unknown = [tp for tp in todo if positions[tp] is None]
         memory: dict | None = {}
@@ -530,6 +536,34 @@ class IngestService:
             self._check_at = time.monotonic() + BACKOFF_FIRST_S * 10
         if moved:
             log.info("start offsets", extra=kv(checked=len(todo), moved=moved))
+
+    def _unchecked_fallback(self, todo: list[tuple[str, int]]) -> bool:
+        """The broker answers the group's offsets but not the partitions' first offsets or ends (the
+        local broker sometimes leaves ListOffsets unanswered): start where the group committed, or at
+        the first offset (kafka-python asks it itself), without the deletion check - said in a
+        WARNING. An out-of-range fetch is still caught. False when even the offsets are not answered."""
+        try:
+            committed = self._probe.committed(todo) if self._probe is not None else None
+        except KafkaError:
+            committed = None
+        if committed is None:
+            return False
+        log.warning(
+            "start offsets not checked against the broker's first offsets (it does not answer); starting at the "
+            "committed offsets, or the first offset where none",
+            extra=kv(partitions=len(todo)),
+        )
+        for tp in todo:
+            part = TopicPartition(*tp)
+            if committed.get(tp) is not None:
+                self._kafka.seek(part, committed[tp])
+            else:
+                self._kafka.seek_to_beginning(part)
+            self._unchecked.discard(tp)
+            if not self._paused:
+                self._kafka.resume(part)
+        self._check_failures = 0
+        return True
 
     # -- pause, lag, health, idleness ----------------------------------------------------------
 

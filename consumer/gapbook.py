@@ -37,6 +37,7 @@ class GapBook:
         self._pending: dict[str, tuple[Gap, datetime]] = {}
         self._positions: dict[TP, tuple[int, int]] = {}
         self._stop = threading.Event()
+        self._last_ok = True  # the last write to MongoDB succeeded
         self._thread = threading.Thread(target=self._run, name="gap-book", daemon=True)
 
     def start(self) -> GapBook:
@@ -44,10 +45,19 @@ class GapBook:
         return self
 
     def stop(self) -> None:
-        """Stop the thread and write what is left once (a MongoDB that is away: logged, re-found after the restart)."""
+        """Stop the thread and write what is left once, unless MongoDB failed the last write or is
+        still busy with one (shutdown is bounded; an unwritten gap is found again after the
+        restart, as its partition's offset was not committed past it)."""
         self._stop.set()
-        self._thread.join(timeout=2 * self.every_s)
-        self._flush(final=True)
+        self._thread.join(timeout=0.5)
+        if not self._thread.is_alive() and self._last_ok:
+            self._flush(final=True)
+
+    def pending_partitions(self) -> set[TP]:
+        """Partitions with a gap found but not yet recorded: their offsets must not be committed
+        past it, or a restart would never find it again."""
+        with self._lock:
+            return {(g.topic, g.partition) for g, _ in self._pending.values()}
 
     # -- from the loop ------------------------------------------------------------------------------
 
@@ -83,7 +93,8 @@ class GapBook:
         """Offsets just committed, and each partition's end as last seen (written within `every_s`)."""
         with self._lock:
             for tp, offset in committed.items():
-                self._positions[tp] = (offset, max(offset, ends.get(tp, 0)))
+                if offset > 0:  # "nothing read yet" tells nothing a later check could use
+                    self._positions[tp] = (offset, max(offset, ends.get(tp, 0)))
 
     def remembered(self, partitions: list[TP]) -> dict[TP, Remembered]:
         """What was recorded before (in MongoDB), overlaid with what is not written yet. Raises PyMongoError."""
@@ -117,7 +128,9 @@ class GapBook:
             with self._lock:  # newer positions win; these are written next time
                 self._positions = {**positions, **self._positions}
             (log.warning if final else log.debug)("ingestion gaps not written yet", extra=kv(error=str(exc)[:200]))
+            self._last_ok = False
             return
+        self._last_ok = True
         with self._lock:
             line = store.health_line(
                 open_gaps + [{"topic": g.topic, "count": g.count, "at_least": g.at_least} for g, _ in self._pending.values()]

@@ -94,9 +94,15 @@ class PartitionProbe:
             **kafka_security(settings),
         )
 
-    def read(self, partitions: list[TP]) -> dict[TP, PartitionState]:
+    def committed(self, partitions: list[TP]) -> dict[TP, int | None]:
+        """The group's committed offsets (None: none)."""
         parts = [TopicPartition(t, p) for t, p in partitions]
         # One OffsetFetch for all (what `committed()` sends for one partition at a time).
+        known = self._group._coordinator.fetch_committed_offsets(parts, timeout_ms=int(self.timeout_s * 1000)) or {}
+        return {(tp.topic, tp.partition): (known[tp].offset if tp in known and known[tp].offset >= 0 else None) for tp in parts}
+
+    def read(self, partitions: list[TP]) -> dict[TP, PartitionState]:
+        parts = [TopicPartition(t, p) for t, p in partitions]
         committed = self._group._coordinator.fetch_committed_offsets(parts, timeout_ms=int(self.timeout_s * 1000))
         if committed is None:
             raise KafkaTimeoutError(f"committed offsets not answered within {self.timeout_s}s")

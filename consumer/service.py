@@ -17,7 +17,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
+from kafka.errors import KafkaError, KafkaTimeoutError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -68,6 +68,7 @@ NO_ASSIGNMENT_LIMIT_S = 120.0
 # REQUEST_TIMEOUT_MS (Kafka's own default; kafka-python's 305 s would hold a dead connection).
 BROKER_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_MS = 30_000
+CHECK_ATTEMPTS = 3  # start-offset checks the broker does not answer before starting without one
 MONGO_SILENT_S = 10.0  # writes in flight and none finished for this long: /healthz says MongoDB is not answering
 
 
@@ -126,6 +127,7 @@ class IngestService:
         self._assigned: set[tuple[str, int]] = set()
         self._unchecked: set[tuple[str, int]] = set()  # assigned, start offset not decided yet (paused meanwhile)
         self._check_at = 0.0  # monotonic; no new check before (backoff after a failed one)
+        self._check_failures = 0  # checks in a row the broker did not answer
         self._probe: PartitionProbe | None = None
         self.gaps: GapBook | None = None
         self._last_activity: float | None = None  # monotonic; set on assignment, every record and every write
@@ -433,6 +435,9 @@ class IngestService:
         """Commit what is stored, waiting at most `timeout_s`; a failure is retried later (the records
         stay uncommitted and are read again after a restart, as no-ops)."""
         offsets = self._w.tracker.committable(self._assigned if only is None else only)
+        if self.gaps is not None and offsets:  # not past a gap MongoDB has not recorded yet (found again after a restart)
+            held = self.gaps.pending_partitions()
+            offsets = {tp: o for tp, o in offsets.items() if tp not in held}
         if not offsets or self._consumer is None or (time.monotonic() < self._commit_at and not force):
             return
         try:
@@ -481,32 +486,52 @@ class IngestService:
     def _check_positions(self, fetch_offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Decide where each unchecked partition starts (consumer/gaps.py `decide`), record the gaps
         found, seek, and resume it. `fetch_offsets`: partitions whose fetch the broker answered out
-        of range, at these offsets. A broker or MongoDB failure leaves them paused and unchecked,
-        retried after a backoff."""
+        of range, at these offsets. A broker failure leaves them paused and unchecked, retried after
+        a backoff. A partition with no committed offset starts at its first offset whatever MongoDB
+        says, but what was lost before it needs the consumer's memory there (a re-created topic):
+        while MongoDB cannot answer it is positioned there (so its lag counts) and stays paused."""
         todo = sorted(self._unchecked & self._assigned)
         if not todo or self.gaps is None:
             return
         try:
+            # A slow broker (the local one under load) can take seconds per request: as long as the
+            # lag probe allows. The probe and its connections are kept across attempts.
             self._probe = self._probe or PartitionProbe(
-                self.settings, self.group_id, timeout_s=BROKER_TIMEOUT_S, frame_bytes=FETCH_MAX_BYTES * 2
+                self.settings, self.group_id, timeout_s=2 * BROKER_TIMEOUT_S, frame_bytes=FETCH_MAX_BYTES * 2
             )
             states = self._probe.read(todo)
-            memory = self.gaps.remembered(todo)
-        except (KafkaError, PyMongoError) as exc:
+        except KafkaError as exc:
             log.warning("start offsets not checked yet, retrying", extra=kv(error=f"{type(exc).__name__}: {exc}"[:300]))
-            if isinstance(exc, KafkaError):
-                self.broker.failed(f"start offsets: {type(exc).__name__}: {exc}")
-                if self._probe is not None:
-                    self._probe.close()
-                    self._probe = None
+            self.broker.failed(f"start offsets: {type(exc).__name__}: {exc}")
+            if self._probe is not None and not isinstance(exc, KafkaTimeoutError):
+                self._probe.close()
+                self._probe = None
+            self._check_failures += 1
+            if self._check_failures >= CHECK_ATTEMPTS and self._unchecked_fallback(todo):
+                return
             self._check_at = time.monotonic() + BACKOFF_FIRST_S * 2
             self._kafka.pause(*(TopicPartition(*tp) for tp in todo))
             return
+        self._check_failures = 0
+        positions = {tp: (fetch_offsets or {}).get(tp, states[tp].committed) for tp in todo}
+        unknown = [tp for tp in todo if positions[tp] is None]
+        memory: dict | None = {}
+        if unknown:
+            try:  # not while MongoDB is still awaited at start: that would hold the loop for its timeout
+                memory = None if self._mongo_check.waiting() else self.gaps.remembered(unknown)
+            except PyMongoError as exc:
+                log.warning("start offsets: MongoDB not answering, retrying", extra=kv(error=str(exc)[:200]))
+                memory = None
         moved: dict[str, str] = {}  # partition -> "committed -> start", where they differ
         for tp in todo:
-            state = states[tp]
-            position = (fetch_offsets or {}).get(tp, state.committed)
-            decision = decide(tp[0], tp[1], position=position, remembered=memory.get(tp), earliest=state.earliest, end=state.end)
+            state, position = states[tp], positions[tp]
+            if position is None and memory is None:
+                self._kafka.seek(TopicPartition(*tp), state.earliest)
+                self._kafka.pause(TopicPartition(*tp))
+                continue
+            decision = decide(
+                tp[0], tp[1], position=position, remembered=(memory or {}).get(tp), earliest=state.earliest, end=state.end
+            )
             for gap in decision.gaps:
                 self.gaps.found(gap, decision.start)
             if position != decision.start:
@@ -515,8 +540,38 @@ class IngestService:
             self._unchecked.discard(tp)
             if not self._paused:
                 self._kafka.resume(TopicPartition(*tp))
+        if memory is None:  # MongoDB away: ask again in a while (the Kafka part is asked again too)
+            self._check_at = time.monotonic() + BACKOFF_FIRST_S * 10
         if moved:
             log.info("start offsets", extra=kv(checked=len(todo), moved=moved))
+
+    def _unchecked_fallback(self, todo: list[tuple[str, int]]) -> bool:
+        """The broker answers the group's offsets but not the partitions' first offsets or ends (the
+        local broker sometimes leaves ListOffsets unanswered): start where the group committed, or at
+        the first offset (kafka-python asks it itself), without the deletion check - said in a
+        WARNING. An out-of-range fetch is still caught. False when even the offsets are not answered."""
+        try:
+            committed = self._probe.committed(todo) if self._probe is not None else None
+        except KafkaError:
+            committed = None
+        if committed is None:
+            return False
+        log.warning(
+            "start offsets not checked against the broker's first offsets (it does not answer); starting at the "
+            "committed offsets, or the first offset where none",
+            extra=kv(partitions=len(todo)),
+        )
+        for tp in todo:
+            part = TopicPartition(*tp)
+            if committed.get(tp) is not None:
+                self._kafka.seek(part, committed[tp])
+            else:
+                self._kafka.seek_to_beginning(part)
+            self._unchecked.discard(tp)
+            if not self._paused:
+                self._kafka.resume(part)
+        self._check_failures = 0
+        return True
 
     # -- pause, lag, health, idleness ----------------------------------------------------------
 

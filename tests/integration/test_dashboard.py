@@ -296,7 +296,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     api = client(s)
     before = _objects(api)
     deployed = deploy(s, echo=print)
-    assert _objects(api) == before == {"database": 1, "dataset": 15, "chart": 16, "dashboard": 1}
+    assert _objects(api) == before == {"database": 1, "dataset": 17, "chart": 18, "dashboard": 1}
     assert deployed.url == dashboard_url(s)
     databases = api.get(api.join_urls(api.base_url, "database", "/")).json()["result"]
     (database,) = databases

@@ -533,6 +533,7 @@ def bench_scale(settings, small: int, large: int, verify_at: int, dim: int) -> d
 def scale_lines(scale: dict, small: int, large: int, verify_at: int, hourly: dict | None) -> list[str]:
     """The figures of bench_scale (and, given section 5's, issue 30's client-CPU goal)."""
     at_small, at_large = scale["rebuild"][small], scale["rebuild"][large]
+    idle = scale["idle"].peak_rss_mb
     lines = [
         f"scale: `sentencify rebuild` at {small} and {large} sessions, each step in its own process "
         f"(issue 30: peak RSS at {large} within 1.3x of {small}; loading ran at "
@@ -544,7 +545,8 @@ def scale_lines(scale: dict, small: int, large: int, verify_at: int, hourly: dic
         lines.append(
             f"rebuild {step}: {a.seconds:.1f}s / {b.seconds:.1f}s (time x{b.seconds / a.seconds:.1f} "
             f"for x{large / small:.0f} data), "
-            f"peak RSS {a.peak_rss_mb:.0f} / {b.peak_rss_mb:.0f} MB (x{b.peak_rss_mb / a.peak_rss_mb:.2f})"
+            f"peak RSS {a.peak_rss_mb:.0f} / {b.peak_rss_mb:.0f} MB (x{b.peak_rss_mb / a.peak_rss_mb:.2f}; "
+            f"above the idle process's {idle:.0f} MB: {a.peak_rss_mb - idle:.0f} / {b.peak_rss_mb - idle:.0f} MB)"
         )
     total = sum(c.seconds for c in at_large.values())
     lines.append(

@@ -24,6 +24,7 @@ from sentencify.simulate import generate
 from sentencify.stack.process import free_port
 from sentencify.stack.services import postgres_service
 from sentencify.steps.runner import run_step
+from sentencify.verify import verify
 from sentencify.window import Window, floor_hour
 from tests.helpers import ROOT, consume_until_idle, send, services_started
 
@@ -196,6 +197,9 @@ EXPECTED_SQL = {
     "freshness": "select stage_order, stage, status, newest, age_minutes, behind_raw_minutes from sentencify.v_freshness",
     "quarantine": "select step, reason, sessions, oldest, newest from sentencify.v_quarantine",
     "ingestion_gaps": "select day, topic, status, records_lost, gaps, ranges from sentencify.v_ingestion_gaps",
+    "store_agreement": (
+        "select store, step, status, missing, extra, different, checked_at, agreed_at from sentencify.v_store_agreement"
+    ),
     "erasures": "select status, store, requests, removed, first_requested, last_finished from sentencify.v_erasures",
 }
 
@@ -286,10 +290,22 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
         )
     # A gap as the consumer records one (events.md: records that left Kafka before it read them).
     gaps.record(mongo, gaps.Gap(s.topic_prefix + "recommend_log", 0, 100, 129, gaps.DELETED, 30), start)
+    # An erasure request as `sentencify forget` records one (a hash, times and counts: no personal data).
+    mongo.erasure_requests.insert_one(
+        {
+            "_id": "0" * 64,
+            "status": "done",
+            "requested_at": start,
+            "finished_at": start,
+            "removed": {"editor_recommend_options": 3},
+        }
+    )
     # from the hour ingestion began to the end of this one: an hour boundary may pass meanwhile
     window = Window(start, floor_hour(datetime.now(UTC)) + timedelta(hours=1))
-    for step in ("etl", "profile", "vectors", "views"):
+    for step in ("etl", "profile", "vectors"):
         run_step(step, window, s)
+    verify(s, steps=("etl", "profile"))  # the store-agreement table's rows (pipeline.md, "Derived stores agree")
+    run_step("views", window, s)
 
     # First deploy points the database somewhere else; the re-deploy must overwrite it, not add.
     deploy(dataclasses.replace(s, analytics_reader_uri=reader_uri.rsplit("/", 1)[0] + "/postgres"), echo=print)

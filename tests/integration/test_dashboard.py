@@ -360,7 +360,7 @@ def test_deploy_then_every_chart_shows_the_views_numbers_and_the_dashboard_draws
     from tests.conftest import ARTIFACTS_WRITTEN
 
     ARTIFACTS_WRITTEN.append(f"dashboard screenshot: {out}")
-    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (16, 16, [], [])
+    assert (shot.charts, shot.drawn, shot.empty, shot.errors) == (18, 18, [], [])
     image = Image.open(out).convert("RGB")
     assert image.width >= 1600 and image.height >= 1500, image.size
     small = image.resize((200, 200 * image.height // image.width))

@@ -16,11 +16,6 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from pymongo import ReturnDocument
-from pymongo.client_session import ClientSession
-from pymongo.errors import DuplicateKeyError
-
-from sentencify.steps.fence import DB_NOW_MS, LEASES
 from sentencify.steps.lease import StepLease
 
 
@@ -32,26 +27,9 @@ class ForcedLease(StepLease):
         super().__init__(*args, **kwargs)
         self.holder = "erasure:" + self.holder
 
-    def _take_over(self, session: ClientSession | None) -> dict | None:
-        try:
-            return self.db[LEASES].find_one_and_update(
-                {"_id": self.step},
-                [
-                    {
-                        "$set": {
-                            "holder": self.holder,
-                            "token": {"$max": [{"$add": [{"$ifNull": ["$token", 0]}, 1]}, DB_NOW_MS]},
-                            "acquired_at": "$$NOW",
-                            "expires_at": {"$add": ["$$NOW", self.ttl_ms]},
-                        }
-                    }
-                ],
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-                session=session,
-            )
-        except DuplicateKeyError:  # two take-overs raced to create it: try again
-            return None
+    def _takeable(self) -> dict:
+        """Any holder's: the take-over raises the token, which fences that holder out."""
+        return {"_id": self.step}
 
 
 def take_all(stack: ExitStack, db, steps: tuple[str, ...], *, ttl_s: float, wait_s: float = 600.0) -> dict[str, ForcedLease]:

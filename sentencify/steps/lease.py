@@ -136,11 +136,15 @@ class StepLease:
         log.info("lease taken", extra={"fields": {"step": self.step, "holder": self.holder, "token": self.fence.token}})
         return True
 
+    def _takeable(self) -> dict:
+        """Which lease document a take-over may change: one whose lease has expired (by MongoDB's clock)."""
+        return {"_id": self.step, **_EXPIRED}
+
     def _take_over(self, session: ClientSession | None) -> dict | None:
         """The lease document once taken, or None while another run holds it (by the server's clock)."""
         try:
             return self.db[LEASES].find_one_and_update(
-                {"_id": self.step, **_EXPIRED},
+                self._takeable(),
                 [
                     {
                         "$set": {

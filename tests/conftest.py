@@ -73,6 +73,19 @@ def mongo(settings: Settings):
 
 
 @pytest.fixture
+def analytics_uri(stack_settings: Settings):
+    """An analytics database of this test's own (the views count, and tests search, everything in it)."""
+    from sentencify.stack.services import postgres_service
+
+    pg = postgres_service(stack_settings)
+    pg.provision()
+    name = f"analytics_{uuid.uuid4().hex[:8]}"
+    pg.create_database(name)
+    yield f"postgresql://sentencify@127.0.0.1:{stack_settings.postgres_port}/{name}"
+    pg.psql(f"drop database {name} with (force)")
+
+
+@pytest.fixture
 def redis(settings):
     """The stack's Redis, emptied after the test."""
     r = redis_lib.Redis.from_url(settings.redis_url)

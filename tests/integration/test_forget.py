@@ -18,14 +18,12 @@ import uuid
 from datetime import UTC, datetime
 
 import psycopg2
-import pytest
 from bson import Binary
 
 from sentencify import vectorstore
 from sentencify.cli import main
 from sentencify.erasure.keys import erasure_key, user_hash
 from sentencify.produce import producer
-from sentencify.stack.services import postgres_service
 from sentencify.steps.lease import LeaseLost
 from sentencify.steps.runner import STEPS, run_step
 from tests.chain_data import Logs
@@ -35,17 +33,6 @@ VICTIM = "victim-7f3a9c"
 OTHERS = ("other-1", VICTIM + "x")  # the second id contains the victim's: it must be left alone
 SECRET = "SECRET-8d1e"  # in every text the victim typed
 DIM = 384
-
-
-@pytest.fixture
-def analytics_uri(stack_settings):
-    """A database of its own: every row of its `sentencify` schema is searched."""
-    pg = postgres_service(stack_settings)
-    pg.provision()
-    name = f"analytics_{uuid.uuid4().hex[:8]}"
-    pg.create_database(name)
-    yield f"postgresql://sentencify@127.0.0.1:{stack_settings.postgres_port}/{name}"
-    pg.psql(f"drop database {name} with (force)")
 
 
 def _session_records(user: str, tag: str, i: int, doc: str, *, anonymous_d: bool = False, anonymous_e: bool = False):

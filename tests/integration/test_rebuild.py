@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 
 import psycopg2
-import pytest
 import redis as redis_lib
 
 from sentencify import vectorstore
 from sentencify.cli import main
-from sentencify.stack.services import postgres_service
 from sentencify.steps.runner import run_step
 from tests.chain_data import Logs, at, hour
-
-
-@pytest.fixture
-def analytics_uri(stack_settings):
-    """A database of its own: the views count everything in it."""
-    pg = postgres_service(stack_settings)
-    pg.provision()
-    name = f"analytics_{uuid.uuid4().hex[:8]}"
-    pg.create_database(name)
-    yield f"postgresql://sentencify@127.0.0.1:{stack_settings.postgres_port}/{name}"
-    pg.psql(f"drop database {name} with (force)")
 
 
 def test_a_threshold_change_then_rebuild_makes_mongodb_qdrant_redis_and_every_view_agree(
